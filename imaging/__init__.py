@@ -1,0 +1,1 @@
+"""Plain torch/numpy image and mask work: no ComfyUI, no onnxruntime."""

@@ -1,0 +1,89 @@
+"""The model catalog: one table of data over a few model families.
+
+A family knows how its networks want their input (square size, mean/std) and what their
+raw output means (already a probability, or logits). A catalog entry only adds where the
+weights come from and how to recognise them (file name, URL, md5). Adding a model that
+belongs to an existing family is one line in ``CATALOG``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_RELEASES = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/"
+
+
+@dataclass(frozen=True)
+class Family:
+    """How a network family is fed and read."""
+
+    name: str
+    size: int  # the square input the network was trained at
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    logits: bool  # True when the first output needs a sigmoid
+
+
+U2NET = Family("u2net", 320, IMAGENET_MEAN, IMAGENET_STD, logits=False)
+ISNET = Family("isnet", 1024, (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), logits=False)
+ISNET_ANIME = Family("isnet-anime", 1024, IMAGENET_MEAN, (1.0, 1.0, 1.0), logits=False)
+BIREFNET = Family("birefnet", 1024, IMAGENET_MEAN, IMAGENET_STD, logits=True)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # what the dropdown shows, and the file stem rembg uses in ~/.u2net
+    family: Family
+    url: str
+    md5: str
+    size_mb: float
+    description: str
+    embedded: bool = False  # ships inside the pack (works offline)
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.onnx"
+
+
+CATALOG: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("u2netp", U2NET, _RELEASES + "u2netp.onnx", "8e83ca70e441ab06c318d82300c84806", 4.6,
+                  "small U²-Net, general objects; fast; ships with the pack", embedded=True),
+        ModelSpec("u2net", U2NET, _RELEASES + "u2net.onnx", "60024c5c889badc19c04ad937298a77b", 176.0,
+                  "U²-Net, general objects; better edges than u2netp"),
+        ModelSpec("u2net_human_seg", U2NET, _RELEASES + "u2net_human_seg.onnx",
+                  "c09ddc2e0104f800e3e1bb4652583d1f", 176.0, "U²-Net trained on people"),
+        ModelSpec("silueta", U2NET, _RELEASES + "silueta.onnx", "55e59e0d8062d2f5d013f4725ee84782", 43.0,
+                  "U²-Net pruned to 43 MB, general objects"),
+        ModelSpec("isnet-general-use", ISNET, _RELEASES + "isnet-general-use.onnx",
+                  "fc16ebd8b0c10d971d3513d564d01e29", 179.0, "IS-Net (DIS), general objects, 1024 px"),
+        ModelSpec("isnet-anime", ISNET_ANIME, _RELEASES + "isnet-anime.onnx",
+                  "6f184e756bb3bd901c8849220a83e38e", 176.0, "IS-Net for anime characters, 1024 px"),
+        ModelSpec("birefnet-general", BIREFNET, _RELEASES + "BiRefNet-general-epoch_244.onnx",
+                  "7a35a0141cbbc80de11d9c9a28f52697", 973.0, "BiRefNet, general objects, best edges, slow on CPU"),
+        ModelSpec("birefnet-general-lite", BIREFNET, _RELEASES + "BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx",
+                  "4fab47adc4ff364be1713e97b7e66334", 214.0, "BiRefNet with a Swin-tiny backbone"),
+    )
+}
+
+DEFAULT_MODEL = "u2netp"
+
+
+class UnknownModelError(ValueError):
+    pass
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Look a model up by its dropdown name (a ``.onnx`` suffix is tolerated)."""
+    key = name[:-5] if name.endswith(".onnx") else name
+    try:
+        return CATALOG[key]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown model '{name}' (perhaps from an older workflow); "
+            f"choose one of: {', '.join(CATALOG)}"
+        ) from None

@@ -1,0 +1,164 @@
+"""The shared session store: each (model, device) is loaded once per process.
+
+Every node, every prompt, the command line and the HTTP API ask ``get_session`` and share
+what it returns. Two threads asking for the same model at once load it once; asking for
+two different models at once loads both in parallel (one lock per key).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import weights
+from .catalog import CATALOG, ISNET, U2NET, Family, ModelSpec, get_spec
+
+log = logging.getLogger("comfyui_cutout")
+
+DEVICES = ("cpu", "gpu")
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider", "DmlExecutionProvider",
+                  "CoreMLExecutionProvider")
+
+
+def _ort():
+    import onnxruntime  # imported on first use: pack import stays cheap
+
+    return onnxruntime
+
+
+def session_options():
+    """CPU settings measured on a 2-core machine (see README, "Session tuning")."""
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    threads = os.environ.get("CUTOUT_ORT_THREADS")
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3
+    return opts
+
+
+def providers_for(device: str) -> list[str]:
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device != "gpu":
+        raise ValueError(f"unknown device '{device}'; expected one of {DEVICES}")
+    available = _ort().get_available_providers()
+    gpu = [p for p in _GPU_PROVIDERS if p in available]
+    if not gpu:
+        log.warning("Cutout: GPU asked for, but this onnxruntime has no GPU provider (has %s); "
+                    "running on the CPU. Install onnxruntime-gpu instead of onnxruntime for CUDA.",
+                    ", ".join(available))
+    return gpu[:1] + ["CPUExecutionProvider"]
+
+
+@dataclass
+class ModelSession:
+    """A loaded network plus what is needed to feed and read it."""
+
+    name: str
+    family: Family
+    path: Path
+    inner: object  # onnxruntime.InferenceSession
+    providers: list[str]
+    input_name: str = field(init=False)
+
+    def __post_init__(self):
+        self.input_name = self.inner.get_inputs()[0].name
+        self._output_name = self.inner.get_outputs()[0].name
+        self._run_lock = threading.Lock()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Raw first output for a prepared ``[B,3,S,S]`` float32 batch.
+
+        onnxruntime's ``run`` is thread-safe, but two concurrent runs on a 2-core CPU only
+        fight over the cores; one at a time keeps latency predictable.
+        """
+        with self._run_lock:
+            return self.inner.run([self._output_name], {self.input_name: batch})[0]
+
+
+class SessionStore:
+    def __init__(self):
+        self._sessions: dict[tuple[str, str], ModelSession] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.load_count: dict[tuple[str, str], int] = {}
+
+    def get(self, model: str, device: str = "cpu", progress=None) -> ModelSession:
+        key = (model, device)
+        found = self._sessions.get(key)
+        if found is not None:
+            return found
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            found = self._sessions.get(key)
+            if found is None:
+                found = self._load(model, device, progress)
+                self._sessions[key] = found
+                self.load_count[key] = self.load_count.get(key, 0) + 1
+            return found
+
+    def clear(self) -> None:
+        with self._guard:
+            self._sessions.clear()
+
+    def _load(self, model: str, device: str, progress) -> ModelSession:
+        spec, path = locate(model, progress)
+        ort = _ort()
+        wanted = providers_for(device)
+        try:
+            inner = ort.InferenceSession(str(path), sess_options=session_options(), providers=wanted)
+        except Exception as e:  # a non-ONNX or damaged file must not take the server down
+            raise weights.ModelNotAvailableError(
+                f"model '{model}' at {path} could not be loaded by onnxruntime ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:300]}); replace the file or delete it to download it again"
+            ) from None
+        used = inner.get_providers()
+        if device == "gpu" and used[0] == "CPUExecutionProvider":
+            log.warning("Cutout: model '%s' fell back to the CPU (providers in use: %s)", model, used)
+        log.info("Cutout: loaded model '%s' from %s on %s", model, path, used[0])
+        family = spec.family if spec is not None else guess_family(inner)
+        return ModelSession(model, family, path, inner, used)
+
+
+def locate(model: str, progress=None) -> tuple[ModelSpec | None, Path]:
+    """Catalog models are verified by hash; other ONNX files the user put in models/rembg are taken as they are."""
+    from .. import comfy_glue
+
+    stem = model[:-5] if model.endswith(".onnx") else model
+    if stem in CATALOG:
+        spec = get_spec(stem)
+        return spec, weights.resolve(spec, progress=progress)
+    for d in weights.search_dirs():
+        candidate = d / f"{stem}.onnx"
+        if candidate.is_file():
+            return None, candidate
+    if model in comfy_glue.comfy_model_files():
+        for d in weights.search_dirs():
+            if (d / model).is_file():
+                return None, d / model
+    get_spec(model)  # raises UnknownModelError with the list of names
+    raise AssertionError("unreachable")
+
+
+def guess_family(inner) -> Family:
+    """For a user's own ONNX file: pick the family from the input size (320 -> U²-Net, else IS-Net)."""
+    shape = inner.get_inputs()[0].shape
+    size = shape[-1] if isinstance(shape[-1], int) else 320
+    if size == 320:
+        return U2NET
+    return Family(f"custom-{size}", size, ISNET.mean, ISNET.std, logits=False)
+
+
+STORE = SessionStore()
+
+
+def get_session(model: str, device: str = "cpu", progress=None) -> ModelSession:
+    return STORE.get(model, device, progress)

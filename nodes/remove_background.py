@@ -1,0 +1,41 @@
+"""Remove Background (Cutout): IMAGE -> RGBA cut-out + subject MASK."""
+
+from __future__ import annotations
+
+from ..pipeline import remove_background
+from .common import CATEGORY, MASK_CONVENTION, device_input, model_inputs, node_errors
+
+DISPLAY_NAME = "Remove Background (Cutout)"
+
+
+class CutoutRemoveBackground:
+    DESCRIPTION = (
+        "Cuts the subject out of every image in the batch with a U²-Net-family ONNX model. "
+        "Returns the RGBA cut-out (original colours, straight alpha, full resolution) and the subject mask. "
+        "The model is loaded once per ComfyUI process and shared by every node and prompt."
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("image", "mask")
+    OUTPUT_TOOLTIPS = (
+        "RGBA cut-out [B,H,W,4]: original colours, alpha = mask, same size as the input. "
+        "SaveImage writes it as a transparent PNG.",
+        "Subject mask [B,H,W], one per input image. " + MASK_CONVENTION,
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "Images [B,H,W,C], any size and batch; RGB or RGBA "
+                                               "(an existing alpha channel is ignored)."}),
+                **model_inputs(),
+            },
+            "optional": device_input(),
+        }
+
+    @node_errors(DISPLAY_NAME)
+    def run(self, image, model, device="cpu"):
+        rgba, mask = remove_background(image, model, device, node=DISPLAY_NAME)
+        return (rgba, mask)

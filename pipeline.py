@@ -1,0 +1,60 @@
+"""The one code path from IMAGE to subject mask, shared by the nodes, the CLI and the API.
+
+Frames go through the network one at a time: on a CPU batching gains nothing, and it keeps
+memory bounded (never B full-resolution float copies of a video batch).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from . import comfy_glue
+from .imaging.model_io import from_model_output, to_model_input
+from .imaging.tensors import as_image, sanitize
+from .models.session import ModelSession, get_session
+
+
+def predict_frame(session: ModelSession, frame: torch.Tensor) -> torch.Tensor:
+    """One sanitised ``[H,W,3]`` frame -> its ``[H,W]`` subject mask (1 = subject)."""
+    fam = session.family
+    h, w = frame.shape[0], frame.shape[1]
+    batch = to_model_input(frame.unsqueeze(0), fam.size, fam.mean, fam.std)
+    raw = session.run(batch)
+    return from_model_output(raw, h, w, fam.logits)[0]
+
+
+def predict_masks(images: torch.Tensor, model: str, device: str = "cpu", node: str = "Cutout",
+                  on_progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """MASK ``[B,H,W]`` for an IMAGE batch, one mask per frame, always."""
+    rgb = as_image(images, node)
+    session = get_session(model, device)
+    progress = comfy_glue.Progress(rgb.shape[0], on_progress)
+    out = torch.empty(rgb.shape[:3], dtype=torch.float32)
+    for i in range(rgb.shape[0]):
+        comfy_glue.check_interrupt()
+        out[i] = predict_frame(session, sanitize(rgb[i]))
+        progress.update(1)
+    return out
+
+
+def remove_background(images: torch.Tensor, model: str, device: str = "cpu", node: str = "Cutout",
+                      on_progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(RGBA ``[B,H,W,4]`` with straight alpha and original colours, MASK ``[B,H,W]``).
+
+    Outputs are allocated once and filled frame by frame, so peak memory is the input plus
+    the outputs plus one frame of work.
+    """
+    rgb = as_image(images, node)
+    b, h, w, _ = rgb.shape
+    session = get_session(model, device)
+    progress = comfy_glue.Progress(b, on_progress)
+    rgba = torch.empty((b, h, w, 4), dtype=torch.float32)
+    for i in range(b):
+        comfy_glue.check_interrupt()
+        frame = sanitize(rgb[i])
+        rgba[i, ..., :3] = frame
+        rgba[i, ..., 3] = predict_frame(session, frame)
+        progress.update(1)
+    return rgba, rgba[..., 3].clone()

@@ -1,0 +1,35 @@
+"""Load the pack as ``comfyui_cutout`` (no ComfyUI needed) and locate the shared eval data."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cutout_standalone import load_pack  # noqa: E402
+
+load_pack()
+
+SHARED = Path(os.environ.get("CUTOUT_SHARED", ROOT.parent / "shared"))
+EVAL_DEV = SHARED / "eval" / "dev"
+
+
+@pytest.fixture
+def eval_dev() -> Path:
+    if not (EVAL_DEV / "manifest.csv").is_file():
+        pytest.skip(f"eval set not found at {EVAL_DEV}")
+    return EVAL_DEV
+
+
+@pytest.fixture(autouse=True)
+def _isolated_model_dirs(tmp_path_factory, monkeypatch):
+    """Keep tests away from the user's ~/.u2net and CUTOUT_MODELS_DIR."""
+    home = tmp_path_factory.mktemp("u2net_home")
+    monkeypatch.setenv("U2NET_HOME", str(home))
+    monkeypatch.delenv("CUTOUT_MODELS_DIR", raising=False)
+    yield
