@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 DOWN_MODE = "bilinear"  # antialiased; see README for the comparison
-UP_MODE = "bilinear"
+UP_MODE = "bicubic"  # clamped afterwards; best MAE and edge-band error on the eval set
 
 
 def to_model_input(frames: torch.Tensor, size: int, mean, std) -> np.ndarray:
