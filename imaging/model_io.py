@@ -48,4 +48,16 @@ def from_model_output(raw: np.ndarray, height: int, width: int, logits: bool,
         t = t.to(device)
     if t.shape[-2:] != (height, width):
         t = F.interpolate(t, size=(height, width), mode=UP_MODE, align_corners=False)
-    return t[:, 0].clamp_(0.0, 1.0)
+    return snap_ends(t[:, 0])
+
+
+def snap_ends(m: torch.Tensor) -> torch.Tensor:
+    """Clamp to 0..1 and make values within 1/255 of either end exact.
+
+    Upsampling rarely lands exactly on 1.0, and 8-bit writers truncate (ComfyUI's SaveImage
+    does ``astype(uint8)``), so a solid subject would otherwise be saved at alpha 254.
+    """
+    m = m.clamp_(0.0, 1.0)
+    m[m > 1.0 - 1.0 / 255.0] = 1.0
+    m[m < 1.0 / 255.0] = 0.0
+    return m

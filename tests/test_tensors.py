@@ -97,3 +97,11 @@ def test_to_rgba_straight_alpha():
     rgb, a = torch.rand(2, 3, 4, 3), torch.rand(2, 3, 4)
     out = to_rgba(rgb, a)
     assert out.shape == (2, 3, 4, 4) and torch.equal(out[..., :3], rgb) and torch.equal(out[..., 3], a)
+
+
+def test_solid_subject_reaches_full_opacity():
+    raw = np.zeros((1, 1, 320, 320), np.float32)
+    raw[..., 100:220, 100:220] = 1.0
+    m = from_model_output(raw, 1000, 700, logits=False)
+    assert m.max() == 1.0 and m.min() == 0.0
+    assert ((m * 255).to(torch.uint8) == 255).sum() > 0.1 * m.numel()  # survives a truncating 8-bit writer
