@@ -18,6 +18,7 @@ websocket with the standard library only. Stop it with :meth:`ComfyServer.stop` 
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import fcntl
@@ -53,7 +54,11 @@ def cache_dir() -> Path:
     return Path(os.path.expanduser(os.environ.get("CUTOUT_E2E_CACHE", "~/.cache/comfyui-cutout-e2e")))
 
 
+SETUP_LOG: list[str] = []  # what set-up did in this process (shown in the pytest summary)
+
+
 def _say(msg: str) -> None:
+    SETUP_LOG.append(msg)
     print(f"[comfy-e2e] {msg}", file=sys.stderr, flush=True)
 
 
@@ -239,6 +244,7 @@ class ComfyServer:
         t0 = time.time()
         self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
                                      cwd=str(self.comfy_root), start_new_session=True)
+        atexit.register(self.stop)  # also when the test run is cut short
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited with code {self.proc.returncode} during start-up; "
@@ -466,6 +472,9 @@ def start_server(base_dir: Path, extra_args: list[str] | None = None, **kw) -> C
     """Set up (cached) and start a server; the caller stops it."""
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
     root = ensure_comfy_root(cache)
     venv = ensure_venv(cache)
+    if not SETUP_LOG:
+        _say(f"ComfyUI root and venv found in {cache} ({time.time() - t0:.1f} s)")
     return ComfyServer(root, venv, base_dir, extra_args, **kw).start()

@@ -27,12 +27,6 @@ def report(line: str) -> None:
     REPORT.append(line)
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if HERE in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.e2e)
-
-
 def pytest_terminal_summary(terminalreporter):
     if REPORT:
         terminalreporter.section("ComfyUI end-to-end measurements")
@@ -55,6 +49,8 @@ def comfy_server(tmp_path_factory):
         pytest.skip("CUTOUT_SKIP_E2E=1")
     base = tmp_path_factory.mktemp("comfy_base")
     server = comfy_env.start_server(base, extra_args=["--cache-none"])
+    for line in comfy_env.SETUP_LOG:
+        report(f"set-up: {line}")
     report(f"server start-up (process start to /system_stats 200): {server.startup_seconds:.1f} s")
     try:
         yield server

@@ -13,6 +13,8 @@ from conftest import report
 import comfy_env
 from comfy_env import PACK_DIR_NAME, messages
 
+pytestmark = pytest.mark.e2e
+
 PACK_MODULE = f"custom_nodes.{PACK_DIR_NAME}"
 IMAGE_TYPES = {"IMAGE", "MASK"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import io
-import json
+import shutil
+from pathlib import Path
 
 import pytest
 from conftest import report
@@ -19,15 +20,23 @@ import comfy_env
 import workflows
 from comfy_env import PACK_DIR_NAME
 
+pytestmark = pytest.mark.e2e
+
 WORKFLOW_DIR = comfy_env.PACK_ROOT / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
 REQUIRED = {"remove_background", "inpaint_mask"}
 
 # Per workflow, per output node id: "rgba" = a transparent PNG with a real cut-out (some alpha 0,
-# some 255); "mask" = a grey mask with a subject (not empty, not full).
+# some 255); "mask" = a grey mask with a subject (not empty, not full); "color:#RRGGBB" = an
+# opaque composite whose background is that colour (a real part of it, not all of it).
+# Node ids are those make_workflows.py gives. The drafts in draft_workflows/ move to
+# example_workflows/ once Mask Refine / Composite Background / the folder nodes are merged.
 EXPECT = {
     "remove_background": {"3": "rgba", "4": "mask"},
+    "refine_and_composite": {"7": "color:#2E7DD7", "8": "opaque", "9": "mask"},
+    "video_frames": {"6": "color:#00B140"},
 }
+SUBJECT_IMAGE = "example.png"  # LoadImage widgets with another name get the background photo
 
 
 def test_required_workflows_exist():
@@ -98,6 +107,17 @@ def _check_rgba(im: Image.Image, where: str) -> str:
     return f"alpha <=5 on {clear:.0%}, >=250 on {solid:.0%}"
 
 
+def _check_color(im: Image.Image, hex_color: str, where: str) -> str:
+    assert im.mode in ("RGB", "RGBA"), f"{where}: {im.mode}"
+    if im.mode == "RGBA":
+        assert im.getchannel("A").getextrema()[0] >= 250, f"{where}: composite is not opaque"
+    target = tuple(int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    px = im.convert("RGB").resize((128, 128), Image.NEAREST).getdata()
+    share = sum(all(abs(a - b) <= 4 for a, b in zip(p, target)) for p in px) / len(px)
+    assert 0.1 < share < 0.95, f"{where}: {share:.1%} of the pixels are {hex_color}"
+    return f"background {hex_color} on {share:.0%}"
+
+
 def _check_mask(im: Image.Image, where: str) -> str:
     hist = im.convert("L").histogram()
     fg = sum(hist[128:]) / sum(hist)
@@ -105,16 +125,62 @@ def _check_mask(im: Image.Image, where: str) -> str:
     return f"subject {fg:.0%}"
 
 
+@pytest.fixture(scope="module")
+def background_photo(tmp_path_factory) -> Path:
+    """A second picture, of another size, for background inputs."""
+    src = comfy_env.PACK_ROOT / "samples" / "coffee.png"
+    dst = tmp_path_factory.mktemp("bg") / "background.png"
+    if src.is_file():
+        shutil.copyfile(src, dst)
+    else:
+        Image.linear_gradient("L").resize((640, 400)).convert("RGB").save(dst)
+    return dst
+
+
+def _prepare_inputs(server, api: dict, photo: Path, background: Path) -> dict:
+    """Files the workflow reads; returns {SaveImageFolder node id: [expected relative stems]}."""
+    folders = {}
+    for node in api.values():
+        ct, inp = node["class_type"], node["inputs"]
+        if ct == "LoadImage":
+            server.put_input(inp["image"], photo if inp["image"] == SUBJECT_IMAGE else background)
+        elif ct == "CutoutLoadImageFolder":
+            d = server.base_dir / "input" / inp["folder"]
+            (d / "sub").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(photo, d / ("subject" + photo.suffix))
+            shutil.copyfile(photo, d / "sub" / ("nested" + photo.suffix))
+            (d / "subject.txt").write_text("a caption that must travel with its image\n")
+            folders[inp["folder"]] = ["subject", "sub/nested"]
+    return folders
+
+
+def _check_folder_outputs(server, api: dict, sources: dict, size) -> list[str]:
+    """Every CutoutSaveImageFolder wrote one image per source file, same relative name, same size."""
+    notes = []
+    stems = [stem for folder_stems in sources.values() for stem in folder_stems]
+    for node_id, node in api.items():
+        if node["class_type"] != "CutoutSaveImageFolder":
+            continue
+        out = server.base_dir / "output" / node["inputs"]["destination"]
+        for stem in stems:
+            images = [h for h in sorted(out.glob(stem + ".*"))
+                      if h.suffix.lower() in (".png", ".webp", ".jpg", ".jpeg")]
+            assert images, f"{out}: no output for {stem} (names must be kept): {sorted(out.rglob('*'))}"
+            im = Image.open(images[0])
+            assert im.size == size, f"{images[0]}: {im.size}, input was {size}"
+        notes.append(f"node {node_id}: {len(stems)} files with their names in {out.name}/"
+                     + (", caption copied" if (out / "subject.txt").is_file() else ""))
+    return notes
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
-def test_workflow_executes(path, comfy_server, object_info, photo):
+def test_workflow_executes(path, comfy_server, object_info, photo, background_photo):
     wf = workflows.load(path)
     if _needs_checkpoint(wf, object_info):
         pytest.skip("needs a checkpoint: validated against /object_info only")
     api = workflows.to_api(wf, object_info)
     size = Image.open(photo).size
-    for node in api.values():  # every LoadImage gets the test photo under the name it asks for
-        if node["class_type"] == "LoadImage":
-            comfy_server.put_input(node["inputs"]["image"], photo)
+    sources = _prepare_inputs(comfy_server, api, photo, background_photo)
     entry = comfy_server.run(api)
     outputs = entry["outputs"]
     expected_outputs = {str(n["id"]) for n in wf["nodes"]
@@ -133,6 +199,12 @@ def test_workflow_executes(path, comfy_server, object_info, photo):
                 notes.append(f"node {node_id}: {_check_rgba(im, where)}")
             elif kind == "mask":
                 notes.append(f"node {node_id}: {_check_mask(im, where)}")
+            elif kind == "opaque":
+                assert im.mode == "RGB" or im.getchannel("A").getextrema()[0] >= 250, f"{where}: not opaque"
+                notes.append(f"node {node_id}: opaque")
+            elif kind and kind.startswith("color:"):
+                notes.append(f"node {node_id}: {_check_color(im, kind[6:], where)}")
+    notes += _check_folder_outputs(comfy_server, api, sources, size)
     for node_id in EXPECT.get(path.stem, {}):
         assert outputs.get(node_id, {}).get("images"), f"{path.stem}: node {node_id} gave no image"
     report(f"workflow {path.stem}: ran, {size[0]}x{size[1]} in and out; " + "; ".join(notes))
