@@ -139,15 +139,29 @@ def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
+def _venv_healthy(venv: Path) -> bool:
+    """The cached venv still runs (its base Python may have moved) and has its key packages."""
+    probe = "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in " \
+            "('torch', 'torchvision', 'aiohttp', 'transformers', 'onnxruntime')))"
+    try:
+        ok = subprocess.run([str(venv_python(venv)), "-c", probe], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        _say(f"cached venv {venv} is broken; rebuilding it")
+        (venv / ".complete").unlink(missing_ok=True)
+    return ok
+
+
 def ensure_venv(cache: Path | None = None) -> Path:
     """A venv with ComfyUI's and the pack's requirements; built once per requirement list."""
     cache = cache or cache_dir()
     lines = requirement_lines()
     venv = cache / f"venv-{venv_key(lines)}"
-    if (venv / ".complete").is_file():
+    if (venv / ".complete").is_file() and _venv_healthy(venv):
         return venv
     with _locked(cache / ".venv.lock"):
-        if (venv / ".complete").is_file():
+        if (venv / ".complete").is_file() and _venv_healthy(venv):
             return venv
         if venv.exists():  # a half-built one from an interrupted run
             shutil.rmtree(venv)

@@ -28,12 +28,13 @@ REQUIRED = {"remove_background", "inpaint_mask"}
 
 # Per workflow, per output node id: "rgba" = a transparent PNG with a real cut-out (some alpha 0,
 # some 255); "mask" = a grey mask with a subject (not empty, not full); "color:#RRGGBB" = an
-# opaque composite whose background is that colour (a real part of it, not all of it).
+# opaque composite whose background is that colour (a real part of it, not all of it);
+# "new_background" = an opaque composite that replaced a real part of the photo.
 # Node ids are those make_workflows.py gives. The drafts in draft_workflows/ move to
 # example_workflows/ once Mask Refine / Composite Background / the folder nodes are merged.
 EXPECT = {
     "remove_background": {"3": "rgba", "4": "mask"},
-    "refine_and_composite": {"7": "color:#2E7DD7", "8": "opaque", "9": "mask"},
+    "refine_and_composite": {"7": "color:#2E7DD7", "8": "new_background", "9": "mask"},
     "video_frames": {"6": "color:#00B140"},
 }
 SUBJECT_IMAGE = "example.png"  # LoadImage widgets with another name get the background photo
@@ -112,7 +113,8 @@ def _check_color(im: Image.Image, hex_color: str, where: str) -> str:
     if im.mode == "RGBA":
         assert im.getchannel("A").getextrema()[0] >= 250, f"{where}: composite is not opaque"
     target = tuple(int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
-    px = im.convert("RGB").resize((128, 128), Image.NEAREST).getdata()
+    raw = im.convert("RGB").resize((128, 128), Image.NEAREST).tobytes()
+    px = [raw[i:i + 3] for i in range(0, len(raw), 3)]
     share = sum(all(abs(a - b) <= 4 for a, b in zip(p, target)) for p in px) / len(px)
     assert 0.1 < share < 0.95, f"{where}: {share:.1%} of the pixels are {hex_color}"
     return f"background {hex_color} on {share:.0%}"
@@ -199,9 +201,13 @@ def test_workflow_executes(path, comfy_server, object_info, photo, background_ph
                 notes.append(f"node {node_id}: {_check_rgba(im, where)}")
             elif kind == "mask":
                 notes.append(f"node {node_id}: {_check_mask(im, where)}")
-            elif kind == "opaque":
+            elif kind == "new_background":  # opaque, and not just the input photo again
                 assert im.mode == "RGB" or im.getchannel("A").getextrema()[0] >= 250, f"{where}: not opaque"
-                notes.append(f"node {node_id}: opaque")
+                a = im.convert("L").resize((128, 128)).tobytes()
+                b = Image.open(photo).convert("L").resize((128, 128)).tobytes()
+                changed = sum(abs(x - y) > 24 for x, y in zip(a, b)) / len(a)
+                assert 0.1 < changed < 0.95, f"{where}: {changed:.1%} of the pixels differ from the photo"
+                notes.append(f"node {node_id}: opaque, {changed:.0%} of the pixels replaced")
             elif kind and kind.startswith("color:"):
                 notes.append(f"node {node_id}: {_check_color(im, kind[6:], where)}")
     notes += _check_folder_outputs(comfy_server, api, sources, size)
