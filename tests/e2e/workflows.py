@@ -82,8 +82,26 @@ def links_by_id(workflow: dict) -> dict[int, tuple]:
     return out
 
 
+def default_value(spec: list):
+    """What the frontend puts in a widget the saved workflow has no value for."""
+    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if "default" in opts:
+        return opts["default"]
+    if isinstance(spec[0], list):
+        return spec[0][0] if spec[0] else None
+    if input_type(spec) == "COMBO":
+        return (opts.get("options") or [None])[0]
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(input_type(spec))
+
+
+def widget_names(info: dict) -> list[str]:
+    specs = _input_specs(info)
+    return [n for n in _ordered_inputs(info) if is_widget(specs[n])]
+
+
 def widget_inputs(node: dict, info: dict) -> dict:
-    """The widget values of a UI node, by input name."""
+    """The widget values of a UI node, by input name. Widgets the saved workflow has no value
+    for (the node gained an input since) get their defaults, as the frontend does."""
     specs = _input_specs(info)
     values = list(node.get("widgets_values") or [])
     if isinstance(node.get("widgets_values"), dict):  # some nodes save a name -> value dict
@@ -94,7 +112,8 @@ def widget_inputs(node: dict, info: dict) -> dict:
         if not is_widget(spec):
             continue
         if i >= len(values):
-            break
+            out[name] = default_value(spec)
+            continue
         out[name] = values[i]
         i += 1
         if _has_control_widget(name, spec) and i < len(values) and values[i] in CONTROL_VALUES:
@@ -177,8 +196,17 @@ def check_against_object_info(workflow: dict, object_info: dict) -> list[str]:
         try:
             widgets = widget_inputs(node, info)
         except WorkflowError as e:
-            problems.append(str(e))
+            problems.append(str(e) + " (regenerate with tests/e2e/make_workflows.py)")
             continue
+        n_values = len(node.get("widgets_values") or [])
+        n_widgets = len(widget_names(info)) + sum(
+            1 for name in widget_names(info)
+            if _has_control_widget(name, _input_specs(info)[name]) or _has_upload_widget(_input_specs(info)[name]))
+        if n_values < n_widgets:
+            missing = widget_names(info)[len(widget_names(info)) - (n_widgets - n_values):]
+            problems.append(f"node {node['id']} ({node['type']}): {n_values} widget values for {n_widgets} widgets; "
+                            f"the node has gained {missing} since the file was made "
+                            f"(regenerate with tests/e2e/make_workflows.py)")
         required = (info.get("input_order") or {}).get("required") or list(info["input"].get("required", {}))
         for name in required:
             if name not in connected and name not in widgets:
