@@ -170,7 +170,8 @@ def ensure_venv(cache: Path | None = None) -> Path:
         req = venv / "requirements.txt"
         req.write_text("\n".join(lines) + "\n")
         try:
-            _run([str(venv_python(venv)), "-m", "pip", "install", "--no-input", "-r", str(req)],
+            extra = os.environ.get("CUTOUT_E2E_PIP_ARGS", "").split()  # e.g. an --index-url of your own
+            _run([str(venv_python(venv)), "-m", "pip", "install", "--no-input", *extra, "-r", str(req)],
                  f"pip install {len(lines)} requirements into {venv.name}")
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)

@@ -52,6 +52,11 @@ def comfy_server(tmp_path_factory):
     for line in comfy_env.SETUP_LOG:
         report(f"set-up: {line}")
     report(f"server start-up (process start to /system_stats 200): {server.startup_seconds:.1f} s")
+    status, stats = server.get("/system_stats")
+    if status == 200:
+        sysinfo = stats.get("system", {})
+        report(f"ComfyUI {sysinfo.get('comfyui_version')}, torch {sysinfo.get('pytorch_version')}, "
+               f"Python {sysinfo.get('python_version', '').split()[0]}, device {stats['devices'][0]['name']}")
     try:
         yield server
     finally:

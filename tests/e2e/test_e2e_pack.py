@@ -229,3 +229,17 @@ def test_two_prompts_reuse_the_loaded_model(comfy_server, photo_name):
         assert "10" not in cached, "Remove Background was served from the cache, not re-run"
     loads = re.findall(r"Cutout: loaded model 'u2netp'", comfy_server.log_text())
     assert len(loads) == 1, f"u2netp loaded {len(loads)} times in one server"
+
+
+def test_startup_failure_shows_the_server_log(comfy_server, tmp_path):
+    """A server that cannot start raises at once with its log, instead of a bare timeout."""
+    broken_root = tmp_path / "not_comfyui"  # no main.py
+    broken_root.mkdir()
+    venv = comfy_server.python.parent.parent
+    server = comfy_env.ComfyServer(broken_root, venv, tmp_path / "base", with_fixture_pack=False)
+    with pytest.raises(RuntimeError) as exc:
+        server.start(timeout=120)
+    text = str(exc.value)
+    assert "exited with code" in text and "--- server log ---" in text, text
+    assert "main.py" in text, text  # the traceback from the log is in the message
+    assert server.proc.poll() is not None
