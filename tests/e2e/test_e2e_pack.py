@@ -165,6 +165,31 @@ def test_bad_input_is_an_execution_error_naming_input_and_shape(comfy_server, ph
     assert entry["outputs"]["11"]["images"]
 
 
+def test_mask_batch_mismatch_is_an_execution_error(comfy_server, photo_name):
+    """The issue's own example: 3 images with 2 masks into Mask Refine (runs once Mask Refine is merged)."""
+    if "CutoutMaskRefine" not in comfy_server.object_info():
+        pytest.skip("CutoutMaskRefine not in this branch yet")
+    bad = {
+        "1": {"class_type": "E2EFixtureTensors",
+              "inputs": {"batch": 3, "height": 32, "width": 32, "channels": 3, "mask_batch": 2}},
+        "2": {"class_type": "CutoutMaskRefine", "inputs": {"mask": ["1", 1], "image": ["1", 0]}},
+        "3": {"class_type": "MaskPreview", "inputs": {"mask": ["2", 0]}},
+    }
+    # fill every other widget with its default, as the frontend would
+    info = comfy_server.object_info("CutoutMaskRefine")
+    for name, spec in info["input"]["required"].items():
+        if name not in bad["2"]["inputs"] and len(spec) > 1 and "default" in spec[1]:
+            bad["2"]["inputs"][name] = spec[1]["default"]
+    entry = comfy_server.wait(comfy_server.post_prompt(bad))
+    assert entry["status"]["status_str"] == "error" and entry["outputs"] == {}
+    (err,) = messages(entry, "execution_error")
+    msg = err["exception_message"]
+    assert err["node_type"] == "CutoutMaskRefine" and "(Cutout)" in msg, msg
+    assert re.search(r"input '(image|mask)'", msg) and "3" in msg and "2" in msg, msg
+    report(f"mask/image batch mismatch: {msg.strip()}")
+    comfy_server.run(small_photo_graph(photo_name))
+
+
 # -- progress, interrupt, model reuse -----------------------------------------------------------
 def test_progress_advances_per_frame(comfy_server, photo_name):
     frames = 5
