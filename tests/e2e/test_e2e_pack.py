@@ -192,7 +192,7 @@ def test_mask_batch_mismatch_is_an_execution_error(comfy_server, photo_name):
 
 # -- progress, interrupt, model reuse -----------------------------------------------------------
 def test_progress_advances_per_frame(comfy_server, photo_name):
-    frames = 5
+    frames = 3
     ws = comfy_server.websocket()
     try:
         pid = comfy_server.post_prompt(small_photo_graph(photo_name, size=48, repeat=frames))
@@ -215,7 +215,7 @@ def test_interrupt_stops_a_long_batch_without_output(comfy_server, photo_name):
         d = ev.get("data") or {}
         if ev.get("type") != "progress" or d.get("node") != "10":
             return
-        if state["t_interrupt"] is None and d["value"] >= 3:
+        if state["t_interrupt"] is None and d["value"] >= 2:
             comfy_server.interrupt()
             state["t_interrupt"] = time.time()
         elif state["t_interrupt"] is not None:
@@ -240,7 +240,8 @@ def test_interrupt_stops_a_long_batch_without_output(comfy_server, photo_name):
     out_dir = comfy_server.base_dir / "output" / prefix.split("/")[0]
     assert not out_dir.exists() or not any(out_dir.iterdir()), list(out_dir.iterdir())
     t = state["times"]
-    frame_s = sorted(b - a for a, b in zip(t, t[1:]))[len(t) // 2 - 1] if len(t) > 2 else float("nan")
+    gaps = sorted(b - a for a, b in zip(t, t[1:]))
+    frame_s = gaps[len(gaps) // 2] if gaps else float("nan")
     report(f"interrupt: stopped after frame {state['last']['value']}/{frames}, "
            f"{latency:.2f} s from POST /interrupt to execution_interrupted "
            f"(one frame took {frame_s:.2f} s here: the frame in flight finishes first)")
