@@ -1,0 +1,216 @@
+"""example_workflows/*.json: listed by the server, valid against /object_info, and executed.
+
+Generic: every JSON in the folder is checked; every one without a model loader (category
+``loaders``: it would need a checkpoint) is converted to an API prompt as the frontend does and
+run on a real photo; its outputs are checked. Add per-workflow expectations to EXPECT.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import report
+from PIL import Image
+
+import comfy_env
+import workflows
+from comfy_env import PACK_DIR_NAME
+
+pytestmark = pytest.mark.e2e
+
+WORKFLOW_DIR = comfy_env.PACK_ROOT / "example_workflows"
+WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
+REQUIRED = {"remove_background", "inpaint_mask"}
+
+# Per workflow, per output node id: "rgba" = a transparent PNG with a real cut-out (some alpha 0,
+# some 255); "mask" = a grey mask with a subject (not empty, not full); "color:#RRGGBB" = an
+# opaque composite whose background is that colour (a real part of it, not all of it);
+# "new_background" = an opaque composite that replaced a real part of the photo.
+# Node ids are those make_workflows.py gives. The drafts in draft_workflows/ move to
+# example_workflows/ once Mask Refine / Composite Background / the folder nodes are merged.
+EXPECT = {
+    "remove_background": {"3": "rgba", "4": "mask"},
+    "refine_and_composite": {"7": "color:#2E7DD7", "8": "new_background", "9": "mask"},
+    "video_frames": {"6": "color:#00B140"},
+}
+SUBJECT_IMAGE = "example.png"  # LoadImage widgets with another name get the background photo
+
+
+def test_required_workflows_exist():
+    assert REQUIRED <= {p.stem for p in WORKFLOWS}, [p.name for p in WORKFLOWS]
+
+
+def test_workflow_templates_lists_the_pack_folder(comfy_server):
+    status, templates = comfy_server.get("/workflow_templates")
+    assert status == 200
+    assert sorted(templates.get(PACK_DIR_NAME, [])) == sorted(p.stem for p in WORKFLOWS), templates
+    status, body = comfy_server.get(f"/api/workflow_templates/{PACK_DIR_NAME}/remove_background.json")
+    assert status == 200 and body == workflows.load(WORKFLOW_DIR / "remove_background.json")
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server):
+    return comfy_server.object_info()
+
+
+def _needs_checkpoint(wf: dict, object_info: dict) -> bool:
+    return any((object_info.get(n["type"], {}).get("category") or "").startswith("loaders")
+               for n in wf["nodes"])
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_matches_object_info(path, object_info):
+    wf = workflows.load(path)
+    assert wf.get("nodes") and "links" in wf, "not a UI-format workflow (nodes/links)"
+    problems = workflows.check_against_object_info(wf, object_info)
+    assert not problems, "\n".join(problems)
+    assert any(object_info[n["type"]].get("output_node") for n in wf["nodes"] if n["type"] in object_info), \
+        "no output node: nothing would run"
+    assert any(n["type"].startswith("Cutout") for n in wf["nodes"]), "the workflow uses no Cutout node"
+
+
+def test_checker_catches_a_mismatched_link(object_info):
+    wf = copy.deepcopy(workflows.load(WORKFLOW_DIR / "remove_background.json"))
+    rb = next(n for n in wf["nodes"] if n["type"] == "CutoutRemoveBackground")
+    save = next(n for n in wf["nodes"] if n["type"] == "SaveImage")
+    link = next(ln for ln in wf["links"] if ln[3] == save["id"])
+    link[2] = 1  # MASK output into SaveImage.images (IMAGE)
+    rb["outputs"][1]["links"] = (rb["outputs"][1]["links"] or []) + [link[0]]
+    assert any("gives MASK" in p for p in workflows.check_against_object_info(wf, object_info))
+
+
+def test_converter_skips_seed_control_and_upload_widgets(object_info):
+    wf = workflows.load(WORKFLOW_DIR / "inpaint_mask.json")
+    api = workflows.to_api(wf, object_info)
+    ks = next(v for v in api.values() if v["class_type"] == "KSampler")
+    assert ks["inputs"]["seed"] == 42 and ks["inputs"]["steps"] == 20 and ks["inputs"]["denoise"] == 1.0
+    load = next(v for v in api.values() if v["class_type"] == "LoadImage")
+    assert load["inputs"] == {"image": "example.png"}
+
+
+def _image(data: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return im
+
+
+def _check_rgba(im: Image.Image, where: str) -> str:
+    assert im.mode == "RGBA", f"{where}: {im.mode} PNG, expected RGBA"
+    hist = im.getchannel("A").histogram()
+    n = sum(hist)
+    clear = sum(hist[:6]) / n  # SaveImage truncates 255*x, so "opaque" is 250..255
+    solid = sum(hist[250:]) / n
+    assert clear > 0.05 and solid > 0.05, f"{where}: alpha {clear:.1%} clear, {solid:.1%} opaque"
+    return f"alpha <=5 on {clear:.0%}, >=250 on {solid:.0%}"
+
+
+def _check_color(im: Image.Image, hex_color: str, where: str) -> str:
+    assert im.mode in ("RGB", "RGBA"), f"{where}: {im.mode}"
+    if im.mode == "RGBA":
+        assert im.getchannel("A").getextrema()[0] >= 250, f"{where}: composite is not opaque"
+    target = tuple(int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    raw = im.convert("RGB").resize((128, 128), Image.NEAREST).tobytes()
+    px = [raw[i:i + 3] for i in range(0, len(raw), 3)]
+    share = sum(all(abs(a - b) <= 4 for a, b in zip(p, target)) for p in px) / len(px)
+    assert 0.1 < share < 0.95, f"{where}: {share:.1%} of the pixels are {hex_color}"
+    return f"background {hex_color} on {share:.0%}"
+
+
+def _check_mask(im: Image.Image, where: str) -> str:
+    hist = im.convert("L").histogram()
+    fg = sum(hist[128:]) / sum(hist)
+    assert 0.02 < fg < 0.98, f"{where}: subject covers {fg:.1%} of the mask"
+    return f"subject {fg:.0%}"
+
+
+@pytest.fixture(scope="module")
+def background_photo(tmp_path_factory) -> Path:
+    """A second picture, of another size, for background inputs."""
+    src = comfy_env.PACK_ROOT / "samples" / "coffee.png"
+    dst = tmp_path_factory.mktemp("bg") / "background.png"
+    if src.is_file():
+        shutil.copyfile(src, dst)
+    else:
+        Image.linear_gradient("L").resize((640, 400)).convert("RGB").save(dst)
+    return dst
+
+
+def _prepare_inputs(server, api: dict, photo: Path, background: Path) -> dict:
+    """Files the workflow reads; returns {SaveImageFolder node id: [expected relative stems]}."""
+    folders = {}
+    for node in api.values():
+        ct, inp = node["class_type"], node["inputs"]
+        if ct == "LoadImage":
+            server.put_input(inp["image"], photo if inp["image"] == SUBJECT_IMAGE else background)
+        elif ct == "CutoutLoadImageFolder":
+            d = server.base_dir / "input" / inp["folder"]
+            (d / "sub").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(photo, d / ("subject" + photo.suffix))
+            shutil.copyfile(photo, d / "sub" / ("nested" + photo.suffix))
+            (d / "subject.txt").write_text("a caption that must travel with its image\n")
+            folders[inp["folder"]] = ["subject", "sub/nested"]
+    return folders
+
+
+def _check_folder_outputs(server, api: dict, sources: dict, size) -> list[str]:
+    """Every CutoutSaveImageFolder wrote one image per source file, same relative name, same size."""
+    notes = []
+    stems = [stem for folder_stems in sources.values() for stem in folder_stems]
+    for node_id, node in api.items():
+        if node["class_type"] != "CutoutSaveImageFolder":
+            continue
+        out = server.base_dir / "output" / node["inputs"]["destination"]
+        for stem in stems:
+            images = [h for h in sorted(out.glob(stem + ".*"))
+                      if h.suffix.lower() in (".png", ".webp", ".jpg", ".jpeg")]
+            assert images, f"{out}: no output for {stem} (names must be kept): {sorted(out.rglob('*'))}"
+            im = Image.open(images[0])
+            assert im.size == size, f"{images[0]}: {im.size}, input was {size}"
+        notes.append(f"node {node_id}: {len(stems)} files with their names in {out.name}/"
+                     + (", caption copied" if (out / "subject.txt").is_file() else ""))
+    return notes
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_executes(path, comfy_server, object_info, photo, background_photo):
+    wf = workflows.load(path)
+    if _needs_checkpoint(wf, object_info):
+        pytest.skip("needs a checkpoint: validated against /object_info only")
+    api = workflows.to_api(wf, object_info)
+    size = Image.open(photo).size
+    sources = _prepare_inputs(comfy_server, api, photo, background_photo)
+    entry = comfy_server.run(api)
+    outputs = entry["outputs"]
+    expected_outputs = {str(n["id"]) for n in wf["nodes"]
+                        if n["type"] in object_info and object_info[n["type"]].get("output_node")}
+    assert expected_outputs <= set(outputs), (expected_outputs, outputs)
+    notes = []
+    for node_id, out in outputs.items():
+        for ref in out.get("images", []):
+            f = comfy_server.output_path(ref)
+            assert f.is_file(), f
+            im = _image(comfy_server.view(ref))
+            where = f"{path.stem} node {node_id} ({api[node_id]['class_type']}) {ref['filename']}"
+            assert im.size == size, f"{where}: {im.size}, input was {size}"
+            kind = EXPECT.get(path.stem, {}).get(node_id)
+            if kind == "rgba":
+                notes.append(f"node {node_id}: {_check_rgba(im, where)}")
+            elif kind == "mask":
+                notes.append(f"node {node_id}: {_check_mask(im, where)}")
+            elif kind == "new_background":  # opaque, and not just the input photo again
+                assert im.mode == "RGB" or im.getchannel("A").getextrema()[0] >= 250, f"{where}: not opaque"
+                a = im.convert("L").resize((128, 128)).tobytes()
+                b = Image.open(photo).convert("L").resize((128, 128)).tobytes()
+                changed = sum(abs(x - y) > 24 for x, y in zip(a, b)) / len(a)
+                assert 0.1 < changed < 0.95, f"{where}: {changed:.1%} of the pixels differ from the photo"
+                notes.append(f"node {node_id}: opaque, {changed:.0%} of the pixels replaced")
+            elif kind and kind.startswith("color:"):
+                notes.append(f"node {node_id}: {_check_color(im, kind[6:], where)}")
+    notes += _check_folder_outputs(comfy_server, api, sources, size)
+    for node_id in EXPECT.get(path.stem, {}):
+        assert outputs.get(node_id, {}).get("images"), f"{path.stem}: node {node_id} gave no image"
+    report(f"workflow {path.stem}: ran, {size[0]}x{size[1]} in and out; " + "; ".join(notes))
