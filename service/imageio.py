@@ -65,7 +65,7 @@ def encode(pixels: np.ndarray, fmt: str) -> bytes:
     if fmt == "png":
         img.save(buf, "PNG", compress_level=4)
     elif fmt == "webp":
-        img.save(buf, "WEBP", lossless=True, quality=80, method=4)
+        img.save(buf, "WEBP", lossless=True, exact=True, quality=80, method=4)  # exact: keep colours under alpha 0
     elif fmt == "jpeg":
         if img.mode == "RGBA":
             img = img.convert("RGB")
