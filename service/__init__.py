@@ -15,8 +15,17 @@ _service = None
 
 
 def register() -> bool:
-    """Register the routes on ComfyUI's PromptServer (once). False outside ComfyUI."""
+    """Register the routes on ComfyUI's PromptServer (once). False outside ComfyUI.
+
+    ``CUTOUT_SERVICE=0`` in the environment turns the page and the API off (the nodes stay).
+    """
+    import os
+
     from .. import comfy_glue
+
+    if os.environ.get("CUTOUT_SERVICE", "1").strip().lower() in ("0", "false", "no", "off"):
+        log.info("Cutout: HTTP service off (CUTOUT_SERVICE=0)")
+        return False
 
     def add(table):
         global _service

@@ -141,6 +141,7 @@ class CutoutService:
             web.get(p + "/api/models", self.models),
             web.get(p + "/api/openapi.json", self.openapi),
             web.post(p + "/api/remove", self.remove),
+            web.get(p + "/api/remove", self.remove_get),
             web.post(p + "/api/batch", self.batch),
         ]
 
@@ -203,6 +204,13 @@ class CutoutService:
         return web.json_response(spec(self.prefix, self.limits))
 
     # ---------------------------------------------------------------- remove
+    @_json_errors
+    async def remove_get(self, request: web.Request) -> web.Response:
+        # rembg's server fetches ?url=...; here that would let callers reach the network through ComfyUI
+        raise ApiError(405, "method_not_allowed", f"send the image with POST to {self.prefix}/api/remove (multipart "
+                       "field 'file' or the raw body); fetching images from URLs is not offered",
+                       headers={"Allow": "POST"})
+
     @_json_errors
     async def remove(self, request: web.Request) -> web.StreamResponse:
         raw, uploads = await self._read_request(request, single=True)

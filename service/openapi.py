@@ -68,7 +68,11 @@ def spec(prefix: str = "/cutout", limits=None) -> dict:
                                "Returns an RGBA PNG of the same size (alpha = subject), the mask with om=true, or "
                                "an opaque image with a background colour.",
                 "parameters": params, "requestBody": body(False),
-                "responses": {"200": {"description": "the cut-out", "content": image_out}, **errors}}},
+                "responses": {"200": {"description": "the cut-out", "content": image_out}, **errors}},
+                "get": {"summary": "Not offered (rembg's ?url= form)",
+                        "description": "Always 405: fetching images from URLs would let callers reach the network "
+                                       "through ComfyUI. POST the image instead.",
+                        "responses": {"405": _error("use POST")}}},
             f"{prefix}/api/batch": {"post": {
                 "summary": "Cut out several images, get a zip",
                 "description": "Send several multipart `file` fields; the zip holds one result per file, named after "

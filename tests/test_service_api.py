@@ -292,6 +292,7 @@ def test_error_cases(photo):
         fd = FormData()
         fd.add_field("picture", photo, filename="p.png")
         await expect_error(await c.post(R, data=fd), 400, "unknown_parameter", "'picture'")
+        await expect_error(await c.get(R + "?url=http://example.com/a.jpg"), 405, "method_not_allowed", "POST")
         # models
         body = await expect_error(await c.post(R + "?model=nosuchnet", data=photo, headers=img), 400,
                                   "unknown_model", "nosuchnet", "u2netp")
@@ -533,6 +534,14 @@ def test_register_routes_on_a_comfy_like_server(monkeypatch):
             return (await c.get("/cutout/api/models")).status
 
     assert asyncio.run(t()) == 200
+
+
+def test_service_can_be_switched_off(monkeypatch):
+    from comfyui_cutout import service as service_pkg
+
+    monkeypatch.setenv("CUTOUT_SERVICE", "0")
+    monkeypatch.setattr(comfy_glue, "register_routes", lambda add: pytest.fail("registered although switched off"))
+    assert service_pkg.register() is False
 
 
 def test_register_is_a_no_op_outside_comfy(monkeypatch):
