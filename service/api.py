@@ -30,7 +30,7 @@ from ..models import CATALOG, DEFAULT_MODEL, ModelNotAvailableError, UnknownMode
 from ..models.session import STORE, locate
 from . import params as P
 from .errors import ApiError
-from .finishing import NODE, finish
+from .finishing import NODE, features, finish
 from .imageio import decode, encode
 
 log = logging.getLogger("comfyui_cutout")
@@ -196,7 +196,8 @@ class CutoutService:
                     rows.append({"name": f.stem, "installed": True, "embedded": False, "loaded": False,
                                  "downloadable": False, "size_mb": round(f.stat().st_size / 1e6, 1),
                                  "family": "custom", "description": f"your own ONNX file ({f.name})"})
-        return {"default": DEFAULT_MODEL, "models": rows, "allow_download": self.limits.allow_download}
+        return {"default": DEFAULT_MODEL, "models": rows, "allow_download": self.limits.allow_download,
+                "features": features()}
 
     async def openapi(self, request: web.Request) -> web.Response:
         from .openapi import spec

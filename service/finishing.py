@@ -98,21 +98,40 @@ def _call(fn, *args, **kwargs):
     return fn(*args, **{k: v for k, v in kwargs.items() if k in accepted})
 
 
-def _parse_background(spec: str) -> tuple[float, float, float] | None:
-    """'transparent' -> None; '#rrggbb', a CSS colour name or 'r,g,b' -> RGB 0..1."""
-    if spec.strip().lower() == "transparent":
+SPECIAL_BACKGROUNDS = ("blur", "checkerboard")  # need Composite Background's composite_background
+
+
+def features() -> dict:
+    """What this build can do (the page greys out the rest; the API answers 501 for it)."""
+    refine, comp = _refine_module(), _composite_module()
+    has_composite = comp is not None and hasattr(comp, "composite_background")
+    return {
+        "refine": ["none"] + [name for name, fn in (("guided", "guided_filter"), ("matting", "matte"))
+                              if refine is not None and hasattr(refine, fn)],
+        "decontaminate": comp is not None and hasattr(comp, "estimate_foreground"),
+        "backgrounds": ["transparent", "colour"] + (list(SPECIAL_BACKGROUNDS) if has_composite else []),
+    }
+
+
+def _parse_background(spec: str):
+    """'transparent' -> None; 'blur'/'checkerboard' -> the name; a colour ('#rrggbb', a CSS name, 'r,g,b') -> RGB 0..1."""
+    text = spec.strip()
+    low = text.lower()
+    if low == "transparent":
         return None
     comp = _composite_module()
+    if low in SPECIAL_BACKGROUNDS:
+        if comp is None or not hasattr(comp, "composite_background"):
+            raise _missing(f"background={low}", "Composite Background (imaging.composite.composite_background)")
+        return low
     if comp is not None and hasattr(comp, "parse_color"):
         try:
-            rgb = comp.parse_color(spec)
-            return tuple(float(c) for c in rgb[:3])
+            return tuple(float(c) for c in comp.parse_color(text)[:3])
         except ValueError as e:
             raise ApiError(400, "bad_parameter", f"parameter 'background' is '{spec}': {e}",
                            parameter="background") from None
-    from PIL import ImageColor
+    from PIL import ImageColor  # fallback while Composite Background is not in this build
 
-    text = spec.strip()
     if "," in text:
         parts = text.split(",")
         if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
@@ -132,6 +151,9 @@ def finish(rgb: torch.Tensor, pixels: np.ndarray, mask: torch.Tensor, opts: Opti
     network's MASK ``[1,H,W]`` (1 = subject).
     """
     background = _parse_background(opts.background)  # validate before any slow work
+    comp = _composite_module()
+    if opts.decontaminate and (comp is None or not hasattr(comp, "estimate_foreground")):
+        raise _missing("decontaminate (dc)", "Composite Background (imaging.composite.estimate_foreground)")
 
     if opts.ppm:
         mask = post_process_mask(mask)
@@ -149,23 +171,20 @@ def finish(rgb: torch.Tensor, pixels: np.ndarray, mask: torch.Tensor, opts: Opti
     if opts.om:
         return to_uint8(mask[0])
 
-    alpha = mask[0]
-    if opts.decontaminate:
-        comp = _composite_module()
-        if comp is None or not hasattr(comp, "estimate_foreground"):
-            raise _missing("decontaminate (dc)", "Composite Background (imaging.composite.estimate_foreground)")
-        colour = to_uint8(_call(comp.estimate_foreground, rgb, mask)[0])
-    else:
-        colour = pixels  # the original pixels, untouched
-
-    if background is not None:  # opaque RGB on a colour: fg * a + bg * (1 - a)
-        a = alpha.unsqueeze(-1).double()
-        fg = torch.from_numpy(colour).double() / 255.0
+    if background is not None and comp is not None and hasattr(comp, "composite_background"):
+        out = _call(comp.composite_background, rgb, mask, background, decontaminate=opts.decontaminate)
+        return to_uint8(out[0])
+    if background is not None:  # fallback: opaque RGB on a solid colour, fg * a + bg * (1 - a)
+        a = mask[0].unsqueeze(-1).double()
+        fg = torch.from_numpy(pixels).double() / 255.0
         bg = torch.tensor(background, dtype=torch.float64).view(1, 1, 3)
         return to_uint8(fg * a + bg * (1.0 - a))
 
-    a8 = to_uint8(alpha)
-    rgba = np.dstack([colour, a8])
+    if opts.decontaminate:
+        colour = to_uint8(comp.estimate_foreground(rgb, mask)[0])
+    else:
+        colour = pixels  # the original pixels, untouched
+    rgba = np.dstack([colour, to_uint8(mask[0])])
     if opts.bgc is not None:  # rembg: Image.alpha_composite(colour background, cut-out)
         from PIL import Image
 

@@ -51,8 +51,9 @@ PARAMS: tuple[Param, ...] = (
           "filter against the photo) or matting (closed-form matting on a trimap; slow).", choices=REFINE_CHOICES),
     Param("decontaminate", "bool", False, "Estimate the true foreground colour in semi-transparent edge pixels, "
           "so no fringe of the old background shows on a new one."),
-    Param("background", "str", "transparent", "What goes behind the subject: 'transparent' (RGBA PNG), or a colour "
-          "('#rrggbb', a CSS name such as 'white', or 'r,g,b'), giving an opaque RGB image."),
+    Param("background", "str", "transparent", "What goes behind the subject: 'transparent' (RGBA PNG), a colour "
+          "('#rrggbb', a CSS name such as 'white', or 'r,g,b'), 'blur' (the photo, blurred) or 'checkerboard'; "
+          "anything but transparent gives an opaque RGB image."),
     Param("format", "choice", "png", "Output format: png, webp (lossless, keeps alpha) or jpeg (needs an opaque "
           "background: background=<colour> or bgc with a = 255).", choices=tuple(FORMATS)),
 )

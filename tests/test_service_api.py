@@ -343,13 +343,13 @@ def test_refinement_options_run_or_say_what_is_missing(photo):
 
     async def t(c, s):
         out = {}
-        for q in ("refine=guided", "a=true", "dc=true"):
+        for q in ("refine=guided", "a=true", "dc=true", "background=blur"):
             out[q] = await c.post("/cutout/api/remove?" + q, data=form(("p.png", photo)))
         return {k: (v.status, await v.read()) for k, v in out.items()}
 
     res = serve(t)
     for q, (status, body) in res.items():
-        have = have_composite if q == "dc=true" else have_refine
+        have = have_composite if q in ("dc=true", "background=blur") else have_refine
         if have:
             assert status == 200, body
             assert png(body).size == (200, 150)
@@ -381,6 +381,12 @@ def test_models_route(tmp_path, monkeypatch):
     assert not rows["u2net"]["installed"] and not rows["u2net"]["downloadable"]
     assert rows["my_net"]["installed"] and rows["my_net"]["family"] == "custom"
     assert set(rows) >= {"u2net", "isnet-general-use", "birefnet-general"}
+    from comfyui_cutout.service import finishing
+
+    f = data["features"]  # what the page offers; must match what the API can really do
+    assert f["refine"][0] == "none" and f["backgrounds"][:2] == ["transparent", "colour"]
+    assert ("guided" in f["refine"]) == (finishing._refine_module() is not None)
+    assert f["decontaminate"] == (finishing._composite_module() is not None)
 
 
 def test_openapi_describes_every_route_and_parameter():

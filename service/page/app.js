@@ -16,7 +16,9 @@ function options() {
   if (refine !== "none") o.set("refine", refine);
   if (!$("#om").checked) {
     if ($("#decontaminate").checked) o.set("decontaminate", "true");
-    if ($("#background").value === "color") o.set("background", $("#color").value);
+    const bg = $("#background").value;
+    if (bg === "color") o.set("background", $("#color").value);
+    else if (bg !== "transparent") o.set("background", bg);
   }
   return o;
 }
@@ -178,9 +180,29 @@ async function loadModels() {
       if (m.name === data.default) opt.selected = true;
       sel.appendChild(opt);
     }
+    applyFeatures(data.features || {});
   } catch (e) {
     setStatus("Could not list models: " + e);
   }
+}
+
+// Options this server cannot do (a build without Mask Refine / Composite Background) are greyed out.
+function applyFeatures(f) {
+  const refine = f.refine || ["none"];
+  for (const opt of $("#refine").options) {
+    opt.disabled = !refine.includes(opt.value);
+    if (opt.disabled) opt.textContent += " (not in this build)";
+  }
+  const backgrounds = f.backgrounds || ["transparent", "colour"];
+  for (const opt of $("#background").options) {
+    const key = opt.value === "color" ? "colour" : opt.value;
+    opt.disabled = !backgrounds.includes(key);
+    if (opt.disabled) opt.textContent += " (not in this build)";
+  }
+  const dc = $("#decontaminate");
+  dc.disabled = !f.decontaminate;
+  dc.checked = !!f.decontaminate;  // on by default where available, as on the nodes
+  if (dc.disabled) dc.parentElement.title = "needs Composite Background, not in this build";
 }
 
 function setupDrop() {
