@@ -145,6 +145,10 @@ class CutoutService:
             web.post(p + "/api/batch", self.batch),
         ]
 
+    def close(self) -> None:
+        """Stop the worker thread (after the request in progress, if any)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
     def add_to(self, table) -> None:
         """Add the routes to an aiohttp ``RouteTableDef`` (ComfyUI's) or ``UrlDispatcher``."""
         for d in self.route_defs():
@@ -303,7 +307,7 @@ class CutoutService:
             if part is None:
                 break
             if part.filename is None and part.name not in FILE_FIELDS:  # a form field = a parameter
-                value = (await part.read(decode=True))[:10000].decode("utf-8", "replace")
+                value = await self._read_field(part)
                 if part.name in raw and raw[part.name] != value:
                     raise ApiError(400, "bad_parameter", f"parameter '{part.name}' is given twice with different "
                                    "values (query and form)", parameter=part.name)
@@ -321,6 +325,19 @@ class CutoutService:
             uploads.append(up)
             if up.size == 0:
                 raise ApiError(400, "no_image", f"file '{name}' is empty (0 bytes)", file=name)
+
+    async def _read_field(self, part) -> str:
+        """A text form field (a parameter); never more than 1000 bytes."""
+        data = b""
+        while True:
+            chunk = await part.read_chunk(1024)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > 1000:
+                raise ApiError(400, "bad_parameter", f"form field '{part.name}' is longer than 1000 bytes; "
+                               "parameters are short values (images go in 'file')", parameter=part.name)
+        return data.decode(part.get_charset("utf-8"), "replace")
 
     async def _read_stream(self, stream, name: str) -> Upload:
         limit = self.limits.max_bytes
@@ -446,4 +463,9 @@ def mount(app: web.Application, service: CutoutService | None = None) -> CutoutS
     """Mount the service on a stand-alone aiohttp app (tests, or your own server)."""
     service = service or CutoutService()
     service.add_to(app.router)
+
+    async def _close(app):
+        service.close()
+
+    app.on_cleanup.append(_close)
     return service

@@ -276,6 +276,8 @@ def test_error_cases(photo):
                            "conflicting_parameters")
         await expect_error(await c.post(R + "?om=1", data=form(("p.png", photo), om="0")), 400, "bad_parameter",
                            "twice")
+        await expect_error(await c.post(R, data=form(("p.png", photo), model="x" * 5000)), 400, "bad_parameter",
+                           "1000 bytes")
         # what comes in
         await expect_error(await c.post(R, data=b"", headers=img), 400, "no_image", "empty")
         await expect_error(await c.post(R, data=form(("empty.png", b""))), 400, "no_image", "empty.png")
