@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import shutil
 import struct
 import sys
@@ -99,7 +100,8 @@ def photo() -> bytes:
 
 @pytest.fixture(scope="module")
 def real_photo() -> tuple[str, bytes]:
-    path = Path(__file__).resolve().parents[2] / "shared" / "eval" / "dev" / "davis16_blackswan_00000.jpg"
+    shared = Path(os.environ.get("CUTOUT_SHARED", ROOT.parent / "shared"))  # as tests/conftest.py
+    path = shared / "eval" / "dev" / "davis16_blackswan_00000.jpg"
     if not path.is_file():
         pytest.skip(f"{path} not found")
     return path.name, path.read_bytes()

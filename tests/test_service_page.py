@@ -62,7 +62,7 @@ class ServerThread:
 def two_photos(tmp_path) -> list[Path]:
     from PIL import Image
 
-    shared = Path(__file__).resolve().parents[2] / "shared" / "eval" / "dev"
+    shared = Path(os.environ.get("CUTOUT_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "eval" / "dev"
     names = ["davis16_blackswan_00000.jpg", "alphamatting_GT01.png"]
     if all((shared / n).is_file() for n in names):
         return [shared / n for n in names]
