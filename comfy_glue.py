@@ -6,8 +6,10 @@ Everything else in the pack is plain torch/numpy and runs without a ComfyUI inst
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 from pathlib import Path
 
 log = logging.getLogger("comfyui_cutout")
@@ -58,6 +60,29 @@ def comfy_model_files() -> list[str]:
         return []
 
 
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def detached():
+    """Run pack code outside any ComfyUI prompt (the HTTP API's worker thread).
+
+    Inside, ``check_interrupt`` is a no-op and ``Progress`` reports to nobody: the API must
+    neither swallow the Cancel meant for a running prompt (ComfyUI clears the flag when it
+    raises) nor send progress events to the prompt's client.
+    """
+    before = getattr(_local, "detached", False)
+    _local.detached = True
+    try:
+        yield
+    finally:
+        _local.detached = before
+
+
+def _attached() -> bool:
+    return IN_COMFY and not getattr(_local, "detached", False)
+
+
 class Progress:
     """A progress bar that is also an interrupt point inside ComfyUI.
 
@@ -71,7 +96,7 @@ class Progress:
         self.done = 0
         self.callback = callback
         self._bar = None
-        if IN_COMFY:
+        if _attached():
             try:
                 import comfy.utils  # type: ignore
 
@@ -89,7 +114,7 @@ class Progress:
 
 def check_interrupt() -> None:
     """Raise ComfyUI's interrupt exception if the user cancelled; no-op elsewhere."""
-    if not IN_COMFY:
+    if not _attached():
         return
     try:
         import comfy.model_management as mm  # type: ignore
@@ -122,3 +147,40 @@ def output_directory() -> Path | None:
 
 def temp_directory() -> Path | None:
     return Path(folder_paths.get_temp_directory()) if IN_COMFY else None
+
+
+def _prompt_server():
+    """ComfyUI's ``PromptServer.instance``, or None outside a running ComfyUI server."""
+    if not IN_COMFY:
+        return None
+    try:
+        import server  # type: ignore
+    except ImportError:
+        return None
+    return getattr(getattr(server, "PromptServer", None), "instance", None)
+
+
+def register_routes(add_routes) -> bool:
+    """Give ComfyUI's route table to ``add_routes(table)`` (an aiohttp ``RouteTableDef``).
+
+    ComfyUI adds the table to its app after all custom nodes are imported (and mirrors each
+    route under ``/api``). Returns False, doing nothing, outside a ComfyUI server.
+    """
+    instance = _prompt_server()
+    routes = getattr(instance, "routes", None)
+    if routes is None:
+        return False
+    add_routes(routes)
+    return True
+
+
+def prompts_pending() -> int:
+    """Prompts running or waiting in ComfyUI's queue; 0 outside ComfyUI."""
+    instance = _prompt_server()
+    queue = getattr(instance, "prompt_queue", None)
+    if queue is None:
+        return 0
+    try:
+        return int(queue.get_tasks_remaining())
+    except Exception:
+        return 0

@@ -105,6 +105,10 @@ class SessionStore:
                 self.load_count[key] = self.load_count.get(key, 0) + 1
             return found
 
+    def loaded(self, model: str, device: str = "cpu") -> bool:
+        """True when (model, device) is already loaded (no file access, no hashing)."""
+        return (model, device) in self._sessions
+
     def clear(self) -> None:
         with self._guard:
             self._sessions.clear()

@@ -1,0 +1,471 @@
+"""The cut-out service: plain aiohttp handlers that any aiohttp app can mount.
+
+Inside ComfyUI, ``comfy_glue.register_routes`` hands us the PromptServer's route table; in
+tests, ``mount(web.Application())`` does the same on a bare app. Model work runs through the
+pack's one code path (``pipeline.predict_masks`` + ``finishing.finish``) in ONE worker
+thread, so the event loop stays free, requests are served one at a time in arrival order,
+sessions are the shared ones of ``models.session.STORE``, and before each image the worker
+waits while ComfyUI is running a prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from .. import comfy_glue
+from ..models import CATALOG, DEFAULT_MODEL, ModelNotAvailableError, UnknownModelError, weights
+from ..models.session import STORE, locate
+from . import params as P
+from .errors import ApiError
+from .finishing import NODE, features, finish
+from .imageio import decode, encode
+
+log = logging.getLogger("comfyui_cutout")
+
+PREFIX = "/cutout"
+PAGE_DIR = Path(__file__).resolve().parent / "page"
+PAGE_FILES = {"index.html": "text/html", "app.js": "application/javascript", "style.css": "text/css"}
+FILE_FIELDS = ("file", "files", "image")
+_SPOOL = 8 << 20  # uploads and zips above this size spill to the temp folder
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        log.warning("Cutout API: %s=%r is not a number; using %s", name, raw, default)
+        return default
+
+
+@dataclass
+class Limits:
+    max_bytes: int = 50 << 20  # per uploaded file
+    max_pixels: int = 50_000_000  # per image (w * h)
+    max_files: int = 100  # per batch request
+    max_pending: int = 64  # requests waiting for the worker; more get 503
+    busy_wait: float = 300.0  # seconds to wait for a running ComfyUI prompt before 503
+    allow_download: bool = False  # may a request trigger a model download?
+    device: str = "cpu"
+
+    @classmethod
+    def from_env(cls) -> "Limits":
+        d = cls()
+        return cls(
+            max_bytes=int(_env_number("CUTOUT_API_MAX_MB", d.max_bytes / (1 << 20)) * (1 << 20)),
+            max_pixels=int(_env_number("CUTOUT_API_MAX_MEGAPIXELS", d.max_pixels / 1e6) * 1e6),
+            max_files=int(_env_number("CUTOUT_API_MAX_FILES", d.max_files)),
+            max_pending=int(_env_number("CUTOUT_API_MAX_PENDING", d.max_pending)),
+            busy_wait=_env_number("CUTOUT_API_BUSY_WAIT", d.busy_wait),
+            allow_download=os.environ.get("CUTOUT_API_ALLOW_DOWNLOAD", "").lower() in ("1", "true", "yes"),
+            device=os.environ.get("CUTOUT_API_DEVICE", d.device),
+        )
+
+
+def _temp_dir() -> str | None:
+    d = comfy_glue.temp_directory()
+    if d is None:
+        return None
+    d.mkdir(parents=True, exist_ok=True)
+    return str(d)
+
+
+def _spool():
+    """A temp file that lives in memory until it is large, then in ComfyUI's temp folder.
+
+    Its disk copy has no name (unlinked at creation), so nothing is left behind, even on a crash.
+    """
+    return tempfile.SpooledTemporaryFile(max_size=_SPOOL, dir=_temp_dir())
+
+
+@dataclass
+class Upload:
+    name: str
+    data: object  # a spooled temp file, rewound
+    size: int
+
+
+def _safe_stem(name: str) -> str:
+    stem = os.path.splitext(os.path.basename(name.replace("\\", "/")))[0]
+    stem = re.sub(r"[^A-Za-z0-9._ -]+", "_", stem).strip(" .")
+    return stem[:100] or "image"
+
+
+def _json_errors(handler):
+    """ApiError -> its JSON response; any other exception -> a JSON 500 (and the log)."""
+    @functools.wraps(handler)
+    async def inner(self, request):
+        try:
+            return await handler(self, request)
+        except ApiError as e:
+            return _json_error(e)
+        except web.HTTPException:
+            raise
+        except Exception as e:
+            log.exception("Cutout API: unexpected error in %s", request.path)
+            return _json_error(ApiError(500, "internal_error", f"{type(e).__name__}: {e}"))
+    return inner
+
+
+class CutoutService:
+    def __init__(self, limits: Limits | None = None, prefix: str = PREFIX):
+        self.limits = limits or Limits.from_env()
+        self.prefix = prefix.rstrip("/")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cutout-api")
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self.images_done = 0
+
+    # ---------------------------------------------------------------- routes
+    def route_defs(self) -> list[web.RouteDef]:
+        p = self.prefix
+        return [
+            web.get(p, self.redirect_page),
+            web.get(p + "/", self.page),
+            web.get(p + "/page/{name}", self.page_file),
+            web.get(p + "/api/models", self.models),
+            web.get(p + "/api/openapi.json", self.openapi),
+            web.post(p + "/api/remove", self.remove),
+            web.get(p + "/api/remove", self.remove_get),
+            web.post(p + "/api/batch", self.batch),
+        ]
+
+    def close(self) -> None:
+        """Stop the worker thread (after the request in progress, if any)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def add_to(self, table) -> None:
+        """Add the routes to an aiohttp ``RouteTableDef`` (ComfyUI's) or ``UrlDispatcher``."""
+        for d in self.route_defs():
+            if isinstance(table, web.RouteTableDef):
+                table.route(d.method, d.path)(d.handler)
+            else:
+                table.add_route(d.method, d.path, d.handler)
+
+    # ---------------------------------------------------------------- page
+    async def redirect_page(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound(self.prefix + "/")
+
+    async def page(self, request: web.Request) -> web.Response:
+        return self._file("index.html")
+
+    async def page_file(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in PAGE_FILES:
+            return _json_error(ApiError(404, "not_found", f"no page file '{name}'"))
+        return self._file(name)
+
+    def _file(self, name: str) -> web.Response:
+        body = (PAGE_DIR / name).read_bytes()
+        return web.Response(body=body, content_type=PAGE_FILES[name], charset="utf-8",
+                            headers={"Cache-Control": "no-cache"})
+
+    # ---------------------------------------------------------------- info
+    @_json_errors
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response(await asyncio.to_thread(self.model_list))
+
+    def model_list(self) -> dict:
+        rows = []
+        for spec in CATALOG.values():
+            path = weights.find_verified(spec)
+            rows.append({
+                "name": spec.name, "installed": path is not None, "embedded": spec.embedded,
+                "loaded": STORE.loaded(spec.name, self.limits.device),
+                "downloadable": path is None and self.limits.allow_download,
+                "size_mb": spec.size_mb, "family": spec.family.name, "description": spec.description,
+            })
+        seen = set(CATALOG)
+        for d in weights.search_dirs():
+            if not d.is_dir():
+                continue
+            for f in sorted(d.glob("*.onnx")):
+                if f.stem not in seen:
+                    seen.add(f.stem)
+                    rows.append({"name": f.stem, "installed": True, "embedded": False, "loaded": False,
+                                 "downloadable": False, "size_mb": round(f.stat().st_size / 1e6, 1),
+                                 "family": "custom", "description": f"your own ONNX file ({f.name})"})
+        return {"default": DEFAULT_MODEL, "models": rows, "allow_download": self.limits.allow_download,
+                "features": features()}
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        from .openapi import spec
+
+        return web.json_response(spec(self.prefix, self.limits))
+
+    # ---------------------------------------------------------------- remove
+    @_json_errors
+    async def remove_get(self, request: web.Request) -> web.Response:
+        # rembg's server fetches ?url=...; here that would let callers reach the network through ComfyUI
+        raise ApiError(405, "method_not_allowed", f"send the image with POST to {self.prefix}/api/remove (multipart "
+                       "field 'file' or the raw body); fetching images from URLs is not offered",
+                       headers={"Allow": "POST"})
+
+    @_json_errors
+    async def remove(self, request: web.Request) -> web.StreamResponse:
+        raw, uploads = await self._read_request(request, single=True)
+        try:
+            opts = P.parse(raw)
+            t0 = time.perf_counter()
+            bodies, names = await self._run(self._process, uploads, opts)
+        finally:
+            for u in uploads:
+                u.data.close()
+        return web.Response(body=bodies[0], content_type=opts.content_type, headers={
+            "Content-Disposition": f'inline; filename="{names[0]}"',
+            "X-Cutout-Model": opts.model or DEFAULT_MODEL,
+            "X-Cutout-Seconds": f"{time.perf_counter() - t0:.3f}",
+        })
+
+    @_json_errors
+    async def batch(self, request: web.Request) -> web.StreamResponse:
+        raw, uploads = await self._read_request(request, single=False)
+        try:
+            opts = P.parse(raw)
+            t0 = time.perf_counter()
+            zipped = await self._run(self._process_zip, uploads, opts)
+        finally:
+            for u in uploads:
+                u.data.close()
+        try:
+            zipped.seek(0, os.SEEK_END)
+            size = zipped.tell()
+            zipped.seek(0)
+            resp = web.StreamResponse(headers={
+                "Content-Type": "application/zip",
+                "Content-Disposition": 'attachment; filename="cutouts.zip"',
+                "Content-Length": str(size),
+                "X-Cutout-Model": opts.model or DEFAULT_MODEL,
+                "X-Cutout-Images": str(len(uploads)),
+                "X-Cutout-Seconds": f"{time.perf_counter() - t0:.3f}",
+            })
+            await resp.prepare(request)
+            while True:
+                chunk = zipped.read(1 << 20)
+                if not chunk:
+                    break
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+        finally:
+            zipped.close()
+
+    # ---------------------------------------------------------------- reading requests
+    async def _read_request(self, request: web.Request, single: bool) -> tuple[dict, list[Upload]]:
+        raw: dict[str, str] = {}
+        for k, v in request.query.items():
+            if k in raw and raw[k] != v:
+                raise ApiError(400, "bad_parameter", f"parameter '{k}' is given twice with different values",
+                               parameter=k)
+            raw[k] = v
+        uploads: list[Upload] = []
+        try:
+            if request.content_type.startswith("multipart/"):
+                await self._read_multipart(request, raw, uploads)
+            else:
+                if request.content_type in ("application/x-www-form-urlencoded",):
+                    raise ApiError(415, "no_image", "send the image as multipart/form-data (field 'file') or as the "
+                                   "raw request body (Content-Type image/...)")
+                name = request.headers.get("X-Filename") or "image"
+                uploads.append(await self._read_stream(request.content, name))
+                if uploads[0].size == 0:
+                    raise ApiError(400, "no_image", "the request body is empty; send an image as the body or as "
+                                   "multipart/form-data field 'file'")
+        except BaseException:
+            for u in uploads:
+                u.data.close()
+            raise
+        if not uploads:
+            raise ApiError(400, "no_image", "no image in the request: send it as multipart/form-data field 'file' "
+                           "(several 'file' fields for /api/batch) or as the raw request body")
+        if single and len(uploads) > 1:
+            for u in uploads:
+                u.data.close()
+            raise ApiError(400, "too_many_files", f"{len(uploads)} files sent to {self.prefix}/api/remove, which "
+                           f"takes one; use {self.prefix}/api/batch for several (a zip comes back)")
+        return raw, uploads
+
+    async def _read_multipart(self, request, raw: dict, uploads: list) -> None:
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            if part.filename is None and part.name not in FILE_FIELDS:  # a form field = a parameter
+                value = await self._read_field(part)
+                if part.name in raw and raw[part.name] != value:
+                    raise ApiError(400, "bad_parameter", f"parameter '{part.name}' is given twice with different "
+                                   "values (query and form)", parameter=part.name)
+                raw[part.name] = value
+                continue
+            if part.name not in FILE_FIELDS:
+                raise ApiError(400, "unknown_parameter", f"file field '{part.name}' is not accepted; send images as "
+                               f"'file'; valid parameters are: {', '.join(P.VALID)}", parameters=[part.name],
+                               valid=list(P.VALID))
+            if len(uploads) >= self.limits.max_files:
+                raise ApiError(413, "too_many_files", f"more than {self.limits.max_files} files in one request "
+                               "(CUTOUT_API_MAX_FILES)", max_files=self.limits.max_files)
+            name = part.filename or f"image-{len(uploads) + 1}"
+            up = await self._read_stream(part, name)
+            uploads.append(up)
+            if up.size == 0:
+                raise ApiError(400, "no_image", f"file '{name}' is empty (0 bytes)", file=name)
+
+    async def _read_field(self, part) -> str:
+        """A text form field (a parameter); never more than 1000 bytes."""
+        data = b""
+        while True:
+            chunk = await part.read_chunk(1024)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > 1000:
+                raise ApiError(400, "bad_parameter", f"form field '{part.name}' is longer than 1000 bytes; "
+                               "parameters are short values (images go in 'file')", parameter=part.name)
+        return data.decode(part.get_charset("utf-8"), "replace")
+
+    async def _read_stream(self, stream, name: str) -> Upload:
+        limit = self.limits.max_bytes
+        spool = _spool()
+        size = 0
+        try:
+            while True:
+                chunk = await (stream.read_chunk(1 << 16) if hasattr(stream, "read_chunk") else stream.read(1 << 16))
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, "file_too_large", f"'{name}' is larger than the limit of "
+                                   f"{limit / (1 << 20):.0f} MB (CUTOUT_API_MAX_MB)", file=name, max_bytes=limit)
+                spool.write(chunk)
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
+        return Upload(name, spool, size)
+
+    # ---------------------------------------------------------------- the worker
+    async def _run(self, fn, uploads: list[Upload], opts: P.Options):
+        with self._pending_lock:
+            if self._pending >= self.limits.max_pending:
+                raise ApiError(503, "busy", f"{self._pending} requests are already waiting; try again shortly",
+                               headers={"Retry-After": "5"})
+            self._pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, self._in_worker, fn, uploads, opts)
+        finally:
+            with self._pending_lock:
+                self._pending -= 1
+
+    def _in_worker(self, fn, uploads, opts):
+        with comfy_glue.detached():
+            return fn(uploads, opts)
+
+    def _wait_for_comfy(self) -> None:
+        """Let a running (or queued) ComfyUI prompt go first; 503 after ``busy_wait`` seconds."""
+        deadline = time.monotonic() + self.limits.busy_wait
+        logged = False
+        while comfy_glue.prompts_pending() > 0:
+            if not logged:
+                log.info("Cutout API: waiting for ComfyUI's queue to empty before cutting out")
+                logged = True
+            if time.monotonic() >= deadline:
+                raise ApiError(503, "comfy_busy", f"ComfyUI has been busy with prompts for {self.limits.busy_wait:g} s; "
+                               "try again later (CUTOUT_API_BUSY_WAIT)", headers={"Retry-After": "30"})
+            time.sleep(0.1)
+
+    def _check_model(self, name: str) -> None:
+        if STORE.loaded(name, self.limits.device):
+            return
+        stem = name[:-5] if name.endswith(".onnx") else name
+        if stem in CATALOG:
+            spec = CATALOG[stem]
+            if weights.find_verified(spec) is None and not self.limits.allow_download:
+                raise ApiError(404, "model_not_installed", f"model '{stem}' is not installed on this server "
+                               f"(about {spec.size_mb:.0f} MB); install it into models/rembg, or start ComfyUI with "
+                               "CUTOUT_API_ALLOW_DOWNLOAD=1 to let the API download it", model=stem)
+            return
+        try:
+            locate(name)
+        except UnknownModelError:
+            names = [r["name"] for r in self.model_list()["models"] if r["installed"]]
+            raise ApiError(400, "unknown_model", f"unknown model '{name}'; installed models: {', '.join(names)} "
+                           f"(see {self.prefix}/api/models)", model=name, valid=names) from None
+
+    def _mask_and_pixels(self, up: Upload, opts: P.Options):
+        from ..pipeline import predict_masks
+
+        image, pixels = decode(up.data, up.name, self.limits.max_pixels)
+        self._wait_for_comfy()
+        model = opts.model or DEFAULT_MODEL
+        try:
+            mask = predict_masks(image, model, self.limits.device, node=NODE)
+        except (ModelNotAvailableError, UnknownModelError) as e:
+            raise ApiError(503, "model_not_available", str(e), model=model) from None
+        return image, pixels, mask
+
+    def _process(self, uploads: list[Upload], opts: P.Options) -> tuple[list[bytes], list[str]]:
+        self._check_model(opts.model or DEFAULT_MODEL)
+        bodies, names = [], []
+        for up in uploads:
+            image, pixels, mask = self._mask_and_pixels(up, opts)
+            bodies.append(encode(finish(image, pixels, mask, opts), opts.format))
+            names.append(f"{_safe_stem(up.name)}.{opts.extension}")
+            self.images_done += 1
+        return bodies, names
+
+    def _process_zip(self, uploads: list[Upload], opts: P.Options):
+        self._check_model(opts.model or DEFAULT_MODEL)
+        out = _spool()
+        used: set[str] = set()
+        try:
+            with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as z:
+                for up in uploads:
+                    image, pixels, mask = self._mask_and_pixels(up, opts)
+                    data = encode(finish(image, pixels, mask, opts), opts.format)
+                    stem, n = _safe_stem(up.name), 1
+                    name = f"{stem}.{opts.extension}"
+                    while name.lower() in used:
+                        n += 1
+                        name = f"{stem}-{n}.{opts.extension}"
+                    used.add(name.lower())
+                    z.writestr(name, data)
+                    self.images_done += 1
+        except BaseException:
+            out.close()
+            raise
+        return out
+
+
+def _json_error(e: ApiError) -> web.Response:
+    if e.status >= 500 and e.status != 503:
+        log.warning("Cutout API: %s", e.message)
+    return web.json_response(e.body(), status=e.status, headers=e.headers)
+
+
+def mount(app: web.Application, service: CutoutService | None = None) -> CutoutService:
+    """Mount the service on a stand-alone aiohttp app (tests, or your own server)."""
+    service = service or CutoutService()
+    service.add_to(app.router)
+
+    async def _close(app):
+        service.close()
+
+    app.on_cleanup.append(_close)
+    return service
