@@ -114,7 +114,14 @@ class SessionStore:
         ort = _ort()
         wanted = providers_for(device)
         try:
-            inner = ort.InferenceSession(str(path), sess_options=session_options(), providers=wanted)
+            try:
+                inner = ort.InferenceSession(str(path), sess_options=session_options(), providers=wanted)
+            except Exception:
+                if spec is None or not spec.is_variant:
+                    raise
+                log.warning("Cutout: built variant %s could not be loaded; building it again", path)
+                path = weights.ensure_variant(spec, progress=progress, rebuild=True)
+                inner = ort.InferenceSession(str(path), sess_options=session_options(), providers=wanted)
         except Exception as e:  # a non-ONNX or damaged file must not take the server down
             raise weights.ModelNotAvailableError(
                 f"model '{model}' at {path} could not be loaded by onnxruntime ({type(e).__name__}: "
