@@ -37,13 +37,18 @@ def _masks(model_path, photos):
     return out
 
 
-@pytest.fixture(scope="module")
+_BUILT = {}
+
+
+@pytest.fixture
 def built(tmp_path_factory):
-    spec = catalog.get_spec("u2netp-int8")
-    d = tmp_path_factory.mktemp("variants")
-    a = quantize.build_variant(EMBEDDED, spec.recipe, d / "a.onnx")
-    b = quantize.build_variant(EMBEDDED, spec.recipe, d / "b.onnx")
-    return a, b
+    """Two independent builds of u2netp-int8 (made once per test run)."""
+    if not _BUILT:
+        spec = catalog.get_spec("u2netp-int8")
+        d = tmp_path_factory.mktemp("variants")
+        _BUILT["ab"] = (quantize.build_variant(EMBEDDED, spec.recipe, d / "a.onnx"),
+                        quantize.build_variant(EMBEDDED, spec.recipe, d / "b.onnx"))
+    return _BUILT["ab"]
 
 
 def test_builder_is_deterministic(built):
