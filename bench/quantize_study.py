@@ -149,6 +149,7 @@ def _r(name, ranges="minmax", **kw):
 STUDY_RECIPES = {
     "naive": _r("naive"),
     "sens1": _r("sens1", float_sensitive=1, exclude_last_convs=1, exclude_ops=("Sigmoid",)),
+    "sens8": _r("sens8", float_sensitive=8, exclude_last_convs=1, exclude_ops=("Sigmoid",)),
     "sens3": _r("sens3", float_sensitive=3, exclude_last_convs=1, exclude_ops=("Sigmoid",)),
     "s1": _r("s1", exclude_nodes=("Conv_787",), exclude_last_convs=1, exclude_ops=("Sigmoid",)),
     "s3": _r("s3", exclude_nodes=("Conv_787", "Conv_946", "Conv_810"), exclude_last_convs=1,
