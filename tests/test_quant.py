@@ -19,10 +19,10 @@ EMBEDDED = weights.EMBEDDED_DIR / "u2netp.onnx"
 
 
 def _photos():
-    import skimage.data
+    skimage_data = pytest.importorskip("skimage.data")
 
-    return [torch.from_numpy(skimage.data.astronaut().astype(np.float32) / 255.0),
-            torch.from_numpy(skimage.data.coffee().astype(np.float32) / 255.0)]
+    return [torch.from_numpy(skimage_data.astronaut().astype(np.float32) / 255.0),
+            torch.from_numpy(skimage_data.coffee().astype(np.float32) / 255.0)]
 
 
 def _masks(model_path, photos):
