@@ -61,6 +61,7 @@ def main(argv=None):
     print("| family | size | rembg.remove float (s) | pack float (s) | pack int8 (s) | int8 speed-up vs rembg | "
           "pack float speed-up |")
     print("|---|---|---|---|---|---|---|")
+    notes = []
     for fam in a.families.split(","):
         variant = f"{fam}-int8"
         try:
@@ -92,7 +93,8 @@ def main(argv=None):
             med = {k: statistics.median(v) for k, v in times.items()}
             print(f"| {fam} | {size_name} | {med['A']:.3f} | {med['B']:.3f} | {med['C']:.3f} | "
                   f"**{med['A'] / med['C']:.2f}×** | {med['A'] / med['B']:.2f}× |", flush=True)
-        print(f"\n({variant} built or found in {build:.1f} s)\n" if fam == a.families.split(",")[-1] else "", end="")
+        notes.append(f"{variant} built (or found in the cache) in {build:.1f} s")
+    print("\n" + "; ".join(notes))
 
 
 if __name__ == "__main__":
