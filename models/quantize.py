@@ -330,6 +330,9 @@ def build_variant(src: str | Path, recipe: Recipe, dest: str | Path, ranges_path
     os.close(fd)
     try:
         onnx.save(qmodel, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the cache should read like a download
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
