@@ -32,10 +32,18 @@ def _ort():
 
 
 def session_options():
-    """CPU settings measured on a 2-core machine (see README, "Session tuning")."""
+    """CPU settings measured on a shared 2-core machine (bench/session_tuning.py, docs/notes-quant.md).
+
+    Kept: all graph optimisations (BASIC/EXTENDED were 0.76x), sequential execution (parallel
+    0.65x), the memory arena (off: 0.77x), onnxruntime's own thread count (one per core) unless
+    ``CUTOUT_ORT_THREADS`` says otherwise. Changed: worker threads do not spin while waiting
+    (1.17x when the cores are shared, as they are in ComfyUI with torch busy on the same CPU).
+    io_binding with a preallocated output was within noise (1.08x) for a 320x320 output: not used.
+    """
     ort = _ort()
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     threads = os.environ.get("CUTOUT_ORT_THREADS")
     if threads:
         opts.intra_op_num_threads = int(threads)
@@ -118,7 +126,14 @@ class SessionStore:
         ort = _ort()
         wanted = providers_for(device)
         try:
-            inner = ort.InferenceSession(str(path), sess_options=session_options(), providers=wanted)
+            try:
+                inner = ort.InferenceSession(str(path), sess_options=session_options(), providers=wanted)
+            except Exception:
+                if spec is None or not spec.is_variant:
+                    raise
+                log.warning("Cutout: built variant %s could not be loaded; building it again", path)
+                path = weights.ensure_variant(spec, progress=progress, rebuild=True)
+                inner = ort.InferenceSession(str(path), sess_options=session_options(), providers=wanted)
         except Exception as e:  # a non-ONNX or damaged file must not take the server down
             raise weights.ModelNotAvailableError(
                 f"model '{model}' at {path} could not be loaded by onnxruntime ({type(e).__name__}: "

@@ -153,9 +153,61 @@ def download(spec: ModelSpec, dest_dir: Path, progress: Callable[[int, int], Non
     return target
 
 
+def variant_filename(spec: ModelSpec, source_md5: str) -> str:
+    """``u2netp.int8-1a2b3c4d.onnx``: keyed by the source file's md5, so new weights mean a new build."""
+    return f"{spec.derived_from}.{spec.recipe.name}-{source_md5[:8]}.onnx"
+
+
+_build_locks: dict[str, threading.Lock] = {}
+
+
+def ensure_variant(spec: ModelSpec, allow_download: bool = True,
+                   progress: Callable[[int, int], None] | None = None, rebuild: bool = False) -> Path:
+    """The local file of a derived variant, built from its (verified) base model if missing.
+
+    Built next to the downloads (``download_dir()``); a variant file of the same recipe made
+    from a different source (other md5) is removed when the new one is written.
+    """
+    from . import quantize
+    from .catalog import get_spec
+
+    base = get_spec(spec.derived_from)
+    src = resolve(base, allow_download=allow_download, progress=progress)
+    name = variant_filename(spec, file_md5(src))
+    with _md5_lock:
+        lock = _build_locks.setdefault(spec.name, threading.Lock())
+    with lock:
+        if not rebuild:
+            for d in search_dirs():
+                if (d / name).is_file():
+                    return d / name
+        dest_dir = download_dir()
+        try:
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.TemporaryFile(dir=dest_dir)
+            probe.close()
+        except OSError:
+            dest_dir = Path(tempfile.gettempdir()) / "comfyui_cutout"
+            log.warning("Cutout: %s is not writable; building '%s' in %s", download_dir(), spec.name, dest_dir)
+        log.info("Cutout: building '%s' from %s (recipe '%s')", spec.name, src, spec.recipe.name)
+        try:
+            path = quantize.build_variant(src, spec.recipe, dest_dir / name)
+        except quantize.QuantizeUnavailableError as e:
+            raise ModelNotAvailableError(f"model '{spec.name}' cannot be built here: {e}") from None
+        for stale in dest_dir.glob(f"{spec.derived_from}.{spec.recipe.name}-*.onnx"):
+            if stale.name != name:
+                try:
+                    stale.unlink()
+                except OSError:
+                    pass
+        return path
+
+
 def resolve(spec: ModelSpec, allow_download: bool = True,
             progress: Callable[[int, int], None] | None = None) -> Path:
-    """A verified local path for ``spec``, downloading it if needed."""
+    """A verified local path for ``spec``, downloading it if needed (variants are built)."""
+    if spec.is_variant:
+        return ensure_variant(spec, allow_download, progress)
     problems: list[str] = []
     found = find_verified(spec, problems)
     if found is not None:
