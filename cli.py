@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load_pack()
     from comfyui_cutout.dataset.job import JobOptions, run_job
-    from comfyui_cutout.dataset.paths import PathRefused, check_no_overlap
+    from comfyui_cutout.dataset.paths import UnsafePath, check_no_overlap
     from comfyui_cutout.dataset.reader import DEFAULT_PATTERN
     from comfyui_cutout.dataset.writer import WriteOptions
     from comfyui_cutout.models import ModelNotAvailableError, UnknownModelError, model_choices
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                              mask_only=a.mask_only, save_mask=a.save_mask, mask_dir=a.mask_dir,
                              existing=a.existing, copy_captions=a.captions, png_compress=a.png_compress,
                              jpeg_quality=a.jpeg_quality)
-    except (PathRefused, ValueError) as e:
+    except (UnsafePath, ValueError) as e:
         parser.error(str(e))
     opts = JobOptions(model=a.model, device=a.device, recursive=a.recursive, pattern=a.pattern or DEFAULT_PATTERN,
                       start=a.start, limit=a.limit, write=wopts, read_workers=a.workers, write_workers=a.workers)

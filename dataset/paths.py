@@ -16,11 +16,17 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePath
 
+from ..imaging.tensors import CutoutInputError
+
 ALLOW_ENV = "CUTOUT_ALLOW_ANY_PATH"
 
 
-class PathRefused(ValueError):
-    """A folder that the guard does not allow; the message says why and how to allow it."""
+class PathRefused(CutoutInputError):
+    """A node's folder input that the guard does not allow; the message names node and input and says why."""
+
+
+class UnsafePath(ValueError):
+    """A path that would write outside its destination or over the inputs."""
 
 
 def any_path_allowed() -> bool:
@@ -60,42 +66,40 @@ def guard_folder(text: str, node: str, input_name: str, default_root: Path | Non
     loader, its output folder for the saver). The returned path is fully resolved (symlinks
     followed), so later checks compare real locations.
     """
+    def refuse(problem: str, expected: str):
+        raise PathRefused(node, input_name, problem, expected)
+
     raw = (text or "").strip()
     if not raw:
-        raise PathRefused(f"{node}: input '{input_name}' is empty; expected a folder name "
-                          f"(relative to ComfyUI's {'input' if must_exist else 'output'} folder).")
+        refuse("is empty", "a folder name")
     if "\x00" in raw:
-        raise PathRefused(f"{node}: input '{input_name}' contains a NUL character.")
+        refuse("contains a NUL character", "a folder name")
     if has_dotdot(raw):
-        raise PathRefused(f"{node}: input '{input_name}' '{raw}' contains '..'; expected a folder "
-                          f"spelled without parent-directory steps (refused in every mode).")
+        refuse(f"'{raw}' contains '..'", "a folder spelled without parent-directory steps (refused in every mode)")
     p = Path(os.path.expanduser(raw))
     if not p.is_absolute():
         if default_root is None:
-            raise PathRefused(f"{node}: input '{input_name}' '{raw}' is relative but ComfyUI's folders are "
-                              f"unknown here; expected an absolute path.")
+            refuse(f"'{raw}' is relative but ComfyUI's folders are unknown here", "an absolute path")
         p = Path(default_root) / p
     real = Path(os.path.realpath(p))
     roots = allowed_roots()
     if not any_path_allowed():
         if not any(is_within(real, r) for r in roots):
             where = " or ".join(str(r) for r in roots) or "(no ComfyUI folders known)"
-            raise PathRefused(
-                f"{node}: input '{input_name}' '{raw}' resolves to {real}, outside ComfyUI's input/output "
-                f"folders ({where}); expected a folder inside them. To allow any folder, start ComfyUI with "
-                f"the environment variable {ALLOW_ENV}=1."
-            )
+            refuse(f"'{raw}' resolves to {real}, outside ComfyUI's input/output folders ({where})",
+                   f"a folder inside them; to allow any folder, start ComfyUI with the environment variable "
+                   f"{ALLOW_ENV}=1")
     elif not Path(os.path.expanduser(raw)).is_absolute() and default_root is not None:
         # Opted in: any absolute folder is fine, but a relative one must still stay in its root
         # (a symlink inside the input folder pointing elsewhere is not a way out).
         root_real = Path(os.path.realpath(default_root))
         if not is_within(real, root_real):
-            raise PathRefused(f"{node}: input '{input_name}' '{raw}' resolves to {real} through a symlink, "
-                              f"outside {root_real}; expected a folder inside it (or give an absolute path).")
+            refuse(f"'{raw}' resolves to {real} through a symlink, outside {root_real}",
+                   "a folder inside it (or an absolute path)")
     if must_exist and not real.is_dir():
-        raise PathRefused(f"{node}: input '{input_name}': folder {real} does not exist; expected an existing folder.")
+        refuse(f"'{raw}': folder {real} does not exist", "an existing folder")
     if not must_exist and real.exists() and not real.is_dir():
-        raise PathRefused(f"{node}: input '{input_name}': {real} is a file; expected a folder.")
+        refuse(f"'{raw}': {real} is a file", "a folder")
     return real
 
 
@@ -104,13 +108,13 @@ def check_no_overlap(source: Path, dest: Path) -> None:
     s = Path(os.path.realpath(source))
     d = Path(os.path.realpath(dest))
     if s == d:
-        raise PathRefused(f"--dest {dest} is the source folder; expected a different, new folder "
+        raise UnsafePath(f"--dest {dest} is the source folder; expected a different, new folder "
                           f"(the originals are never overwritten).")
     if is_within(d, s):
-        raise PathRefused(f"--dest {dest} is inside --source {source}; expected a folder outside it "
+        raise UnsafePath(f"--dest {dest} is inside --source {source}; expected a folder outside it "
                           f"(outputs would be mixed with, or read back as, inputs).")
     if is_within(s, d):
-        raise PathRefused(f"--source {source} is inside --dest {dest}; expected separate folders "
+        raise UnsafePath(f"--source {source} is inside --dest {dest}; expected separate folders "
                           f"(outputs could overwrite the originals).")
 
 
@@ -118,12 +122,12 @@ def safe_target(dest_root: Path, rel: PurePath) -> Path:
     """``dest_root / rel`` after checking it cannot leave ``dest_root`` (no '..', no escaping symlink)."""
     rel = PurePath(rel)
     if rel.is_absolute() or any(p in ("..", "") for p in rel.parts):
-        raise PathRefused(f"relative path '{rel}' is absolute or contains '..'; refused")
+        raise UnsafePath(f"relative path '{rel}' is absolute or contains '..'; refused")
     target = Path(dest_root) / rel
     root_real = Path(os.path.realpath(dest_root))
     parent_real = Path(os.path.realpath(target.parent))
     if not is_within(parent_real, root_real):
-        raise PathRefused(f"writing {target} would leave the destination {root_real} (through a symlink); refused")
+        raise UnsafePath(f"writing {target} would leave the destination {root_real} (through a symlink); refused")
     if target.is_symlink():
-        raise PathRefused(f"{target} is a symlink; refused to write through it")
+        raise UnsafePath(f"{target} is a symlink; refused to write through it")
     return target

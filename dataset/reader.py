@@ -89,6 +89,8 @@ def list_images(root: Path, recursive: bool = True, pattern: str = DEFAULT_PATTE
                 continue
             if not any(fnmatch.fnmatchcase(name.lower(), g) for g in globs):
                 continue
+            if os.path.splitext(name)[1].lower() in CAPTION_EXTENSIONS:
+                continue  # a broad pattern ('img*') must not take captions for images
             path = Path(dirpath) / name
             rel = PurePosixPath(path.relative_to(root).as_posix())
             if "\n" in name or "\r" in name:

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from .paths import PathRefused, safe_target
+from .paths import UnsafePath, safe_target
 from .reader import CAPTION_EXTENSIONS, Item
 
 log = logging.getLogger("comfyui_cutout")
@@ -132,7 +132,7 @@ def is_done(dest: Path, rel: PurePosixPath, opts: WriteOptions) -> bool:
     """True when the image of ``rel`` is already in ``dest`` (written last, so complete)."""
     try:
         return target_for(dest, rel, opts).is_file()
-    except PathRefused:
+    except UnsafePath:
         return False
 
 
@@ -257,7 +257,7 @@ def save_item(dest: Path, item: Item, rgb: np.ndarray, alpha: np.ndarray, opts: 
     rel_out = output_rel(item.rel, opts.fmt)
     try:
         target = safe_target(dest, rel_out)
-    except PathRefused as e:
+    except UnsafePath as e:
         raise WriteError(str(e)) from None
     try:
         if os.path.realpath(target) == os.path.realpath(item.path):
@@ -297,7 +297,7 @@ def save_item(dest: Path, item: Item, rgb: np.ndarray, alpha: np.ndarray, opts: 
         return Saved("done", target, written)
     except WriteError:
         raise
-    except PathRefused as e:
+    except UnsafePath as e:
         raise WriteError(str(e)) from None
     except OSError as e:
         raise WriteError(f"cannot write ({type(e).__name__}: {e})") from None
