@@ -41,9 +41,8 @@ from _common import DEFAULT_EVAL, RESULTS, ROOT, available_models, interleaved, 
 
 SIZES = {"1MP": (1152, 864), "12MP": (4000, 3000)}
 SOURCE_PHOTO = "alphamatting_GT01.png"  # a real photo with hair, upscaled to the test sizes
-# Mask Refine inputs for "guided filter" refinement; only keys the node has are used.
-GUIDED = {"edge_refine": "guided filter", "refine": "guided filter", "method": "guided filter",
-          "edge_refinement": "guided filter", "mode": "guided filter"}
+# Mask Refine (Cutout) inputs for guided-filter edge refinement (the node's defaults for the rest).
+GUIDED = {"edge_refinement": "guided filter"}
 
 
 def test_photo(eval_dir: Path, size: tuple[int, int]):
