@@ -450,7 +450,10 @@ def main(argv=None) -> int:
     if "median_s" in imp:
         log(f"  import        {imp['median_s'] * 1e3:.0f} ms  [≤ 300 ms]")
     write_json(args.out, report)
-    log(f"\nwrote {args.out}")
+    from speed_md import speed_markdown
+
+    args.out.with_suffix(".md").write_text(speed_markdown(report))
+    log(f"\nwrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 
 
