@@ -142,19 +142,29 @@ def time_it(fn, repeats: int = 5, warmup: int = 1) -> dict:
 
 
 def interleaved(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
-    """Time several callables round-robin (A B C A B C …) so that load changes hit all alike."""
+    """Time several callables round-robin (A B C A B C …) so that load changes hit all alike.
+
+    Records wall time and this process's CPU time (all threads). On a CPU shared with other
+    jobs the wall time of a step swells with the others' load while its CPU time mostly does
+    not, so CPU-time ratios are the steadier figure there (onnxruntime's and torch's thread
+    pools spin briefly while waiting, which CPU time counts as work).
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
             gc.collect()
+            c0 = time.process_time()
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
     return {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "repeats": repeats,
-                "times_s": v} for k, v in times.items()}
+                "times_s": v, "cpu_median_s": statistics.median(cpu[k]), "cpu_s": cpu[k]}
+            for k, v in times.items()}
 
 
 def write_json(path: Path, data) -> None:

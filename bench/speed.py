@@ -95,9 +95,15 @@ def bench_node(models, eval_dir, repeats, log) -> dict:
             reps = repeats + 2 if label == "1MP" else repeats
             t = interleaved(fns, repeats=reps, warmup=1)
             med = {k: v["median_s"] for k, v in t.items()}
+            cpu = {k: v["cpu_median_s"] for k, v in t.items()}
             over_node = med["node"] - med["raw_run"]
             over_rembg = med["rembg_remove"] - med["rembg_raw_run"]
-            res = {"median_s": med, "timings": t,
+            c_node, c_rembg = cpu["node"] - cpu["raw_run"], cpu["rembg_remove"] - cpu["rembg_raw_run"]
+            res = {"median_s": med, "cpu_median_s": cpu, "timings": t,
+                   "cpu_node_over_raw": cpu["node"] / cpu["raw_run"],
+                   "cpu_node_beyond_run_s": c_node, "cpu_rembg_beyond_run_s": c_rembg,
+                   "cpu_beyond_run_ratio": c_node / c_rembg if c_rembg > 0 else None,
+                   "cpu_rembg_over_node": cpu["rembg_remove"] / cpu["node"],
                    "node_over_raw": med["node"] / med["raw_run"],
                    "node_beyond_run_s": over_node, "rembg_beyond_run_s": over_rembg,
                    "beyond_run_ratio": over_node / over_rembg if over_rembg > 0 else None,
@@ -110,6 +116,9 @@ def bench_node(models, eval_dir, repeats, log) -> dict:
             beyond = f"{res['beyond_run_ratio']:.2f}" if res["beyond_run_ratio"] is not None else "n/a"
             log(f"          node/raw = {res['node_over_raw']:.3f}   beyond run: node {over_node * 1e3:.0f} ms vs "
                 f"rembg {over_rembg * 1e3:.0f} ms (ratio {beyond})   rembg/node = {res['rembg_over_node']:.2f}")
+            cb = f"{res['cpu_beyond_run_ratio']:.2f}" if res["cpu_beyond_run_ratio"] is not None else "n/a"
+            log(f"     CPU time: node/raw = {res['cpu_node_over_raw']:.3f}   beyond run: node {c_node * 1e3:.0f} ms vs "
+                f"rembg {c_rembg * 1e3:.0f} ms (ratio {cb})   rembg/node = {res['cpu_rembg_over_node']:.2f}")
     return out
 
 
@@ -117,6 +126,45 @@ def Image_from(img):
     from PIL import Image
 
     return Image.fromarray((img[0].numpy() * 255.0 + 0.5).astype("uint8"))
+
+
+def bench_breakdown(model, eval_dir, repeats, log) -> dict:
+    """Where the node's time beyond ``session.run`` goes at 12 MP (the steps of pipeline.remove_background)."""
+    import torch
+
+    from comfyui_cutout.imaging.model_io import from_model_output, to_model_input
+    from comfyui_cutout.imaging.tensors import sanitize
+    from comfyui_cutout.models.session import get_session
+
+    sess = get_session(model)
+    fam = sess.family
+    _, img = test_photo(eval_dir, SIZES["12MP"])
+    h, w = img.shape[1:3]
+    frame = sanitize(img[0])
+    batch = to_model_input(frame.unsqueeze(0), fam.size, fam.mean, fam.std)
+    raw = sess.run(batch)
+    mask = from_model_output(raw, h, w, fam.logits)
+    rgba = torch.empty((1, h, w, 4), dtype=torch.float32)
+
+    def fill():
+        rgba[0, ..., :3] = frame
+        rgba[0, ..., 3] = mask[0]
+
+    steps = {
+        "sanitize (finite check + clamp copy)": lambda: sanitize(img[0]),
+        "to_model_input (antialiased shrink + normalise)": lambda: to_model_input(frame.unsqueeze(0), fam.size,
+                                                                                  fam.mean, fam.std),
+        "session.run": lambda: sess.run(batch),
+        "from_model_output (upsample to 12 MP)": lambda: from_model_output(raw, h, w, fam.logits),
+        "RGBA assembly": fill,
+        "mask clone": lambda: rgba[..., 3].clone(),
+    }
+    t = interleaved(steps, repeats=repeats, warmup=1)
+    out = {k: v["median_s"] for k, v in t.items()}
+    cpu = {k: v["cpu_median_s"] for k, v in t.items()}
+    for k, v in out.items():
+        log(f"  {k:48} {v * 1e3:7.0f} ms wall  {cpu[k] * 1e3:7.0f} ms CPU")
+    return {"model": model, "median_s": out, "cpu_median_s": cpu}
 
 
 # --------------------------------------------------------------------------------- refine
@@ -381,7 +429,7 @@ def main(argv=None) -> int:
     ap.add_argument("--photos", type=int, default=100, help="photos for the folder job (≥ 100 for the target)")
     ap.add_argument("--eval", type=Path, default=DEFAULT_EVAL, help="eval folder the test photos are made from")
     ap.add_argument("--cli", type=Path, default=ROOT / "cli.py", help="the folder job's command line")
-    ap.add_argument("--skip", default="", help="comma-separated sections to skip: node,refine,folder,import,memory,matting")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip: node,breakdown,refine,folder,import,memory,matting")
     ap.add_argument("--out", type=Path, default=RESULTS / "speed.json")
     ap.add_argument("--mem-stage", help=argparse.SUPPRESS)
     ap.add_argument("--model-for-mem", default="u2netp", help=argparse.SUPPRESS)
@@ -420,6 +468,8 @@ def main(argv=None) -> int:
             lambda: bench_import(max(args.repeats, 5), log))
     section("node", "Remove Background node vs raw session.run vs rembg.remove (same ONNX file)",
             lambda: bench_node(models, args.eval, args.repeats, log))
+    section("breakdown", f"where the node's time goes at 12 MP ({models[0]})",
+            lambda: bench_breakdown(models[0], args.eval, args.repeats, log))
     mem_stages = [s for s in MEM_STAGES if not (s == "rembg_alpha_matting" and "matting" in skip)]
     section("memory", f"peak RSS per stage at 12 MP ({models[0]}), one process per stage",
             lambda: bench_memory(args.eval, models[0], mem_stages, log))
@@ -436,6 +486,9 @@ def main(argv=None) -> int:
             tgt = "[≤ 1.05]" if key.endswith("1MP") else "[beyond-run ratio ≤ 0.5]"
             log(f"  {key:13} node/raw {r['node_over_raw']:.3f}  node-beyond-run / rembg-beyond-run {beyond}  "
                 f"rembg/node {r['rembg_over_node']:.2f}  {tgt}")
+            cb = f"{r['cpu_beyond_run_ratio']:.2f}" if r["cpu_beyond_run_ratio"] is not None else "n/a"
+            log(f"  {'  (CPU time)':13} node/raw {r['cpu_node_over_raw']:.3f}  node-beyond-run / rembg-beyond-run {cb}  "
+                f"rembg/node {r['cpu_rembg_over_node']:.2f}")
     ref = report.get("refine") or {}
     if "matting_over_guided" in ref:
         log(f"  refine 12MP   alpha matting / guided {ref['matting_over_guided']:.0f}x  [≥ 50]")

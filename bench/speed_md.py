@@ -41,7 +41,27 @@ def speed_markdown(r: dict) -> str:
                        f"{_f(v['beyond_run_ratio'], '{:.2f}')} ({v['node_beyond_run_s'] * 1e3:.0f} ms vs "
                        f"{v['rembg_beyond_run_s'] * 1e3:.0f} ms) | {v['rembg_over_node']:.2f} | "
                        f"{v['rembg_as_node_over_node']:.2f} |")
-        out += ["", "¹ what a rembg-based ComfyUI node does: IMAGE tensor → 8-bit PIL → `rembg.remove` → tensor.", ""]
+        out += ["", "¹ what a rembg-based ComfyUI node does: IMAGE tensor → 8-bit PIL → `rembg.remove` → tensor.", "",
+                "The same in **CPU time** of the process (all threads; steadier than wall time when other jobs "
+                "load the machine, but it counts thread-pool spinning as work):", "",
+                "| model @ size | node CPU s | raw run CPU s | rembg.remove CPU s | rembg's run CPU s | node / raw | "
+                "beyond-run ratio | rembg / node |", "|---|---|---|---|---|---|---|---|"]
+        for k, v in rows:
+            if "cpu_median_s" not in v:
+                continue
+            c = v["cpu_median_s"]
+            out.append(f"| {k} | {c['node']:.3f} | {c['raw_run']:.3f} | {c['rembg_remove']:.3f} | "
+                       f"{c['rembg_raw_run']:.3f} | {v['cpu_node_over_raw']:.2f} | "
+                       f"{_f(v['cpu_beyond_run_ratio'], '{:.2f}')} ({v['cpu_node_beyond_run_s'] * 1e3:.0f} ms vs "
+                       f"{v['cpu_rembg_beyond_run_s'] * 1e3:.0f} ms) | {v['cpu_rembg_over_node']:.2f} |")
+        out.append("")
+    bd = r.get("breakdown") or {}
+    if "median_s" in bd:
+        out += [f"Where the node's time goes at 12 MP ({bd['model']}, medians of the steps timed alone):", "",
+                "| step | wall ms | CPU ms |", "|---|---|---|"]
+        out += [f"| {k} | {v * 1e3:.0f} | {bd.get('cpu_median_s', {}).get(k, float('nan')) * 1e3:.0f} |"
+                for k, v in bd["median_s"].items()]
+        out.append("")
     ref = r.get("refine") or {}
     out += ["## Edge refinement at 12 MP", ""]
     if "guided_median_s" in ref:
