@@ -89,7 +89,9 @@ def speed_markdown(r: dict) -> str:
     if "median_s" in imp:
         out += ["## Pack import time", "",
                 f"Fresh process, torch already imported (as in ComfyUI): median **{imp['median_s'] * 1e3:.0f} ms** "
-                f"(target ≤ 300 ms; runs: {', '.join(f'{t * 1e3:.0f}' for t in imp['times_s'])} ms). Heavy modules "
+                f"(target ≤ 300 ms; runs: {', '.join(f'{t * 1e3:.0f}' for t in imp['times_s'])} ms"
+                + (f"; CPU time {imp['cpu_median_s'] * 1e3:.0f} ms" if "cpu_median_s" in imp else "")
+                + "). Heavy modules "
                 f"loaded by the import: {', '.join(imp['heavy_modules_loaded']) or 'none'}.", ""]
     mem = r.get("memory") or {}
     if mem and "skipped" not in mem:
