@@ -124,18 +124,22 @@ def quality_plot(quality_json: Path, out: Path) -> Path | None:
         marker = "s" if method.startswith("rembg") else ("o" if method == "cutout" else "^")
         for ax, metric in zip(axes, ("iou", "band")):
             ax.scatter(a["seconds"], a[metric], s=90, color=color, marker=marker, edgecolor="black", zorder=3)
-            ax.annotate(key, (a["seconds"], a[metric]), textcoords="offset points", xytext=(7, 5), fontsize=9)
+            below = method.startswith("rembg")  # keep labels of near-equal points apart
+            ax.annotate(key, (a["seconds"], a[metric]), textcoords="offset points",
+                        xytext=(7, -13 if below else 6), fontsize=9)
     axes[0].set_ylabel("mean IoU (higher is better)")
     axes[1].set_ylabel("edge-band error, 10 px (lower is better)")
     for ax in axes:
         ax.set_xlabel("seconds per image (network + pre/post-processing)")
         ax.grid(alpha=0.3)
+        ax.margins(y=0.15)
         ax.set_xlim(left=0, right=ax.get_xlim()[1] * 1.35)
     info = report["machine"]
     fig.suptitle(f"Quality vs time on {Path(folder['folder']).name} ({folder['n']} photos with ground truth) — "
                  f"{info['cpu']}, {info['cores']} shared cores, {info['date_utc'][:10]}\n"
-                 "circle = Cutout (this pack), square = rembg.remove on the same ONNX file; "
-                 "seconds are noisy on a shared CPU", fontsize=10)
+                 "circle = Cutout (this pack), square = rembg.remove on the same ONNX file; seconds measured "
+                 f"on a shared CPU (load average {info.get('load_avg_1min') or 0:.0f} at the start): compare, "
+                 "don't quote", fontsize=10)
     fig.tight_layout()
     path = out / "quality_vs_time.png"
     fig.savefig(path)
