@@ -24,7 +24,7 @@ def speed_markdown(r: dict) -> str:
            f"Measured {info['date_utc']} on {info['cpu']} ({info['cores']} cores, **shared with other jobs: "
            f"1-min load average {info.get('load_avg_1min') or 0:.1f} at the start**), torch {info['torch']}, "
            f"onnxruntime {info.get('onnxruntime', '?')}, rembg {info.get('rembg', '?')}. Medians of {r['repeats']} "
-           "interleaved repeats (5 at 1 MP) after a warm-up. Absolute seconds are noisy here; the ratios, measured "
+           f"interleaved repeats ({r['repeats'] + 2} at 1 MP) after a warm-up. Absolute seconds are noisy here; the ratios, measured "
            "side by side, are what to compare.", ""]
     node = r.get("node") or {}
     rows = [(k, v) for k, v in node.items() if isinstance(v, dict) and "median_s" in v]
