@@ -70,3 +70,69 @@ def band_error(pred: torch.Tensor, gt: torch.Tensor, width: int = 10) -> float:
     if not band.any():
         return 0.0
     return (pred - gt).abs()[band].mean().item()
+
+
+# --- video-frame folders and summaries (bench/quality.py) ---------------------------------
+
+VIDEO_GT_SUFFIX = ".mask.png"
+_FRAME_EXTS = (".jpg", ".jpeg", ".png")
+
+
+def is_video_folder(folder: str | Path) -> bool:
+    """A folder of consecutive frames ``NNNNN.jpg`` with ``NNNNN.mask.png`` GT beside them (with or
+    without a ``manifest.csv``): every image is named by its frame number."""
+    folder = Path(folder)
+    if (folder / "manifest.csv").is_file():
+        pairs = read_manifest(folder)
+        return len(pairs) >= 2 and all(p.image.stem.isdigit() for p in pairs)
+    return len(read_video_folder(folder)) >= 2
+
+
+def read_video_folder(folder: str | Path) -> list[EvalPair]:
+    """The frames of a video folder in frame order (source = the folder's name); frames without
+    a GT mask are left out."""
+    folder = Path(folder)
+    if (folder / "manifest.csv").is_file():
+        pairs = [EvalPair(p.name, p.image, p.gt, folder.name) for p in read_manifest(folder)
+                 if p.image.stem.isdigit() and p.gt.is_file()]
+    else:
+        pairs = []
+        for p in sorted(folder.iterdir()):
+            if p.name.endswith(VIDEO_GT_SUFFIX) or p.suffix.lower() not in _FRAME_EXTS or not p.stem.isdigit():
+                continue
+            gt = folder / f"{p.stem}{VIDEO_GT_SUFFIX}"
+            if gt.is_file():
+                pairs.append(EvalPair(p.name, p, gt, folder.name))
+    pairs.sort(key=lambda e: int(e.image.stem))
+    return pairs
+
+
+def flicker(masks, gts) -> float:
+    """Temporal flicker of a mask sequence: mean |mask_t − mask_{t−1}| over the pixels whose GT
+    (thresholded at 0.5) is the same in both frames, averaged over consecutive pairs.
+
+    A still subject should give a still mask; change where the GT itself moved is not counted.
+    Returns a fraction (0 = no flicker); reports usually print it ×10⁻³.
+    """
+    if len(masks) != len(gts):
+        raise ValueError(f"{len(masks)} masks but {len(gts)} GT frames")
+    values = []
+    for t in range(1, len(masks)):
+        static = (gts[t] > 0.5) == (gts[t - 1] > 0.5)
+        if static.any():
+            values.append((masks[t] - masks[t - 1]).abs()[static].mean().item())
+    return float(np.mean(values)) if values else 0.0
+
+
+def mean_by(rows: list[dict], keys: list[str], group: str | None = None) -> dict:
+    """Means of ``keys`` over ``rows`` ({"all": {...}} plus one entry per value of ``group``)."""
+    def avg(rs):
+        out = {k: float(np.mean([r[k] for r in rs])) for k in keys}
+        out["n"] = len(rs)
+        return out
+
+    result = {"all": avg(rows)} if rows else {}
+    if group:
+        for g in sorted({r[group] for r in rows}):
+            result[g] = avg([r for r in rows if r[group] == g])
+    return result

