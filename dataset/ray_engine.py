@@ -37,6 +37,7 @@ from . import ray_stages, writer
 
 log = logging.getLogger("comfyui_cutout")
 
+MAX_BLOCKS = 10_000
 ROOT = str(Path(__file__).resolve().parents[1])  # the pack's folder (holds cutout_standalone.py)
 
 
@@ -119,8 +120,9 @@ def build_dataset(todo, dest: Path, opts: JobOptions, ropts: RayOptions):
     ray.cloudpickle.register_pickle_by_value(ray_stages)
 
     items = [{"path": str(it.path), "rel": str(it.rel)} for it in todo]
-    # one item per block: items stream through the stages one by one (no stage waits for a big block)
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    # one item per block (up to 10 000 blocks): items stream through the stages one by one, no stage
+    # waits for a big block; above that, a few items per block keep the per-block bookkeeping small
+    ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
     # tasks are retried by Ray Data by default (max_retries=-1) when their worker dies
     io = dict(num_cpus=ropts.io_cpus, compute=ray.data.TaskPoolStrategy(size=max(1, ropts.io_tasks)))
     ds = ds.map(ray_stages.decode_row, fn_kwargs={"root": ROOT}, **io)
