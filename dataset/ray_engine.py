@@ -102,7 +102,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, ship_code
 
 def _wopts_dict(w: writer.WriteOptions) -> dict:
     d = dataclasses.asdict(w)
-    d["mask_dir"] = str(w.mask_dir) if w.mask_dir is not None else None
+    d["mask_dir"] = str(Path(w.mask_dir).absolute()) if w.mask_dir is not None else None
     return d
 
 
@@ -119,7 +119,8 @@ def build_dataset(todo, dest: Path, opts: JobOptions, ropts: RayOptions):
     # cloudpickle ships the stages by value: workers cannot import 'comfyui_cutout' by name.
     ray.cloudpickle.register_pickle_by_value(ray_stages)
 
-    items = [{"path": str(it.path), "rel": str(it.rel)} for it in todo]
+    # absolute paths: workers do not run in the driver's current folder
+    items = [{"path": str(Path(it.path).absolute()), "rel": str(it.rel)} for it in todo]
     # one item per block (up to 10 000 blocks): items stream through the stages one by one, no stage
     # waits for a big block; above that, a few items per block keep the per-block bookkeeping small
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
@@ -135,7 +136,7 @@ def build_dataset(todo, dest: Path, opts: JobOptions, ropts: RayOptions):
         batch_size=max(1, ropts.batch_size), batch_format="numpy", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=max(1, ropts.actors)), num_cpus=ropts.cpus_per_actor, num_gpus=ropts.gpus_per_actor or None)
     ds = ds.map(ray_stages.write_row,
-                fn_kwargs={"root": ROOT, "dest": str(dest), "wopts": _wopts_dict(opts.write),
+                fn_kwargs={"root": ROOT, "dest": str(Path(dest).absolute()), "wopts": _wopts_dict(opts.write),
                            "planned_fresh": opts.write.existing == "skip"}, **io)
     return ds
 

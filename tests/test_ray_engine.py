@@ -111,8 +111,9 @@ def test_ray_actor_killed_midrun_loses_and_duplicates_nothing(local_ray, tree, t
 
 def test_cli_engine_ray(tree, tmp_path):
     """The command line end to end in its own process (it starts and stops its own local Ray)."""
-    dest = tmp_path / "clean"
-    p = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--source", str(tree["src"]), "--dest", str(dest),
+    dest = tmp_path / "clean"  # relative paths on the command line: workers run elsewhere
+    assert tree["src"] == tmp_path / "dataset"
+    p = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--source", "dataset", "--dest", "clean",
                         "--engine", "ray", "--actors", "1", "--batch-size", "2", "--no-progress",
                         "--report", str(tmp_path / "r.json")],
                        capture_output=True, text=True, timeout=600, cwd=tmp_path)
