@@ -63,6 +63,8 @@ def decode_row(row: dict, root: str) -> dict:
         return _empty(rel, path, str(e))
     except MemoryError:
         return _empty(rel, path, "not enough memory to decode it")
+    except Exception as e:  # a decoder bug on one file must not stop the others (as in job.run_job)
+        return _empty(rel, path, f"cannot read ({type(e).__name__}: {str(e)[:200]})")
     h, w = d.rgb.shape[:2]
     return {"rel": rel, "path": path, "h": int(h), "w": int(w), "rgb": d.rgb.tobytes(),
             "alpha": b"" if d.alpha is None else d.alpha.tobytes(), "icc": d.icc or b"", "error": ""}
