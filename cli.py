@@ -52,6 +52,17 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--png-compress", type=int, default=1, choices=range(10), metavar="0-9", help="PNG zlib level (default 1: fastest; 9 = smallest files)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="default 95")
     p.add_argument("--workers", type=int, default=2, help="decoder threads and encoder threads, each (default 2)")
+    r = p.add_argument_group("scale-out (Ray Data; pip install -r requirements-ray.txt)")
+    r.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local (default): threads in this process; ray: Ray Data tasks and actors")
+    r.add_argument("--ray-address", default=None, help="Ray cluster to join ('auto', host:6379, ray://host:10001); "
+                                                       "default: start a local Ray on this machine")
+    r.add_argument("--batch-size", type=int, default=4, help="images per inference call (ray; default 4)")
+    r.add_argument("--actors", type=int, default=1, help="inference actors, each loads the model once (ray; default 1)")
+    r.add_argument("--cpus-per-actor", type=float, default=1.0, help="Ray CPUs reserved per actor (ray; default 1)")
+    r.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per actor, with --device gpu (ray; default 0)")
+    r.add_argument("--ort-threads", type=int, default=0,
+                   help="onnxruntime threads per actor (ray; default 0 = all cores of the node)")
     p.add_argument("--report", type=Path, help="also write the report as JSON to this file")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -106,7 +117,19 @@ def main(argv: list[str] | None = None) -> int:
                 bar.set_postfix_str(f"failed: {rel}"[:60], refresh=False)
 
     try:
-        report = run_job(a.source, a.dest, opts, on_item=on_item, on_start=on_start)
+        if a.engine == "ray":
+            from comfyui_cutout.dataset.ray_engine import RayNotInstalled, RayOptions, run_job_ray
+
+            ropts = RayOptions(address=a.ray_address, actors=a.actors, batch_size=a.batch_size,
+                               cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus_per_actor,
+                               ort_threads=a.ort_threads, io_tasks=a.workers)
+            try:
+                report = run_job_ray(a.source, a.dest, opts, ropts, on_item=on_item, on_start=on_start)
+            except RayNotInstalled as e:
+                print(f"cli.py: --engine ray: {e}", file=sys.stderr)
+                return 2
+        else:
+            report = run_job(a.source, a.dest, opts, on_item=on_item, on_start=on_start)
     except (ModelNotAvailableError, UnknownModelError) as e:
         print(f"cli.py: --model {a.model}: {e}", file=sys.stderr)
         return 3

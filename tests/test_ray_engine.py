@@ -1,0 +1,132 @@
+"""The folder job on Ray Data (``--engine ray``): same outputs and report as the local engine.
+
+Runs a local Ray on loopback (one ``ray.init`` for the module, 2 CPUs, no dashboard) on the
+small kohya-style tree of ``test_dataset``. Skipped when ray is not installed
+(``pip install -r requirements-ray.txt``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from test_dataset import CAPTION_TXT, assert_same_tree, make_tree, snapshot, tree_pixels  # noqa: E402
+
+from comfyui_cutout.dataset import ray_engine, writer  # noqa: E402
+from comfyui_cutout.dataset.job import JobOptions, run_job  # noqa: E402
+from comfyui_cutout.dataset.ray_engine import RayOptions, run_job_ray  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    started = ray_engine.start_ray(num_cpus=2)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture
+def tree(tmp_path):
+    src = tmp_path / "dataset"
+    info = make_tree(src)
+    info["src"] = src
+    return info
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def test_ray_matches_local_engine(local_ray, tree, tmp_path):
+    src = tree["src"]
+    opts = JobOptions(write=writer.WriteOptions(fsync=False))
+    local = run_job(src, tmp_path / "local", opts)
+    seen = []
+    rep = run_job_ray(src, tmp_path / "ray", opts, RayOptions(batch_size=2),
+                      on_item=lambda rel, status, n, todo: seen.append((rel, status)))
+    assert sorted(rep.done) == sorted(tree["good"]) == sorted(local.done)
+    assert rep.failed == local.failed  # same files, same reasons
+    assert [r for r, _ in rep.failed] == tree["bad"] and "cannot decode" in rep.failed[0][1]
+    assert not rep.ok and not rep.interrupted
+    assert sorted(r for r, _ in seen) == sorted(list(tree["good"]) + tree["bad"])
+    a, b = tree_pixels(tmp_path / "local"), tree_pixels(tmp_path / "ray")
+    assert_same_tree(a, b)
+    for k in a:  # not just within 1/255: the very same bytes
+        if hasattr(a[k], "shape"):
+            assert (a[k] == b[k]).all(), k
+    out = tmp_path / "ray" / "10_subject"
+    assert (out / "img001.txt").read_bytes() == CAPTION_TXT
+    assert (out / "img002.caption").read_bytes() == b"caption for two"
+    assert (out / "nested" / "deep" / "img003.json").is_file()
+    assert not (out / "corrupt.png").exists() and not (out / "corrupt.txt").exists()
+
+
+def test_ray_options_jpg_masks_match_local(local_ray, tree, tmp_path):
+    src = tree["src"]
+    for name in ("local", "ray"):
+        w = writer.WriteOptions(fmt="jpg", background="#102030", save_mask=True,
+                                mask_dir=tmp_path / f"{name}_masks", fsync=False)
+        opts = JobOptions(write=w)
+        if name == "local":
+            run_job(src, tmp_path / name, opts)
+        else:
+            rep = run_job_ray(src, tmp_path / name, opts, RayOptions(batch_size=3, actors=1))
+            assert len(rep.done) == len(tree["good"])
+    assert_same_tree(tree_pixels(tmp_path / "local"), tree_pixels(tmp_path / "ray"))
+    assert_same_tree(tree_pixels(tmp_path / "local_masks"), tree_pixels(tmp_path / "ray_masks"))
+    assert (tmp_path / "ray" / "10_subject" / "img001_mask.png").is_file()
+
+
+def test_ray_rerun_writes_nothing(local_ray, tree, tmp_path):
+    dest = tmp_path / "out"
+    first = run_job_ray(tree["src"], dest, JobOptions(), RayOptions())
+    assert len(first.done) == len(tree["good"])
+    before = snapshot(dest)
+    again = run_job_ray(tree["src"], dest, JobOptions(), RayOptions())
+    assert again.done == [] and sorted(again.skipped) == sorted(tree["good"])
+    assert [r for r, _ in again.failed] == tree["bad"]  # still reported, still not written
+    assert snapshot(dest) == before
+
+
+def test_ray_actor_killed_midrun_loses_and_duplicates_nothing(local_ray, tree, tmp_path):
+    src = tree["src"]
+    run_job(src, tmp_path / "local", JobOptions(write=writer.WriteOptions(fsync=False)))
+    marker = tmp_path / "actor-died"
+    rep = run_job_ray(src, tmp_path / "ray", JobOptions(write=writer.WriteOptions(fsync=False)),
+                      RayOptions(batch_size=2, fault=(str(marker), 4)))
+    assert marker.is_file(), "the actor was meant to die once (os._exit) on its 4th image"
+    assert sorted(rep.done) == sorted(tree["good"]) and len(rep.done) == len(set(rep.done))
+    assert [r for r, _ in rep.failed] == tree["bad"]
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local")  # no extra copy, no temp file left
+    assert_same_tree(tree_pixels(tmp_path / "local"), tree_pixels(tmp_path / "ray"))
+
+
+def test_cli_engine_ray(tree, tmp_path):
+    """The command line end to end in its own process (it starts and stops its own local Ray)."""
+    dest = tmp_path / "clean"  # relative paths on the command line: workers run elsewhere
+    assert tree["src"] == tmp_path / "dataset"
+    p = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--source", "dataset", "--dest", "clean",
+                        "--engine", "ray", "--actors", "1", "--batch-size", "2", "--no-progress",
+                        "--report", str(tmp_path / "r.json")],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert p.returncode == 1, p.stderr[-3000:]  # the corrupt file makes it non-zero
+    assert "failed: 10_subject/corrupt.jpg: cannot decode" in p.stderr
+    assert f"done {len(tree['good'])}," in p.stderr
+    assert (dest / "10_subject" / "img001.txt").read_bytes() == CAPTION_TXT
+    assert (dest / "5_other" / "a.png").is_file()
+
+
+def test_pack_import_never_imports_ray():
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from cutout_standalone import load_pack; "
+            "p = load_pack(); import comfyui_cutout.nodes, comfyui_cutout.dataset.job; "
+            "assert 'ray' not in sys.modules, 'ray imported'; print('ok')")
+    p = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr
