@@ -1,0 +1,133 @@
+"""The path guard for the folder nodes, and the overlap check for the command line.
+
+ComfyUI can be reached over the network (``--listen``), so a graph must not be able to read
+or write arbitrary folders of the machine. By default the folder nodes accept only folders
+inside ComfyUI's input and output folders; ``CUTOUT_ALLOW_ANY_PATH=1`` in the environment of
+the ComfyUI process lifts that (for people who run ComfyUI only for themselves). In both
+modes a path spelled with ``..`` components is refused, and a folder that resolves (through
+symlinks) outside the allowed roots is refused.
+
+The command line is run by the owner of the shell and has no root restriction; it only
+refuses a destination that overlaps the source (outputs must never overwrite inputs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePath
+
+from ..imaging.tensors import CutoutInputError
+
+ALLOW_ENV = "CUTOUT_ALLOW_ANY_PATH"
+
+
+class PathRefused(CutoutInputError):
+    """A node's folder input that the guard does not allow; the message names node and input and says why."""
+
+
+class UnsafePath(ValueError):
+    """A path that would write outside its destination or over the inputs."""
+
+
+def any_path_allowed() -> bool:
+    return os.environ.get(ALLOW_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def allowed_roots() -> list[Path]:
+    """ComfyUI's input and output folders (resolved); [] outside ComfyUI."""
+    from .. import comfy_glue
+
+    roots = []
+    for d in (comfy_glue.input_directory(), comfy_glue.output_directory()):
+        if d is not None:
+            roots.append(Path(os.path.realpath(d)))
+    return roots
+
+
+def is_within(path: Path, root: Path) -> bool:
+    """True when ``path`` is ``root`` or below it (both should be resolved)."""
+    try:
+        Path(path).relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def has_dotdot(text: str) -> bool:
+    parts = PurePath(text.replace("\\", "/")).parts
+    return any(p == ".." for p in parts)
+
+
+def guard_folder(text: str, node: str, input_name: str, default_root: Path | None,
+                 must_exist: bool) -> Path:
+    """Resolve a folder typed into a node, or raise ``PathRefused`` naming node and input.
+
+    A relative path is taken relative to ``default_root`` (ComfyUI's input folder for the
+    loader, its output folder for the saver). The returned path is fully resolved (symlinks
+    followed), so later checks compare real locations.
+    """
+    def refuse(problem: str, expected: str):
+        raise PathRefused(node, input_name, problem, expected)
+
+    raw = (text or "").strip()
+    if not raw:
+        refuse("is empty", "a folder name")
+    if "\x00" in raw:
+        refuse("contains a NUL character", "a folder name")
+    if has_dotdot(raw):
+        refuse(f"'{raw}' contains '..'", "a folder spelled without parent-directory steps (refused in every mode)")
+    p = Path(os.path.expanduser(raw))
+    if not p.is_absolute():
+        if default_root is None:
+            refuse(f"'{raw}' is relative but ComfyUI's folders are unknown here", "an absolute path")
+        p = Path(default_root) / p
+    real = Path(os.path.realpath(p))
+    roots = allowed_roots()
+    if not any_path_allowed():
+        if not any(is_within(real, r) for r in roots):
+            where = " or ".join(str(r) for r in roots) or "(no ComfyUI folders known)"
+            refuse(f"'{raw}' resolves to {real}, outside ComfyUI's input/output folders ({where})",
+                   f"a folder inside them; to allow any folder, start ComfyUI with the environment variable "
+                   f"{ALLOW_ENV}=1")
+    elif not Path(os.path.expanduser(raw)).is_absolute() and default_root is not None:
+        # Opted in: any absolute folder is fine, but a relative one must still stay in its root
+        # (a symlink inside the input folder pointing elsewhere is not a way out).
+        root_real = Path(os.path.realpath(default_root))
+        if not is_within(real, root_real):
+            refuse(f"'{raw}' resolves to {real} through a symlink, outside {root_real}",
+                   "a folder inside it (or an absolute path)")
+    if must_exist and not real.is_dir():
+        refuse(f"'{raw}': folder {real} does not exist", "an existing folder")
+    if not must_exist and real.exists() and not real.is_dir():
+        refuse(f"'{raw}': {real} is a file", "a folder")
+    return real
+
+
+def check_no_overlap(source: Path, dest: Path) -> None:
+    """Refuse a destination equal to, inside, or containing the source (outputs could replace inputs)."""
+    s = Path(os.path.realpath(source))
+    d = Path(os.path.realpath(dest))
+    if s == d:
+        raise UnsafePath(f"--dest {dest} is the source folder; expected a different, new folder "
+                          f"(the originals are never overwritten).")
+    if is_within(d, s):
+        raise UnsafePath(f"--dest {dest} is inside --source {source}; expected a folder outside it "
+                          f"(outputs would be mixed with, or read back as, inputs).")
+    if is_within(s, d):
+        raise UnsafePath(f"--source {source} is inside --dest {dest}; expected separate folders "
+                          f"(outputs could overwrite the originals).")
+
+
+def safe_target(dest_root: Path, rel: PurePath) -> Path:
+    """``dest_root / rel`` after checking it cannot leave ``dest_root`` (no '..', no escaping symlink)."""
+    rel = PurePath(rel)
+    if rel.is_absolute() or any(p in ("..", "") for p in rel.parts):
+        raise UnsafePath(f"relative path '{rel}' is absolute or contains '..'; refused")
+    target = Path(dest_root) / rel
+    root_real = Path(os.path.realpath(dest_root))
+    parent_real = Path(os.path.realpath(target.parent))
+    if not is_within(parent_real, root_real):
+        raise UnsafePath(f"writing {target} would leave the destination {root_real} (through a symlink); refused")
+    if target.is_symlink():
+        raise UnsafePath(f"{target} is a symlink; refused to write through it")
+    return target

@@ -1,0 +1,154 @@
+"""Listing a dataset folder and decoding one file.
+
+``list_images`` walks a folder (optionally recursively) in a stable order and returns the
+images with their paths relative to the folder, plus the entries it refused (a symlink that
+leads outside the folder, a name with a newline). ``decode`` opens one file, applies its EXIF
+orientation and returns 8-bit RGB plus the file's own alpha channel if it has one; any
+failure becomes a ``ReadError`` with a short reason, so a bad file is reported, never fatal.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+DEFAULT_PATTERN = ";".join(f"*{e}" for e in IMAGE_EXTENSIONS)
+CAPTION_EXTENSIONS = (".txt", ".caption", ".json")
+
+
+class ReadError(Exception):
+    """A file that could not be decoded; ``str(e)`` is the reason shown in the report."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of the source folder: where it is, and its path relative to the folder."""
+
+    path: Path
+    rel: PurePosixPath
+
+
+@dataclass(frozen=True)
+class Problem:
+    rel: str
+    reason: str
+
+
+@dataclass
+class Decoded:
+    item: Item
+    rgb: np.ndarray  # uint8 [H,W,3]
+    alpha: np.ndarray | None  # uint8 [H,W] when the file had an alpha channel
+    icc: bytes | None = None  # the file's colour profile, carried over to the output
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) as stored after EXIF orientation."""
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def _patterns(pattern: str) -> list[str]:
+    parts = [p.strip().lower() for p in re.split(r"[;,|]", pattern or "") if p.strip()]
+    return parts or [DEFAULT_PATTERN]
+
+
+def _natural_key(rel: PurePosixPath):
+    """Sort 'img2' before 'img10', case-insensitively, folder by folder."""
+    key = []
+    for part in rel.parts:
+        key.append(tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", part.casefold())))
+    return key
+
+
+def list_images(root: Path, recursive: bool = True, pattern: str = DEFAULT_PATTERN,
+                start: int = 0, limit: int = 0) -> tuple[list[Item], list[Problem]]:
+    """Images under ``root`` matching ``pattern`` (``;``-separated globs, case-insensitive).
+
+    Hidden files and folders (name starting with '.') are skipped, as are symlinked folders
+    (not followed). A symlinked file is taken only if it resolves inside ``root``. ``start``
+    and ``limit`` (0 = all) page through the sorted list.
+    """
+    root = Path(root)
+    root_real = Path(os.path.realpath(root))
+    globs = _patterns(pattern)
+    found: list[Item] = []
+    problems: list[Problem] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if not recursive:
+            dirnames[:] = []
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            if not any(fnmatch.fnmatchcase(name.lower(), g) for g in globs):
+                continue
+            if os.path.splitext(name)[1].lower() in CAPTION_EXTENSIONS:
+                continue  # a broad pattern ('img*') must not take captions for images
+            path = Path(dirpath) / name
+            rel = PurePosixPath(path.relative_to(root).as_posix())
+            if "\n" in name or "\r" in name:
+                problems.append(Problem(str(rel), "file name contains a line break; rename it"))
+                continue
+            if path.is_symlink():
+                real = Path(os.path.realpath(path))
+                try:
+                    real.relative_to(root_real)
+                except ValueError:
+                    problems.append(Problem(str(rel), f"symlink to {real}, outside the source folder; not followed"))
+                    continue
+            found.append(Item(path, rel))
+    found.sort(key=lambda it: _natural_key(it.rel))
+    start = max(int(start), 0)
+    found = found[start:start + int(limit)] if limit and limit > 0 else found[start:]
+    return found, problems
+
+
+def decode(item: Item) -> Decoded:
+    """Open one image: EXIF orientation applied, 8-bit RGB (+ its alpha, if any)."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(item.path) as im:
+            im.load()
+            icc = im.info.get("icc_profile") or None
+            im = ImageOps.exif_transpose(im)
+            alpha = None
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                a = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if a.max() > 255 else 255.0
+                im = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+            has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+                im.mode == "P" and "transparency" in im.info)
+            if has_alpha:
+                rgba = np.array(im.convert("RGBA"))
+                rgb, alpha = np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+            else:
+                rgb = np.array(im.convert("RGB"))
+    except Exception as e:  # anything PIL raises on a bad file: report it, go on
+        msg = str(e).splitlines()[0][:200] if str(e) else ""
+        raise ReadError(f"cannot decode ({type(e).__name__}{': ' + msg if msg else ''})") from None
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ReadError("image has no pixels")
+    return Decoded(item, rgb, alpha, icc)
+
+
+def to_frame(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 ``[H,W,3]`` -> float32 ``[H,W,3]`` 0..1, the frame ``pipeline.predict_frame`` takes."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).to(torch.float32).div_(255.0)
+
+
+def sidecars(path: Path) -> list[Path]:
+    """Caption files beside ``path`` with the same stem (``.txt``, ``.caption``, ``.json``)."""
+    out = []
+    for ext in CAPTION_EXTENSIONS:
+        p = path.with_suffix(ext)
+        if p.is_file():
+            out.append(p)
+    return out

@@ -1,0 +1,303 @@
+"""Saving one result: background, output name, collision policy, caption sidecars, atomic writes.
+
+Every background goes through ``apply_background`` (one function, so the shared
+``imaging/composite.py`` can replace its body at merge). Every file goes through
+``atomic_write``: it is written to a hidden temporary file beside its target and renamed
+over it, so an interrupted run never leaves a half-written image; ``clean_stale_temps``
+removes what a killed run left behind. The image is written last: when it exists, its
+caption copies and its mask are already complete, which is what resume relies on.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from .paths import UnsafePath, safe_target
+from .reader import CAPTION_EXTENSIONS, Item
+
+log = logging.getLogger("comfyui_cutout")
+
+FORMATS = {"png": ".png", "webp": ".webp", "jpg": ".jpg"}
+EXISTING = ("skip", "overwrite", "keep_both")
+TMP_SUFFIX = ".cutout-tmp"
+_TMP_RE = re.compile(r"^\..+\.(\d+)\.\d+" + re.escape(TMP_SUFFIX) + r"$")
+
+COLOR_NAMES = {
+    "white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "grey": (128, 128, 128),
+    "red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
+}
+TRANSPARENT = ("transparent", "none", "alpha")
+
+
+class WriteError(Exception):
+    """A result that could not be written; ``str(e)`` is the reason shown in the report."""
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """'#RRGGBB', '#RGB', 'r,g,b' (0..255) or a name (white, black, gray, red, green, blue)."""
+    t = (text or "").strip().lower()
+    if t in COLOR_NAMES:
+        return COLOR_NAMES[t]
+    m = re.fullmatch(r"#?([0-9a-f]{6}|[0-9a-f]{3})", t)
+    if m:
+        h = m.group(1)
+        if len(h) == 3:
+            h = "".join(c * 2 for c in h)
+        return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))
+    parts = [p.strip() for p in t.split(",")]
+    if len(parts) == 3 and all(p.isdigit() and 0 <= int(p) <= 255 for p in parts):
+        return tuple(int(p) for p in parts)
+    raise ValueError(f"background '{text}' is not a colour; expected transparent, a name "
+                     f"({', '.join(COLOR_NAMES)}), #RRGGBB or r,g,b with 0..255")
+
+
+def parse_background(text: str) -> tuple[int, int, int] | None:
+    """None for transparent, else the colour; raises ValueError with the accepted forms."""
+    if (text or "").strip().lower() in TRANSPARENT:
+        return None
+    return parse_color(text)
+
+
+def apply_background(rgb: np.ndarray, alpha: np.ndarray, background: str) -> np.ndarray:
+    """THE background function of the dataset job: uint8 ``[H,W,3]`` + alpha -> uint8 ``[H,W,3|4]``.
+
+    ``alpha`` is float 0..1 ``[H,W]`` (1 = subject). 'transparent' gives straight RGBA with the
+    original colours; a colour gives RGB flattened onto it (``rgb·a + colour·(1−a)``).
+    Swap point: at merge, the colour branch becomes
+    ``composite_background(rgb[None], alpha[None], background)[0]`` from ``imaging/composite.py``.
+    """
+    colour = parse_background(background)
+    a = np.clip(alpha, 0.0, 1.0)
+    if colour is None:
+        a8 = (a * 255.0 + 0.5).astype(np.uint8)
+        return np.concatenate([rgb, a8[..., None]], axis=-1)
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(torch.float32)
+    at = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).unsqueeze(-1)
+    bg = torch.tensor(colour, dtype=torch.float32)
+    out = x * at + bg * (1.0 - at)
+    return out.add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    fmt: str = "png"  # png | webp | jpg
+    background: str = "transparent"
+    jpeg_background: str = "white"  # JPEG has no alpha: a transparent result is flattened onto this
+    mask_only: bool = False  # write the mask (grey) instead of the cut-out
+    save_mask: bool = False  # also write <stem>_mask.png beside the image
+    mask_dir: Path | None = None  # or: also write masks into this tree, same relative path and stem
+    existing: str = "skip"  # skip | overwrite | keep_both
+    copy_captions: bool = True
+    png_compress: int = 3  # zlib level 0..9; 3 is ~2x faster than Pillow's 6 for ~5 % larger files
+    jpeg_quality: int = 95
+    webp_method: int = 2  # lossless effort 0..6
+    fsync: bool = True
+
+    def __post_init__(self):
+        if self.fmt not in FORMATS:
+            raise ValueError(f"format '{self.fmt}' unknown; expected one of {', '.join(FORMATS)}")
+        if self.existing not in EXISTING:
+            raise ValueError(f"existing '{self.existing}' unknown; expected one of {', '.join(EXISTING)}")
+        parse_background(self.background)
+        parse_color(self.jpeg_background)
+
+
+@dataclass
+class Saved:
+    status: str  # "done" | "skipped"
+    path: Path
+    files: list[Path]
+
+
+def output_rel(rel: PurePosixPath, fmt: str) -> PurePosixPath:
+    """Same folder and stem, the format's extension ('img 1.JPG' -> 'img 1.png')."""
+    return PurePosixPath(rel).with_suffix(FORMATS[fmt])
+
+
+def target_for(dest: Path, rel: PurePosixPath, opts: WriteOptions) -> Path:
+    return safe_target(dest, output_rel(rel, opts.fmt))
+
+
+def is_done(dest: Path, rel: PurePosixPath, opts: WriteOptions) -> bool:
+    """True when the image of ``rel`` is already in ``dest`` (written last, so complete)."""
+    try:
+        return target_for(dest, rel, opts).is_file()
+    except UnsafePath:
+        return False
+
+
+_counter = iter(range(1 << 62))
+_counter_lock = threading.Lock()
+
+
+def _tmp_name(target: Path) -> Path:
+    with _counter_lock:
+        n = next(_counter)
+    return target.with_name(f".{target.name}.{os.getpid()}.{n}{TMP_SUFFIX}")
+
+
+def atomic_write(target: Path, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to a temporary file beside ``target`` and rename it over ``target``."""
+    tmp = _tmp_name(target)
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_copy(src: Path, target: Path, fsync: bool = True) -> None:
+    tmp = _tmp_name(target)
+    try:
+        with open(src, "rb") as fi, open(tmp, "xb") as fo:
+            shutil.copyfileobj(fi, fo, 1 << 20)
+            if fsync:
+                fo.flush()
+                os.fsync(fo.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def clean_stale_temps(dest: Path) -> int:
+    """Remove temporary files left in ``dest`` by a killed run (its process is gone); returns how many."""
+    removed = 0
+    if not Path(dest).is_dir():
+        return 0
+    for dirpath, _dirs, files in os.walk(dest):
+        for name in files:
+            m = _TMP_RE.match(name)
+            if m and not _pid_alive(int(m.group(1))):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
+
+
+def encode(pixels: np.ndarray, fmt: str, opts: WriteOptions, icc: bytes | None = None) -> bytes:
+    """uint8 ``[H,W]`` (grey), ``[H,W,3]`` or ``[H,W,4]`` -> file bytes in ``fmt``."""
+    from PIL import Image
+
+    if pixels.ndim == 3 and pixels.shape[-1] == 4 and fmt == "jpg":
+        pixels = apply_background(pixels[..., :3], pixels[..., 3].astype(np.float32) / 255.0, opts.jpeg_background)
+    im = Image.fromarray(np.ascontiguousarray(pixels))
+    buf = io.BytesIO()
+    extra = {"icc_profile": icc} if icc and im.mode != "L" else {}
+    if fmt == "png":
+        im.save(buf, "PNG", compress_level=opts.png_compress, **extra)
+    elif fmt == "webp":
+        im.save(buf, "WEBP", lossless=True, quality=100, method=opts.webp_method, exact=True, **extra)
+    else:
+        im.save(buf, "JPEG", quality=opts.jpeg_quality, subsampling=0 if opts.jpeg_quality >= 90 else 2, **extra)
+    return buf.getvalue()
+
+
+def _keep_both_target(target: Path) -> Path:
+    n = 1
+    while True:
+        cand = target.with_name(f"{target.stem}_{n}{target.suffix}")
+        if not cand.exists() and not any(cand.with_suffix(e).exists() for e in CAPTION_EXTENSIONS):
+            return cand
+        n += 1
+
+
+def mask_path_for(target: Path, rel_out: PurePosixPath, opts: WriteOptions) -> list[Path]:
+    out = []
+    if opts.save_mask:
+        out.append(target.with_name(f"{target.stem}_mask.png"))
+    if opts.mask_dir is not None:
+        out.append(safe_target(Path(opts.mask_dir), PurePosixPath(rel_out).with_suffix(".png")))
+    return out
+
+
+def save_item(dest: Path, item: Item, rgb: np.ndarray, alpha: np.ndarray, opts: WriteOptions,
+              icc: bytes | None = None) -> Saved:
+    """Write one result under ``dest`` at the item's relative path; captions and mask first, image last.
+
+    ``rgb`` uint8 ``[H,W,3]``; ``alpha`` float ``[H,W]`` 0..1, 1 = subject. Raises ``WriteError``.
+    """
+    rel_out = output_rel(item.rel, opts.fmt)
+    try:
+        target = safe_target(dest, rel_out)
+    except UnsafePath as e:
+        raise WriteError(str(e)) from None
+    try:
+        if os.path.realpath(target) == os.path.realpath(item.path):
+            raise WriteError(f"output {target} is the source file itself; refused")
+        if target.exists():
+            if opts.existing == "skip":
+                return Saved("skipped", target, [])
+            if opts.existing == "keep_both":
+                target = _keep_both_target(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        if opts.copy_captions:
+            for ext in CAPTION_EXTENSIONS:
+                src = item.path.with_suffix(ext)
+                if src.is_file():
+                    dst = target.with_suffix(ext)
+                    if os.path.realpath(dst) == os.path.realpath(src):
+                        continue
+                    atomic_copy(src, dst, opts.fsync)
+                    written.append(dst)
+        a8 = None
+        for mp in mask_path_for(target, rel_out, opts):
+            if a8 is None:
+                a8 = (np.clip(alpha, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+            mp.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(mp, encode(a8, "png", opts), opts.fsync)
+            written.append(mp)
+        if opts.mask_only:
+            pixels = (np.clip(alpha, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+        else:
+            background = opts.background
+            if opts.fmt == "jpg" and parse_background(background) is None:
+                background = opts.jpeg_background
+            pixels = apply_background(rgb, alpha, background)
+        atomic_write(target, encode(pixels, opts.fmt, opts, icc), opts.fsync)
+        written.append(target)
+        return Saved("done", target, written)
+    except WriteError:
+        raise
+    except UnsafePath as e:
+        raise WriteError(str(e)) from None
+    except OSError as e:
+        raise WriteError(f"cannot write ({type(e).__name__}: {e})") from None

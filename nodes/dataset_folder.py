@@ -1,0 +1,258 @@
+"""Load Image Folder / Save Image Folder (Cutout): dataset prep inside a graph.
+
+The loader outputs a LIST (ComfyUI runs the nodes downstream once per image, so photos of
+different sizes need no padding); the saver takes the lists back (INPUT_IS_LIST) and writes
+every result at its relative path. Both use the same per-item functions as ``cli.py``
+(``dataset.reader`` / ``dataset.writer``) and the path guard of ``dataset.paths``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from .. import comfy_glue
+from ..dataset import paths, reader, writer
+from ..imaging.tensors import CutoutInputError, as_image, as_mask
+from .common import CATEGORY, MASK_CONVENTION
+
+log = logging.getLogger("comfyui_cutout")
+
+LOAD_NAME = "Load Image Folder (Cutout)"
+SAVE_NAME = "Save Image Folder (Cutout)"
+
+_GUARD_HELP = (f"Only folders inside ComfyUI's input/output folders are accepted unless ComfyUI was started "
+               f"with the environment variable {paths.ALLOW_ENV}=1; '..' is always refused.")
+
+
+def _guard(text: str, node: str, input_name: str, root, must_exist: bool) -> Path:
+    return paths.guard_folder(text, node, input_name, root, must_exist)  # raises PathRefused, a CutoutInputError
+
+
+def _first(v, default=None):
+    """A widget value under INPUT_IS_LIST arrives as a list of one."""
+    if isinstance(v, list):
+        return v[0] if v else default
+    return v if v is not None else default
+
+
+class CutoutLoadImageFolder:
+    DESCRIPTION = (
+        "Loads every image of a folder (kohya layout welcome) as a LIST: the nodes after it run once per image, "
+        "so photos of different sizes stay at their own size. EXIF orientation is applied. Files that cannot be "
+        "read are skipped and listed in 'report'. Connect 'relative_path' and 'source_folder' to Save Image Folder "
+        "(Cutout) to keep names, folders and caption files. " + _GUARD_HELP
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = ("IMAGE", "STRING", "STRING", "STRING")
+    RETURN_NAMES = ("images", "relative_path", "source_folder", "report")
+    OUTPUT_IS_LIST = (True, True, False, False)
+    OUTPUT_TOOLTIPS = (
+        "One IMAGE [1,H,W,3] per file (or one batch per size with 'stack_same_size'), RGB; "
+        "a file's own alpha channel is not used here.",
+        "Path of each image relative to the folder, e.g. '10_subject/img001.jpg' (one line per image of a stacked batch).",
+        "The resolved folder, for Save Image Folder's caption copying.",
+        "What was loaded and which files were skipped, and why.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "folder": ("STRING", {"default": "dataset", "tooltip": "Folder of images, relative to ComfyUI's input "
+                                      "folder, or absolute inside the input/output folders. " + _GUARD_HELP}),
+                "recursive": ("BOOLEAN", {"default": True, "tooltip": "Also load images from subfolders."}),
+                "pattern": ("STRING", {"default": reader.DEFAULT_PATTERN,
+                                       "tooltip": "File name patterns, separated by ';' (case-insensitive)."}),
+                "start_index": ("INT", {"default": 0, "min": 0, "max": 10_000_000,
+                                        "tooltip": "Skip this many images of the sorted list (paging)."}),
+                "limit": ("INT", {"default": 0, "min": 0, "max": 10_000_000,
+                                  "tooltip": "Load at most this many images (0 = all). Every image of the list is held "
+                                             "in memory: page through big folders, or use cli.py."}),
+                "stack_same_size": ("BOOLEAN", {"default": False, "tooltip": "Put images of the same size into one "
+                                                "batch (fewer node runs); their paths are joined by line breaks."}),
+            }
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, folder, recursive, pattern, start_index, limit, stack_same_size):
+        """Re-run when a file of the folder is added, removed or changed."""
+        try:
+            root = paths.guard_folder(folder, LOAD_NAME, "folder", comfy_glue.input_directory(), True)
+            items, _ = reader.list_images(root, recursive, pattern, start_index, limit)
+        except Exception:
+            return float("nan")
+        h = hashlib.sha256()
+        for it in items:
+            try:
+                st = it.path.stat()
+                h.update(f"{it.rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{it.rel}\0gone\n".encode())
+        return h.hexdigest()
+
+    def load(self, folder, recursive=True, pattern=reader.DEFAULT_PATTERN, start_index=0, limit=0,
+             stack_same_size=False):
+        root = _guard(folder, LOAD_NAME, "folder", comfy_glue.input_directory(), must_exist=True)
+        items, problems = reader.list_images(root, recursive, pattern, start_index, limit)
+        failed = [(p.rel, p.reason) for p in problems]
+        progress = comfy_glue.Progress(len(items))
+        decoded = []
+        with ThreadPoolExecutor(2, thread_name_prefix="cutout-load") as pool:
+            futures = [pool.submit(reader.decode, it) for it in items]
+            try:
+                for it, fut in zip(items, futures):
+                    comfy_glue.check_interrupt()
+                    try:
+                        decoded.append(fut.result())
+                    except reader.ReadError as e:
+                        failed.append((str(it.rel), str(e)))
+                    progress.update(1)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+        lines = [f"{LOAD_NAME}: {root}: loaded {len(decoded)} image(s), skipped {len(failed)}"]
+        lines += [f"  skipped: {rel}: {why}" for rel, why in failed]
+        report = "\n".join(lines)
+        if failed:
+            log.warning("%s", report)
+        if not decoded:
+            raise CutoutInputError(LOAD_NAME, "folder", f"'{folder}' ({root}) has no readable image matching "
+                                   f"'{pattern}' (start {start_index}, limit {limit}); {report}",
+                                   "a folder with at least one image")
+        frames = [torch.from_numpy(d.rgb).to(torch.float32).div_(255.0).unsqueeze(0) for d in decoded]
+        rels = [str(d.item.rel) for d in decoded]
+        if stack_same_size:
+            groups: dict[tuple[int, int], list[int]] = {}
+            for i, f in enumerate(frames):
+                groups.setdefault(tuple(f.shape[1:3]), []).append(i)
+            frames, rels = ([torch.cat([frames[i] for i in idx]) for idx in groups.values()],
+                            ["\n".join(rels[i] for i in idx) for idx in groups.values()])
+        return (frames, rels, str(root), report)
+
+
+class CutoutSaveImageFolder:
+    DESCRIPTION = (
+        "Saves every image it gets at its relative path under 'destination' (same folders, same file stem, new "
+        "extension), as PNG/WEBP with transparency or JPEG flattened onto a colour. Caption files (.txt, .caption, "
+        ".json) beside the source image are copied unchanged when 'source_folder' is connected. Writes are atomic "
+        "(temporary file + rename). Existing outputs are skipped by default, so a re-run only adds what is missing. "
+        + _GUARD_HELP
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    INPUT_IS_LIST = True
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("report",)
+    OUTPUT_TOOLTIPS = ("What was written, skipped and failed, and why.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "Cut-outs (RGBA from Remove Background) or RGB images; a list or batches."}),
+                "destination": ("STRING", {"default": "dataset_clean", "tooltip": "Output folder, relative to ComfyUI's "
+                                           "output folder (created). " + _GUARD_HELP}),
+                "format": (list(writer.FORMATS), {"default": "png", "tooltip": "png / webp (lossless) keep transparency; "
+                                                  "jpg is flattened onto 'jpeg_background'."}),
+                "existing": (list(writer.EXISTING), {"default": "skip", "tooltip": "When the output file is already "
+                                                     "there: keep it (resume), replace it, or write <stem>_1 beside it."}),
+                "background": ("STRING", {"default": "transparent", "tooltip": "transparent, a name (white, black, gray, "
+                                          "red, green, blue), #RRGGBB or r,g,b."}),
+            },
+            "optional": {
+                "relative_path": ("STRING", {"forceInput": True, "tooltip": "From Load Image Folder: where each image "
+                                             "goes. Without it files are named cutout_00001.png, ..."}),
+                "source_folder": ("STRING", {"forceInput": True, "tooltip": "From Load Image Folder: where the caption "
+                                             "files are copied from."}),
+                "mask": ("MASK", {"tooltip": "Alpha for RGB images (overrides an RGBA image's own alpha). "
+                                             + MASK_CONVENTION}),
+                "save_mask": ("BOOLEAN", {"default": False, "tooltip": "Also write <stem>_mask.png (white = subject) "
+                                          "beside each image."}),
+                "jpeg_background": ("STRING", {"default": "white", "tooltip": "Colour a transparent result is "
+                                               "flattened onto for jpg."}),
+            },
+        }
+
+    def save(self, images, destination, format, existing, background, relative_path=None, source_folder=None,
+             mask=None, save_mask=None, jpeg_background=None):
+        node = SAVE_NAME
+        destination, fmt, existing = _first(destination), _first(format), _first(existing)
+        background, save_mask = _first(background, "transparent"), bool(_first(save_mask, False))
+        jpeg_background = _first(jpeg_background, "white")
+        dest = _guard(destination, node, "destination", comfy_glue.output_directory(), must_exist=False)
+        src_root = None
+        if source_folder:
+            src_root = _guard(_first(source_folder), node, "source_folder", comfy_glue.input_directory(),
+                              must_exist=True)
+        try:
+            opts = writer.WriteOptions(fmt=fmt, background=background, jpeg_background=jpeg_background,
+                                       existing=existing, save_mask=save_mask, copy_captions=src_root is not None)
+        except ValueError as e:
+            raise CutoutInputError(node, "background", str(e), "a valid option") from None
+        rels = list(relative_path or [])
+        masks = list(mask or [])
+        jobs = []  # (Item, rgb uint8, alpha float)
+        n = 0
+        for i, img in enumerate(images):
+            raw = img if img.dim() == 4 else img.unsqueeze(0)
+            rgb = as_image(raw, node, "images", sanitize_values=True)
+            b, h, w = rgb.shape[:3]
+            if masks:
+                alpha = as_mask(masks[min(i, len(masks) - 1)], node, "mask", batch=b, size=(h, w))
+            elif raw.shape[-1] == 4:
+                alpha = raw[..., 3].float().clamp(0, 1)
+            else:
+                alpha = torch.ones((b, h, w))
+            names = rels[min(i, len(rels) - 1)].split("\n") if rels else []
+            for k in range(b):
+                n += 1
+                if len(names) == b:
+                    rel = names[k]
+                elif names:
+                    stem = PurePosixPath(names[0])
+                    rel = str(stem.with_name(f"{stem.stem}_{k:04d}{stem.suffix}"))
+                else:
+                    rel = f"cutout_{n:05d}.png"
+                rel = rel.replace("\\", "/").strip()
+                if not rel or paths.has_dotdot(rel) or PurePosixPath(rel).is_absolute():
+                    raise CutoutInputError(node, "relative_path", f"'{rel}' is empty, absolute or contains '..'",
+                                           "a path relative to the destination")
+                relp = PurePosixPath(rel)
+                try:
+                    src = paths.safe_target(src_root, relp) if src_root is not None else dest / ".none" / relp
+                except paths.UnsafePath as e:
+                    raise CutoutInputError(node, "relative_path", str(e), "a path inside source_folder") from None
+                u8 = (rgb[k].numpy() * 255.0 + 0.5).astype(np.uint8)
+                jobs.append((reader.Item(src, relp), u8, alpha[k].numpy()))
+        progress = comfy_glue.Progress(len(jobs))
+        done, skipped, failed = [], [], []
+        dest.mkdir(parents=True, exist_ok=True)
+        writer.clean_stale_temps(dest)
+        with ThreadPoolExecutor(2, thread_name_prefix="cutout-save") as pool:
+            futures = [pool.submit(writer.save_item, dest, it, u8, a, opts) for it, u8, a in jobs]
+            for (it, _u8, _a), fut in zip(jobs, futures):
+                try:
+                    saved = fut.result()
+                    (done if saved.status == "done" else skipped).append(str(it.rel))
+                except writer.WriteError as e:
+                    failed.append((str(it.rel), str(e)))
+                progress.update(1)
+        lines = [f"{node}: {dest}: wrote {len(done)}, skipped {len(skipped)} (already there), failed {len(failed)}"]
+        lines += [f"  failed: {rel}: {why}" for rel, why in failed]
+        report = "\n".join(lines)
+        (log.warning if failed else log.info)("%s", report)
+        return {"ui": {"text": [report]}, "result": ([report],)}
+
+
+NODES = {"CutoutLoadImageFolder": CutoutLoadImageFolder, "CutoutSaveImageFolder": CutoutSaveImageFolder}
+NAMES = {"CutoutLoadImageFolder": LOAD_NAME, "CutoutSaveImageFolder": SAVE_NAME}
