@@ -46,10 +46,17 @@ def _box_count_1d(n: int, r: int, device) -> torch.Tensor:
 
 def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
     """Mean over a (2r+1)² window of the last two dims; the window is clipped at the borders
-    (each pixel is the mean of the pixels that exist), cost independent of ``r``."""
+    (each pixel is the mean of the pixels that exist). Small radii use two separable
+    ``avg_pool2d`` passes, large ones running sums (cost independent of ``r``)."""
     if r <= 0:
         return x
     h, w = x.shape[-2], x.shape[-1]
+    if r <= 12:
+        lead = x.shape[:-2]
+        y = x.reshape(-1, 1, h, w)
+        y = F.avg_pool2d(y, (1, 2 * r + 1), stride=1, padding=(0, r), count_include_pad=False) if w > 1 else y
+        y = F.avg_pool2d(y, (2 * r + 1, 1), stride=1, padding=(r, 0), count_include_pad=False) if h > 1 else y
+        return y.reshape(*lead, h, w)
     s = _box_sum_1d(_box_sum_1d(x, r, -1), r, -2)
     count = _box_count_1d(h, r, x.device)[:, None] * _box_count_1d(w, r, x.device)[None, :]
     return s / count.to(s.dtype)
@@ -131,6 +138,17 @@ def _label(binary, structure=None):
     return ndimage.label(binary, structure=structure)
 
 
+def _bbox(binary, margin: int):
+    """(y0, y1, x0, x1) of the True pixels of a numpy array, grown by ``margin``."""
+    import numpy as np
+
+    rows = np.flatnonzero(binary.any(1))
+    cols = np.flatnonzero(binary.any(0))
+    h, w = binary.shape
+    return (max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin),
+            max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin))
+
+
 def fill_holes(mask: torch.Tensor, cut: float = 0.5) -> torch.Tensor:
     """Background regions (mask < ``cut``) that do not touch the border become 1.
 
@@ -154,10 +172,12 @@ def fill_holes(mask: torch.Tensor, cut: float = 0.5) -> torch.Tensor:
         holes = ~keep[labels]
         if not holes.any():
             continue
-        hole = torch.from_numpy(holes).to(mask.device)
+        y0, y1, x0, x1 = _bbox(holes, 2)
+        hole = torch.from_numpy(holes[y0:y1, x0:x1]).to(mask.device)
         near = F.max_pool2d(hole[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
         # the hole itself and its soft rim (subject pixels next to it); never another background region
-        out[i] = out[i].masked_fill(hole | (near & (mask[i] >= cut)), 1.0)
+        sub = out[i, y0:y1, x0:x1]
+        sub.masked_fill_(hole | (near & (mask[i, y0:y1, x0:x1] >= cut)), 1.0)
     return out
 
 
@@ -185,8 +205,9 @@ def remove_islands(mask: torch.Tensor, min_size: float, cut: float = 0.5) -> tor
         small[0] = False
         if not small.any():
             continue
-        drop = torch.from_numpy(small[labels]).to(mask.device)
+        drop_np = small[labels]
+        y0, y1, x0, x1 = _bbox(drop_np, 2)
+        drop = torch.from_numpy(drop_np[y0:y1, x0:x1]).to(mask.device)
         near = F.max_pool2d(drop[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
-        kill = drop | (near & (mask[i] < cut))
-        out[i] = out[i].masked_fill(kill, 0.0)
+        out[i, y0:y1, x0:x1].masked_fill_(drop | (near & (mask[i, y0:y1, x0:x1] < cut)), 0.0)
     return out

@@ -172,6 +172,13 @@ def temporal_smooth(masks: torch.Tensor, strength: float, image: torch.Tensor | 
     if strength <= 0 or n < 2:
         return masks.clone()
     strength = min(float(strength), 1.0)
+    h, w = masks.shape[-2:]
+    small = None
+    if image is not None:
+        # the motion check is smooth by nature: colour change measured at 1/4 size (area)
+        f = max(1, min(4, min(h, w) // 8))
+        small = F.avg_pool2d(image.permute(0, 3, 1, 2).float(), f, stride=f, ceil_mode=True) if f > 1 \
+            else image.permute(0, 3, 1, 2).float()
     out = torch.empty_like(masks)
     for t in range(n):
         acc = masks[t].clone()
@@ -181,14 +188,17 @@ def temporal_smooth(masks: torch.Tensor, strength: float, image: torch.Tensor | 
             if d == 0 or k < 0 or k >= n:
                 continue
             wgt = strength ** abs(d)
-            if image is not None:
-                diff = (image[t] - image[k]).abs().mean(-1)
-                diff = F.avg_pool2d(diff[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
+            if small is not None:
+                diff = (small[t] - small[k]).abs().mean(0)[None, None]
+                diff = F.avg_pool2d(diff, 3, stride=1, padding=1, count_include_pad=False)
                 wmap = torch.exp(-(diff / motion_tolerance) ** 2) * wgt
+                if wmap.shape[-2:] != (h, w):
+                    wmap = F.interpolate(wmap, size=(h, w), mode="bilinear", align_corners=False)
+                wmap = wmap[0, 0]
                 acc.addcmul_(wmap, masks[k])
                 wsum.add_(wmap)
             else:
                 acc.add_(masks[k], alpha=wgt)
                 wsum.add_(wgt)
-        out[t] = acc / wsum
+        out[t] = acc.div_(wsum)
     return out.clamp_(0.0, 1.0)

@@ -53,9 +53,11 @@ def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black
         raise CutoutInputError(node, "image", f"is missing but edge_refinement is '{edge_refinement}'",
                                "the photo the mask was made from (connect the IMAGE input)")
     del b_img
-    m = m.float().clone()
+    if m is mask:  # as_mask may hand back the caller's tensor; never modify it
+        m = m.clone()
 
-    m = M.levels(m, black_point, white_point, threshold)
+    if black_point != 0.0 or white_point != 1.0 or threshold > 0.0:
+        m = M.levels(m, black_point, white_point, threshold)
     comfy_glue.check_interrupt()
     if fill_holes:
         m = M.fill_holes(m)
@@ -76,7 +78,7 @@ def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black
         m = temporal_smooth(m, temporal, guide)
     if invert:
         m = M.invert(m)
-    return m
+    return m.contiguous()  # a broadcast (expanded) batch becomes real frames
 
 
 class CutoutMaskRefine:

@@ -39,6 +39,17 @@ def test_decontamination_recovers_foreground_colour(bg_color, method):
     assert torch.equal(est[alpha >= 1], image[alpha >= 1])
 
 
+def test_tiled_blur_fusion_matches_whole_frame_reference():
+    from comfyui_cutout.imaging.composite import _blur_fusion
+
+    image, fg, _, alpha = known_scene(300, 560)  # several 256² tiles
+    band = (alpha > 0.02) & (alpha < 0.98)
+    tiled = estimate_foreground(image, alpha)
+    ref = _blur_fusion(image.permute(0, 3, 1, 2), alpha[:, None]).permute(0, 2, 3, 1)
+    assert (tiled - ref).abs().mean(-1)[band].mean() < 0.01
+    assert (tiled - fg).abs().mean(-1)[band].mean() < 0.25 * (image - fg).abs().mean(-1)[band].mean()
+
+
 def test_decontaminated_composite_on_white_has_no_green_fringe():
     image, fg, _, alpha = known_scene()
     truth = composite_background(fg, alpha, "white", decontaminate=False)

@@ -120,11 +120,11 @@ def test_all_zero_and_all_one_masks_survive_everything(value):
     assert torch.allclose(refine_masks(m, invert=True), 1 - m)
 
 
-def test_box_filter_matches_naive():
-    x = torch.rand(2, 3, 17, 23)
-    r = 3
+@pytest.mark.parametrize("r,h,w", [(3, 17, 23), (20, 30, 50), (5, 4, 3), (14, 9, 40)])
+def test_box_filter_matches_naive(r, h, w):
+    x = torch.rand(2, 3, h, w)
     padded = torch.nn.functional.pad(x, (r, r, r, r))
-    ones = torch.nn.functional.pad(torch.ones(1, 1, 17, 23), (r, r, r, r))
+    ones = torch.nn.functional.pad(torch.ones(1, 1, h, w), (r, r, r, r))
     k = torch.ones(3, 1, 2 * r + 1, 2 * r + 1)
     s = torch.nn.functional.conv2d(padded, k, groups=3)
     c = torch.nn.functional.conv2d(ones, torch.ones(1, 1, 2 * r + 1, 2 * r + 1))
