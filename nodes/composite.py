@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import comfy_glue
 from ..imaging.composite import FIT_MODES, composite_background, parse_color
 from ..imaging.tensors import CutoutInputError, as_image, as_mask, sanitize
 from .common import CATEGORY, MASK_CONVENTION
@@ -69,7 +70,7 @@ class CutoutCompositeBackground:
     def run(self, image, background="color", color="#FFFFFF", color2="#000000", angle=90.0, fit="cover",
             blur_radius=24.0, decontaminate=True, mask=None, background_image=None):
         node = DISPLAY_NAME
-        rgb = as_image(image, node, "image", sanitize_values=True)
+        rgb = as_image(image, node, "image")  # a view: frames are sanitised one by one below
         b, h, w, _ = rgb.shape
         if mask is None:
             if isinstance(image, torch.Tensor) and image.shape[-1] == 4:
@@ -97,14 +98,30 @@ class CutoutCompositeBackground:
             if bg.shape[0] not in (1, b):
                 raise CutoutInputError(node, "background_image", f"has a batch of {bg.shape[0]} images but "
                                        f"image has {b}", f"1 background (used for every image) or {b}")
-            out = composite_background(rgb, alpha, bg, fit=fit, color2=color2, decontaminate=decontaminate)
+
+            def one(fr, a, i):
+                return composite_background(fr, a, bg[i:i + 1] if bg.shape[0] > 1 else bg[:1], fit=fit, color2=color2,
+                                            decontaminate=decontaminate)
         elif background == "color":
-            out = composite_background(rgb, alpha, color, decontaminate=decontaminate)
+            def one(fr, a, i):
+                return composite_background(fr, a, color, decontaminate=decontaminate)
         elif background == "gradient":
-            out = composite_background(rgb, alpha, color, color2=color2, angle=angle, decontaminate=decontaminate)
+            def one(fr, a, i):
+                return composite_background(fr, a, color, color2=color2, angle=angle, decontaminate=decontaminate)
         elif background in ("transparent", "blur", "checkerboard"):
-            out = composite_background(rgb, alpha, background, blur_radius=blur_radius,
-                                       decontaminate=decontaminate)
+            def one(fr, a, i):
+                return composite_background(fr, a, background, blur_radius=blur_radius, decontaminate=decontaminate)
         else:
             raise CutoutInputError(node, "background", f"is {background!r}", " / ".join(MODES))
+        # One frame at a time into a preallocated output: peak memory is the output plus one
+        # frame of work, not several whole-batch copies (issue 6, bench/memory.py).
+        out = None
+        progress = comfy_glue.Progress(b)
+        for i in range(b):
+            comfy_glue.check_interrupt()
+            o = one(sanitize(rgb[i])[None], alpha[i:i + 1], i)
+            if out is None:
+                out = torch.empty((b, *o.shape[1:]), dtype=o.dtype, device=o.device)
+            out[i] = o[0]
+            progress.update(1)
         return (out, alpha.clone())
