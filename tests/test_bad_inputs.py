@@ -636,3 +636,29 @@ def test_save_through_symlinked_subfolder_is_refused(comfy_dirs, tmp_path):
                     relative_path=["sub/x.png"])
     assert "failed 1" in res["result"][0][0]
     assert list(outside.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- frame-by-frame composite
+
+@pytest.mark.parametrize("background,extra", [("color", {}), ("gradient", {"color2": "#000000"}),
+                                              ("transparent", {}), ("blur", {}), ("checkerboard", {}),
+                                              ("image", {})])
+def test_composite_node_frame_by_frame_equals_the_batch_function(background, extra):
+    """The node runs one frame at a time (bounded memory); the result is the batch function's."""
+    from comfyui_cutout.imaging.composite import composite_background
+
+    g = torch.Generator().manual_seed(5)
+    image = torch.rand(3, 30, 26, 3, generator=g)
+    mask = torch.rand(3, 30, 26, generator=g)
+    bgs = torch.rand(3, 20, 20, 3, generator=g)
+    node = NODE_CLASS_MAPPINGS["CutoutCompositeBackground"]()
+    out, _ = node.run(image, background, color="#FF8800", mask=mask, background_image=bgs, **extra)
+    if background == "image":
+        ref = composite_background(image, mask, bgs, color2="#000000")
+    elif background == "color":
+        ref = composite_background(image, mask, "#FF8800")
+    elif background == "gradient":
+        ref = composite_background(image, mask, "#FF8800", color2="#000000", angle=90.0)
+    else:
+        ref = composite_background(image, mask, background)
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-5)
