@@ -22,23 +22,22 @@ ROOT = Path(__file__).resolve().parent
 
 def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="cli.py", description="Remove the background of every image in a folder (ComfyUI-Cutout, no ComfyUI needed).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog="cli.py", description="Remove the background of every image in a folder (ComfyUI-Cutout, no ComfyUI needed).")
     p.add_argument("--source", required=True, type=Path, help="folder of photos (kohya layout welcome: captions beside images)")
     p.add_argument("--dest", required=True, type=Path, help="output folder (created); must not overlap --source")
-    p.add_argument("--model", default="u2netp", help="one of: " + ", ".join(model_names) + " (or an .onnx in models/rembg)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="gpu needs onnxruntime-gpu")
+    p.add_argument("--model", default="u2netp", help="default u2netp (embedded, offline); one of: " + ", ".join(model_names) + " (or an .onnx file in models/rembg)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="default cpu; gpu needs onnxruntime-gpu")
     p.add_argument("--background", default="transparent",
-                   help="transparent, a name (white, black, gray, red, green, blue), #RRGGBB or r,g,b")
+                   help="transparent (default), a name (white, black, gray, red, green, blue), #RRGGBB or r,g,b")
     p.add_argument("--format", default="png", choices=["png", "webp", "jpg"],
-                   help="png/webp keep transparency (webp lossless); jpg is flattened onto --jpeg-background")
-    p.add_argument("--jpeg-background", default="white", help="colour a transparent result is flattened onto for --format jpg")
+                   help="png (default) and webp (lossless) keep transparency; jpg is flattened onto --jpeg-background")
+    p.add_argument("--jpeg-background", default="white", help="colour a transparent result is flattened onto for --format jpg (default white)")
     p.add_argument("--mask-only", action="store_true", help="write the subject mask (white = subject) instead of the cut-out")
     p.add_argument("--save-mask", action="store_true", help="also write <stem>_mask.png beside each image")
     p.add_argument("--mask-dir", type=Path, help="also write masks into this folder, same relative paths and stems "
                                                   "(kohya's masked-loss conditioning layout)")
     p.add_argument("--recursive", action=argparse.BooleanOptionalAction, default=True,
-                   help="descend into subfolders (kohya's 10_subject/...)")
+                   help="descend into subfolders such as kohya's 10_subject/ (default: yes)")
     p.add_argument("--pattern", default=None, help="file patterns, ';'-separated (default: common image types)")
     p.add_argument("--start", type=int, default=0, help="skip the first N images of the sorted list")
     p.add_argument("--limit", type=int, default=0, help="do at most N images (0 = all)")
@@ -50,9 +49,9 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
                    help="write <stem>_1 etc. next to existing outputs")
     p.set_defaults(existing="skip")
     p.add_argument("--no-captions", dest="captions", action="store_false", help="do not copy .txt/.caption/.json sidecars")
-    p.add_argument("--png-compress", type=int, default=3, choices=range(10), metavar="0-9", help="PNG zlib level")
-    p.add_argument("--jpeg-quality", type=int, default=95)
-    p.add_argument("--workers", type=int, default=2, help="decoder threads and encoder threads (each)")
+    p.add_argument("--png-compress", type=int, default=3, choices=range(10), metavar="0-9", help="PNG zlib level (default 3)")
+    p.add_argument("--jpeg-quality", type=int, default=95, help="default 95")
+    p.add_argument("--workers", type=int, default=2, help="decoder threads and encoder threads, each (default 2)")
     p.add_argument("--report", type=Path, help="also write the report as JSON to this file")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")

@@ -251,7 +251,7 @@ class CutoutSaveImageFolder:
         lines += [f"  failed: {rel}: {why}" for rel, why in failed]
         report = "\n".join(lines)
         (log.warning if failed else log.info)("%s", report)
-        return {"ui": {"text": [report]}, "result": ([report],)}
+        return {"ui": {"text": [report]}, "result": (report,)}
 
 
 NODES = {"CutoutLoadImageFolder": CutoutLoadImageFolder, "CutoutSaveImageFolder": CutoutSaveImageFolder}

@@ -476,7 +476,7 @@ def test_nodes_load_list_and_save_tree(tree, comfy_dirs):
     cut = [remove_background(img, "u2netp")[0] for img in images]
     res = saver.save(cut, ["clean"], ["png"], ["skip"], ["transparent"], relative_path=rels,
                      source_folder=[folder], save_mask=[True])
-    text = res["result"][0][0]
+    text = res["result"][0]
     assert f"wrote {len(rels)}" in text
     for rel, (w, h) in tree["good"].items():
         p = out / "clean" / PurePosixPath(rel).with_suffix(".png")
@@ -485,7 +485,7 @@ def test_nodes_load_list_and_save_tree(tree, comfy_dirs):
         assert p.with_name(p.stem + "_mask.png").is_file()
     assert (out / "clean/10_subject/img001.txt").read_bytes() == CAPTION_TXT
     again = saver.save(cut, ["clean"], ["png"], ["skip"], ["transparent"], relative_path=rels, source_folder=[folder])
-    assert f"skipped {len(rels)}" in again["result"][0][0]
+    assert f"skipped {len(rels)}" in again["result"][0]
     # stacked: same-size images share a batch, paths joined by line breaks, and still land at their own names
     images, rels2, *_ = loader.load("dataset", True, "*.jpg", 0, 0, True)
     assert sum(i.shape[0] for i in images) == len([r for r in tree["good"] if r.endswith(".jpg")])
@@ -499,3 +499,27 @@ def test_nodes_load_list_and_save_tree(tree, comfy_dirs):
     with pytest.raises(CutoutInputError, match="relative_path"):
         saver.save(cut[:1], ["clean"], ["png"], ["overwrite"], ["transparent"], relative_path=["../../evil.png"])
     assert not (out.parent / "evil.png").exists()
+
+
+def test_example_workflow_matches_the_nodes():
+    """Every Cutout node of example_workflows/dataset_prep.json has the widgets and links its class declares."""
+    from comfyui_cutout import NODE_CLASS_MAPPINGS
+
+    wf = json.loads((ROOT / "example_workflows" / "dataset_prep.json").read_text(encoding="utf-8"))
+    by_id = {n["id"]: n for n in wf["nodes"]}
+    for n in wf["nodes"]:
+        cls = NODE_CLASS_MAPPINGS.get(n["type"])
+        if cls is None:
+            continue
+        spec = cls.INPUT_TYPES()
+        inputs = {**spec.get("required", {}), **spec.get("optional", {})}
+        widgets = [k for k, (typ, *o) in inputs.items()
+                   if (isinstance(typ, list) or typ in ("STRING", "INT", "FLOAT", "BOOLEAN"))
+                   and not (o and o[0].get("forceInput"))]
+        assert len(n["widgets_values"]) == len(widgets), n["type"]
+        for inp in n["inputs"]:
+            assert inp["name"] in inputs, (n["type"], inp["name"])
+    for _lid, src, slot, dst, dslot, typ in wf["links"]:
+        cls = NODE_CLASS_MAPPINGS[by_id[src]["type"]]
+        assert cls.RETURN_TYPES[slot] == typ
+        assert by_id[dst]["inputs"][dslot]["type"] == typ
