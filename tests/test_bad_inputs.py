@@ -67,10 +67,15 @@ def _cb(image, mask):
     return NODE_CLASS_MAPPINGS["CutoutCompositeBackground"]().run(image, "color", color="#00FF00", mask=mask)[0]
 
 
+def _report(out) -> str:
+    r = out["result"][0]
+    return r[0] if isinstance(r, list) else r
+
+
 def _sf(image, mask, dest):
     out = NODE_CLASS_MAPPINGS["CutoutSaveImageFolder"]().save(
         [image], [str(dest)], ["png"], ["overwrite"], ["transparent"], mask=[mask] if mask is not None else None)
-    report = out["result"][0][0]
+    report = _report(out)
     assert "failed 0" in report, report
     return sorted(Path(dest).glob("*.png"))
 
@@ -526,7 +531,7 @@ def test_destination_read_only_save_node(readonly_dir, comfy_dirs, monkeypatch):
     monkeypatch.setattr(comfy_glue, "output_directory", lambda: out)
     node = NODE_CLASS_MAPPINGS["CutoutSaveImageFolder"]()
     res = node.save([torch.rand(1, 8, 8, 3)], ["sub"], ["png"], ["overwrite"], ["transparent"])
-    report = res["result"][0][0]
+    report = _report(res)
     assert "failed" in report and ("Read-only" in report or "ermission" in report), report
 
 
@@ -634,7 +639,7 @@ def test_save_through_symlinked_subfolder_is_refused(comfy_dirs, tmp_path):
     node = NODE_CLASS_MAPPINGS["CutoutSaveImageFolder"]()
     res = node.save([torch.rand(1, 8, 8, 3)], ["dst"], ["png"], ["overwrite"], ["transparent"],
                     relative_path=["sub/x.png"])
-    assert "failed 1" in res["result"][0][0]
+    assert "failed 1" in _report(res)
     assert list(outside.iterdir()) == []
 
 
