@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=1920)
     ap.add_argument("--model", default="u2netp")
     ap.add_argument("--keep", choices=["all", "none"], default="all")
+    ap.add_argument("--batch-composite", action="store_true",
+                    help="composite the way the node did before issue 6 (whole batch at once), for comparison")
     ap.add_argument("--stages", default="remove,refine,composite",
                     help="comma-separated subset of remove,refine,composite")
     args = ap.parse_args(argv)
@@ -104,7 +106,15 @@ def main(argv=None) -> int:
             del images
         report("Remove Background", t0)
     else:
-        mask = torch.rand(args.frames, args.height, args.width).gt_(0.5).float()
+        mask = torch.zeros(args.frames, args.height, args.width)  # a soft-edged box: a realistic edge band
+        y0, x0 = args.height // 4, args.width // 4
+        mask[:, y0:3 * y0, x0:3 * x0] = 1.0
+        for k in range(1, 8):  # a 7 px soft rim, as a model's mask has
+            v = 1.0 - k / 8.0
+            mask[:, y0 - k, x0 - k:3 * x0 + k] = v
+            mask[:, 3 * y0 + k - 1, x0 - k:3 * x0 + k] = v
+            mask[:, y0 - k:3 * y0 + k, x0 - k] = v
+            mask[:, y0 - k:3 * y0 + k, 3 * x0 + k - 1] = v
         rgba = images
     if "refine" in stages and "CutoutMaskRefine" in N:
         t0 = time.perf_counter()
@@ -116,7 +126,13 @@ def main(argv=None) -> int:
         report("Mask Refine", t0)
     if "composite" in stages and "CutoutCompositeBackground" in N:
         t0 = time.perf_counter()
-        out = N["CutoutCompositeBackground"]().run(rgba, "color", color="#FFFFFF", mask=mask)[0]
+        if args.batch_composite:
+            from comfyui_cutout.imaging.composite import composite_background
+            from comfyui_cutout.imaging.tensors import sanitize
+
+            out = composite_background(sanitize(rgba[..., :3]), mask, "#FFFFFF")
+        else:
+            out = N["CutoutCompositeBackground"]().run(rgba, "color", color="#FFFFFF", mask=mask)[0]
         alive.append(out)
         report("Composite Background", t0)
     final = (rss_peak() - base_now) / nbytes
