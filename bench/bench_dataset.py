@@ -4,7 +4,7 @@
 
 Builds a temporary folder of >= 100 photos of mixed sizes (the photos of ``--photos``, by
 default ../shared/eval/dev, plus upscaled copies up to ~2.5k px so decode/encode costs look like
-camera photos), then times, in this order:
+camera photos), then times, chunk by chunk (interleaved, so load changes hit all sides alike):
 
 1. model alone: ``pipeline.predict_frame`` over every decoded frame (decoding not timed);
 2. the folder job (``dataset.job.run_job``: reader threads -> model -> writer threads, PNG RGBA);
@@ -58,6 +58,7 @@ def main() -> int:
     ap.add_argument("--model", default="u2netp")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-serial", action="store_true", help="skip the no-overlap pass")
+    ap.add_argument("--chunk", type=int, default=22, help="images per interleaved chunk")
     a = ap.parse_args()
 
     from cutout_standalone import load_pack
@@ -83,35 +84,40 @@ def main() -> int:
         sizes = build_set(a.photos, src, a.n)
         mp = [w * h / 1e6 for w, h in sizes]
         print(f"{len(sizes)} photos, {min(mp):.2f}-{max(mp):.2f} MP (mean {sum(mp) / len(mp):.2f}), model {a.model}, "
-              f"{a.workers} reader + {a.workers} writer threads")
+              f"{a.workers} reader + {a.workers} writer threads", flush=True)
         items, _ = reader.list_images(src)
         # warm-up (first run allocations)
         d0 = reader.decode(items[0])
         predict_frame(session, reader.to_frame(d0.rgb))
 
-        # 1. model alone
-        t_model = 0.0
-        for it in items:
-            frame = reader.to_frame(reader.decode(it).rgb)
-            t0 = time.perf_counter()
-            predict_frame(session, frame)
-            t_model += time.perf_counter() - t0
-        # 2. the folder job
+        # Interleaved in chunks, so that a change of machine load hits both sides alike:
+        # per chunk, 1. the model alone on its frames, 2. the folder job on the same files,
+        # 3. (optional) the same work without overlap. The job restarts its pipeline per chunk
+        # (first decode and last encode not overlapped), which counts against it.
         opts = job.JobOptions(model=a.model, read_workers=a.workers, write_workers=a.workers)
-        t0 = time.perf_counter()
-        rep = job.run_job(src, tmp / "job", opts)
-        t_job = time.perf_counter() - t0
-        assert len(rep.done) == len(items) and not rep.failed, rep.summary()
-        # 3. serial: same work, no overlap
-        t_serial = None
-        if not a.no_serial:
-            dest = tmp / "serial"
-            t0 = time.perf_counter()
-            for it in items:
-                d = reader.decode(it)
-                alpha = job.infer_item(session, d)
-                writer.save_item(dest, d.item, d.rgb, alpha, opts.write, d.icc)
-            t_serial = time.perf_counter() - t0
+        t_model = t_job = 0.0
+        t_serial = None if a.no_serial else 0.0
+        for start in range(0, len(items), a.chunk):
+            chunk = items[start:start + a.chunk]
+            for it in chunk:  # 1. model alone (decoding not timed)
+                frame = reader.to_frame(reader.decode(it).rgb)
+                t0 = time.perf_counter()
+                predict_frame(session, frame)
+                t_model += time.perf_counter() - t0
+            o = job.JobOptions(**{**opts.__dict__, "start": start, "limit": len(chunk)})
+            t0 = time.perf_counter()  # 2. the folder job
+            rep = job.run_job(src, tmp / "job", o)
+            t_job += time.perf_counter() - t0
+            assert len(rep.done) == len(chunk) and not rep.failed, rep.summary()
+            if t_serial is not None:  # 3. serial: same work, no overlap
+                t0 = time.perf_counter()
+                for it in chunk:
+                    d = reader.decode(it)
+                    alpha = job.infer_item(session, d)
+                    writer.save_item(tmp / "serial", d.item, d.rgb, alpha, opts.write, d.icc)
+                t_serial += time.perf_counter() - t0
+            print(f"  {start + len(chunk)}/{len(items)}: model {t_model:.1f} s, job {t_job:.1f} s"
+                  + (f", serial {t_serial:.1f} s" if t_serial is not None else ""), flush=True)
         n = len(items)
         print(f"model alone : {t_model:7.1f} s  {n / t_model:6.2f} img/s")
         print(f"folder job  : {t_job:7.1f} s  {n / t_job:6.2f} img/s   job/model speed = {t_model / t_job:.2f}")

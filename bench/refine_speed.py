@@ -132,6 +132,9 @@ def _session_run_time() -> float:
 
 def _rembg_matting_time(folder: Path) -> float:
     from PIL import Image
+
+    # rembg finds its weights through U2NET_HOME; the pack ships the same u2netp.onnx
+    os.environ.setdefault("U2NET_HOME", str(ROOT / "models"))
     from rembg import new_session, remove
 
     sess = new_session("u2netp")
@@ -173,7 +176,8 @@ def foreground_methods(size: int = 1024) -> dict:
     return out
 
 
-def run(quick: bool = False, photo: Path = DEFAULT_PHOTO, skip_matting: bool = False) -> dict:
+def run(quick: bool = False, photo: Path = DEFAULT_PHOTO, skip_matting: bool = False,
+        only: list[str] | None = None) -> dict:
     _load()
     results = {"size": f"{SIZE_12MP[1]}x{SIZE_12MP[0]}", "photo": str(photo)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,24 +189,31 @@ def run(quick: bool = False, photo: Path = DEFAULT_PHOTO, skip_matting: bool = F
         for op in OPS:
             if skip_matting and "matting" in op:
                 continue
+            if only and not any(o in op for o in only):
+                continue
             proc = subprocess.run([sys.executable, __file__, "--child", op, "--folder", str(folder)],
                                   capture_output=True, text=True)
             if proc.returncode != 0:
-                ops[op] = {"error": proc.stderr.strip().splitlines()[-1:]}
+                ops[op] = {"error": proc.stderr.strip().splitlines()[-3:] or [f"exit code {proc.returncode}"]}
+                print(f"[progress] {op}: FAILED {ops[op]['error']}", file=sys.stderr, flush=True)
                 continue
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             r["x_session_run"] = r["seconds"] / unit
             ops[op] = r
+            print(f"[progress] {op}: {r['seconds']:.3f} s = {r['x_session_run']:.2f} x session.run "
+                  f"({1000 * unit:.0f} ms), peak {r['peak_gb']:.2f} GB", file=sys.stderr, flush=True)
         results["ops"] = ops
         if not quick:
             try:
                 rembg_t = _rembg_matting_time(folder)
+                print(f"[progress] rembg alpha matting: {rembg_t:.1f} s", file=sys.stderr, flush=True)
                 results["rembg_alpha_matting_s"] = rembg_t
                 gf = ops["guided filter (default settings)"]["seconds"]
                 results["guided_vs_rembg_matting_speedup"] = rembg_t / gf
             except ImportError:
                 results["rembg_alpha_matting_s"] = "skipped (rembg not installed)"
-    results["foreground_methods_1mp"] = foreground_methods()
+    if not only:
+        results["foreground_methods_1mp"] = foreground_methods()
     return results
 
 
@@ -224,7 +235,7 @@ def report(r: dict) -> str:
     lines += ["", "Foreground estimation on a synthetic 1024² scene with a known answer "
               "(mean |F̂ − F| in the band 0.02 < α < 0.98; 'as seen' = α·|F̂ − F|, what shows in a composite):",
               "", "| background | method | colour error | as seen | seconds |", "|---|---|---|---|---|"]
-    for bg, row in r["foreground_methods_1mp"].items():
+    for bg, row in r.get("foreground_methods_1mp", {}).items():
         for m, (e, s, t) in row.items():
             lines.append(f"| {bg} | {m} | {e:.4f} | {s:.4f} | {t:.2f} |")
     return "\n".join(lines)
@@ -236,6 +247,7 @@ def main(argv=None):
     ap.add_argument("--skip-matting", action="store_true", help="skip the pack's own matting op")
     ap.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--only", nargs="+", help="run only the operations whose name contains one of these")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -245,7 +257,7 @@ def main(argv=None):
     if not args.photo.is_file():
         print(f"photo {args.photo} not found (pass --photo)")
         return
-    r = run(args.quick, args.photo, args.skip_matting)
+    r = run(args.quick, args.photo, args.skip_matting, args.only)
     print(report(r))
     if args.json:
         args.json.write_text(json.dumps(r, indent=1))

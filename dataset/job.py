@@ -127,7 +127,8 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
 
     ``on_item(rel, status, finished, to_do)`` is called once per finished item, status
     being 'done', 'skipped' or 'failed'; ``on_start(report, to_do)`` once the plan is made
-    (the report then holds what was skipped or refused while listing). Model loading problems raise before anything is written.
+    (the report then holds what was skipped or refused while listing). Model loading problems
+    raise before anything is written.
     Ctrl-C (KeyboardInterrupt) returns the report so far with ``interrupted`` set; ComfyUI's
     Cancel is raised again after the writes in flight have finished.
     """
@@ -199,6 +200,10 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
                 continue
             except MemoryError:
                 finish(rel, "failed", "not enough memory to decode it")
+                continue
+            except Exception as e:  # a decoder bug on one file must not stop the others
+                log.exception("Cutout dataset: reading %s failed", rel)
+                finish(rel, "failed", f"cannot read ({type(e).__name__}: {str(e)[:200]})")
                 continue
             try:
                 alpha = infer_item(session, decoded, frame)

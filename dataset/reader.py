@@ -117,7 +117,8 @@ def decode(item: Item) -> Decoded:
     try:
         with Image.open(item.path) as im:
             im.load()
-            icc = im.info.get("icc_profile") or None
+            # an RGB profile only: a CMYK or grey profile would be wrong on the RGB(A) output
+            icc = (im.info.get("icc_profile") or None) if im.mode in ("RGB", "RGBA", "RGBX", "P") else None
             im = ImageOps.exif_transpose(im)
             alpha = None
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):

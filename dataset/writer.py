@@ -98,9 +98,10 @@ class WriteOptions:
     mask_dir: Path | None = None  # or: also write masks into this tree, same relative path and stem
     existing: str = "skip"  # skip | overwrite | keep_both
     copy_captions: bool = True
-    png_compress: int = 3  # zlib level 0..9; 3 is ~2x faster than Pillow's 6 for ~5 % larger files
+    png_compress: int = 1  # zlib level 0..9: 1 encodes ~1.7x faster than 3 and ~4.7x faster than Pillow's 6 for files 5 % / 17 % larger (measured on a 1.1 MP RGBA cut-out)
     jpeg_quality: int = 95
-    webp_method: int = 2  # lossless effort 0..6
+    webp_method: int = 0  # lossless: method 0 + quality 25 wrote a 1.1 MP cut-out as fast as PNG level 1,
+    webp_effort: int = 25  # 40 % smaller; Pillow's quality=100 (its 'effort' in lossless mode) was 6x slower
     fsync: bool = True
 
     def __post_init__(self):
@@ -224,7 +225,7 @@ def encode(pixels: np.ndarray, fmt: str, opts: WriteOptions, icc: bytes | None =
     if fmt == "png":
         im.save(buf, "PNG", compress_level=opts.png_compress, **extra)
     elif fmt == "webp":
-        im.save(buf, "WEBP", lossless=True, quality=100, method=opts.webp_method, exact=True, **extra)
+        im.save(buf, "WEBP", lossless=True, quality=opts.webp_effort, method=opts.webp_method, exact=True, **extra)
     else:
         im.save(buf, "JPEG", quality=opts.jpeg_quality, subsampling=0 if opts.jpeg_quality >= 90 else 2, **extra)
     return buf.getvalue()

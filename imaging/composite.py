@@ -128,53 +128,72 @@ TILE = 256
 COARSE_RADIUS, FINE_RADIUS = 90, 6
 
 
-def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
-    """Blur-fusion on one frame (``img`` [H,W,3], ``a`` [H,W]), computed only where it matters.
-
-    Pass 1 (radius 90) only needs very blurred F·α, B·(1−α) and α: they are computed on an
-    area-downscaled copy (factor 11, built in row chunks, no full-resolution temporaries).
-    Pass 2 (radius 6) runs on 256² tiles that contain band pixels, each with a 7 px margin.
-    Returns ``img`` with the band pixels replaced by the estimate.
-    """
-    h, w = a.shape
-    s = max(1, COARSE_RADIUS // 8)
+def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
+    """Area-downscale (factor ``s``) of [α, I·α, I·(1−α), I] for one frame, built in row chunks
+    so that no full-resolution 10-channel temporary exists. -> [1,10,ceil(H/s),ceil(W/s)]."""
+    h = a.shape[0]
     rows = []
-    step = s * max(1, 512 // s)
+    step = s * max(1, 256 // s)
     for y in range(0, h, step):
         ic = img[y:y + step].permute(2, 0, 1).float()
         ac = a[y:y + step][None].float()
-        stack = torch.cat([ac, ic * ac, ic * (1 - ac)], 0)[None]
-        rows.append(F.avg_pool2d(stack, s, stride=s, ceil_mode=True))
-    low = box_filter(torch.cat(rows, 2), max(1, round(COARSE_RADIUS / s)))
-    ba = low[:, :1]
-    coarse = torch.cat([low[:, 1:4] / (ba + 1e-5), low[:, 4:7] / ((1 - ba) + 1e-5)], 1).clamp(0, 1)
-    hs, ws = coarse.shape[-2:]
-    sy, sx = hs * s / h, ws * s / w  # the low-res grid covers a little more than the frame (ceil)
+        stack = torch.cat([ac, ic * ac, ic * (1 - ac), ic], 0)[None]
+        rows.append(F.avg_pool2d(stack, s, stride=s, ceil_mode=True) if s > 1 else stack)
+    return torch.cat(rows, 2)
 
+
+def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
+                       work_megapixels: float = 2.0) -> torch.Tensor:
+    """Blur-fusion on one frame (``img`` [H,W,3], ``a`` [H,W]), computed only where it matters.
+
+    Both blur passes (radius 90 and 6 px at full resolution) only produce smooth estimates
+    F̂, B̂ of the local foreground / background colour: they are computed on an area-downscaled
+    copy of at most ``work_megapixels`` (the radius-90 pass on a further 11× smaller one).
+    The final blur-fusion step F = F̂ + α(I − αF̂ − (1−α)B̂) then runs at full resolution on
+    the 256² tiles that hold band pixels. Returns ``img`` with the band pixels replaced.
+    """
+    h, w = a.shape
+    s2 = max(1, math.ceil(math.sqrt(h * w / (work_megapixels * 1e6))))
+    st = _pool_stats(img, a, s2)  # [1,10,h2,w2]
+    a_l, i_l = st[:, :1], st[:, 7:10]
+    # pass 1, radius 90 (full-res px), on a further downscaled copy of the pooled stats
+    r1 = COARSE_RADIUS / s2
+    s1 = max(1, int(r1 // 8))
+    p1 = F.avg_pool2d(st[:, :7], s1, stride=s1, ceil_mode=True) if s1 > 1 else st[:, :7]
+    p1 = box_filter(p1, max(1, round(r1 / s1)))
+    if s1 > 1:
+        p1 = F.interpolate(p1, size=st.shape[-2:], mode="bilinear", align_corners=False)
+    ba = p1[:, :1]
+    f_hat = p1[:, 1:4] / (ba + 1e-5)
+    b_hat = (p1[:, 4:7] / ((1 - ba) + 1e-5)).clamp(0, 1)
+    fg1 = (f_hat + a_l * (i_l - a_l * f_hat - (1 - a_l) * b_hat)).clamp(0, 1)
+    # pass 2, radius 6 (full-res px)
+    r2 = max(1, round(FINE_RADIUS / s2))
+    q = box_filter(torch.cat([a_l, fg1 * a_l, b_hat * (1 - a_l)], 1), r2)
+    bq = q[:, :1]
+    coarse = torch.cat([q[:, 1:4] / (bq + 1e-5), q[:, 4:7] / ((1 - bq) + 1e-5)], 1).clamp(0, 1)
+    if s2 == 1:  # small frame: everything was at full resolution already
+        ii = img.permute(2, 0, 1)[None].float()
+        aa = a[None, None].float()
+        fg = (coarse[:, :3] + aa * (ii - aa * coarse[:, :3] - (1 - aa) * coarse[:, 3:])).clamp(0, 1)
+        return torch.where(band[..., None], fg[0].permute(1, 2, 0).to(img.dtype), img)
+
+    hs, ws = coarse.shape[-2:]
+    sy, sx = hs * s2 / h, ws * s2 / w  # the pooled grid covers a little more than the frame (ceil)
     out = img.clone()
-    m = FINE_RADIUS + 1
     active = F.max_pool2d(band[None, None].float(), TILE, stride=TILE, ceil_mode=True)[0, 0] > 0
     for ty, tx in active.nonzero().tolist():
         y0, x0 = ty * TILE, tx * TILE
         y1, x1 = min(h, y0 + TILE), min(w, x0 + TILE)
-        Y0, Y1, X0, X1 = max(0, y0 - m), min(h, y1 + m), max(0, x0 - m), min(w, x1 + m)
-        it = img[Y0:Y1, X0:X1].permute(2, 0, 1)[None].float()
-        at = a[Y0:Y1, X0:X1][None, None].float()
-        # bilinear sample of the coarse maps at these pixels' centres
-        gy = ((torch.arange(Y0, Y1, device=img.device) + 0.5) / h * sy) * 2 - 1
-        gx = ((torch.arange(X0, X1, device=img.device) + 0.5) / w * sx) * 2 - 1
+        it = img[y0:y1, x0:x1].permute(2, 0, 1)[None].float()
+        at = a[y0:y1, x0:x1][None, None].float()
+        gy = ((torch.arange(y0, y1, device=img.device) + 0.5) / h * sy) * 2 - 1
+        gx = ((torch.arange(x0, x1, device=img.device) + 0.5) / w * sx) * 2 - 1
         grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None].to(coarse.dtype)
         cf = F.grid_sample(coarse, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        f_hat, b_hat = cf[:, :3], cf[:, 3:]
-        fg1 = (f_hat + at * (it - at * f_hat - (1 - at) * b_hat)).clamp(0, 1)
-        st = box_filter(torch.cat([at, fg1 * at, b_hat * (1 - at)], 1), FINE_RADIUS)
-        bt = st[:, :1]
-        f2 = st[:, 1:4] / (bt + 1e-5)
-        b2 = st[:, 4:7] / ((1 - bt) + 1e-5)
-        fg2 = (f2 + at * (it - at * f2 - (1 - at) * b2)).clamp(0, 1)
-        fg2 = fg2[0, :, y0 - Y0:y1 - Y0, x0 - X0:x1 - X0].permute(1, 2, 0)
-        bt_band = band[y0:y1, x0:x1, None]
-        out[y0:y1, x0:x1] = torch.where(bt_band, fg2.to(out.dtype), out[y0:y1, x0:x1])
+        f2, b2 = cf[:, :3], cf[:, 3:]
+        fg = (f2 + at * (it - at * f2 - (1 - at) * b2)).clamp(0, 1)[0].permute(1, 2, 0)
+        out[y0:y1, x0:x1] = torch.where(band[y0:y1, x0:x1, None], fg.to(out.dtype), out[y0:y1, x0:x1])
     return out
 
 
@@ -189,13 +208,15 @@ def _crop_box(band: torch.Tensor, margin: int):
             max(0, cols[0].item() - margin), min(w, cols[-1].item() + 1 + margin))
 
 
-def estimate_foreground(rgb: torch.Tensor, alpha: torch.Tensor, method: str = "blur_fusion") -> torch.Tensor:
+def estimate_foreground(rgb: torch.Tensor, alpha: torch.Tensor, method: str = "blur_fusion",
+                        work_megapixels: float = 2.0) -> torch.Tensor:
     """The subject's own colour ``[B,H,W,3]`` in the band 0 < alpha < 1; elsewhere ``rgb``.
 
     (Alpha within half an 8-bit step of 0 or 1 counts as outside the band.)
     ``method``: ``"blur_fusion"`` (torch, default) or ``"ml"`` (pymatting's multi-level
-    ``estimate_foreground_ml``, CPU, needs pymatting). One frame at a time; blur-fusion works
-    on the tiles that hold band pixels, so its cost follows the edge, not the photo.
+    ``estimate_foreground_ml``, CPU, needs pymatting). One frame at a time. Blur-fusion's smooth
+    colour estimates are computed at ≤ ``work_megapixels`` and its final per-pixel step at full
+    resolution on the tiles that hold band pixels, so its cost follows the edge, not the photo.
     """
     if method not in FG_METHODS:
         raise ValueError(f"foreground method {method!r}; expected one of {FG_METHODS}")
@@ -207,7 +228,7 @@ def estimate_foreground(rgb: torch.Tensor, alpha: torch.Tensor, method: str = "b
         a = alpha[i]
         band = (a > BAND_EPS) & (a < 1 - BAND_EPS)
         if method == "blur_fusion":
-            out[i] = _blur_fusion_tiled(rgb[i], a, band) if band.any() else rgb[i]
+            out[i] = _blur_fusion_tiled(rgb[i], a, band, work_megapixels) if band.any() else rgb[i]
             continue
         out[i] = rgb[i]
         box = _crop_box(band, 32)

@@ -50,6 +50,16 @@ def test_tiled_blur_fusion_matches_whole_frame_reference():
     assert (tiled - fg).abs().mean(-1)[band].mean() < 0.25 * (image - fg).abs().mean(-1)[band].mean()
 
 
+def test_blur_fusion_low_resolution_path_still_decontaminates():
+    image, fg, _, alpha = known_scene(600, 800)
+    band = (alpha > 0.02) & (alpha < 0.98)
+    est = estimate_foreground(image, alpha, work_megapixels=0.1)  # estimates at 1/3 size, tiles at full
+    naive = (image - fg).abs().mean(-1)[band].mean()
+    assert (est - fg).abs().mean(-1)[band].mean() < 0.4 * naive
+    solid = (alpha == 0) | (alpha == 1)
+    assert torch.equal(est[solid], image[solid])
+
+
 def test_decontaminated_composite_on_white_has_no_green_fringe():
     image, fg, _, alpha = known_scene()
     truth = composite_background(fg, alpha, "white", decontaminate=False)
