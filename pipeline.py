@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 
 from . import comfy_glue
+from .imaging.composite import estimate_foreground
 from .imaging.model_io import from_model_output, to_model_input
 from .imaging.tensors import as_image, sanitize
 from .models.session import ModelSession, get_session
@@ -40,8 +41,13 @@ def predict_masks(images: torch.Tensor, model: str, device: str = "cpu", node: s
 
 
 def remove_background(images: torch.Tensor, model: str, device: str = "cpu", node: str = "Cutout",
-                      on_progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(RGBA ``[B,H,W,4]`` with straight alpha and original colours, MASK ``[B,H,W]``).
+                      on_progress: Callable[[int, int], None] | None = None,
+                      decontaminate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(RGBA ``[B,H,W,4]`` with straight alpha, MASK ``[B,H,W]``).
+
+    With ``decontaminate`` the colours of semi-transparent edge pixels are replaced by the
+    estimated subject colour (``imaging.composite.estimate_foreground``), so the cut-out shows
+    no fringe of the old background on a new one; otherwise the original colours are kept.
 
     Outputs are allocated once and filled frame by frame, so peak memory is the input plus
     the outputs plus one frame of work.
@@ -54,7 +60,8 @@ def remove_background(images: torch.Tensor, model: str, device: str = "cpu", nod
     for i in range(b):
         comfy_glue.check_interrupt()
         frame = sanitize(rgb[i])
-        rgba[i, ..., :3] = frame
-        rgba[i, ..., 3] = predict_frame(session, frame)
+        alpha = predict_frame(session, frame)
+        rgba[i, ..., :3] = estimate_foreground(frame, alpha) if decontaminate else frame
+        rgba[i, ..., 3] = alpha
         progress.update(1)
     return rgba, rgba[..., 3].clone()

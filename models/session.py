@@ -155,11 +155,16 @@ def locate(model: str, progress=None) -> tuple[ModelSpec | None, Path]:
     if stem in CATALOG:
         spec = get_spec(stem)
         return spec, weights.resolve(spec, progress=progress)
-    for d in weights.search_dirs():
-        candidate = d / f"{stem}.onnx"
-        if candidate.is_file():
-            return None, candidate
-    if model in comfy_glue.comfy_model_files():
+    # A model is a dropdown entry, never a path: a plain name, or a sub-folder entry exactly as
+    # ComfyUI lists it (ONNX only, no '..'); anything else is an unknown model.
+    plain = bool(model) and not any(c in model for c in "/\\\x00") and stem not in ("", ".", "..")
+    if plain:
+        for d in weights.search_dirs():
+            candidate = d / f"{stem}.onnx"
+            if candidate.is_file():
+                return None, candidate
+    if (model.lower().endswith(".onnx") and ".." not in model.replace("\\", "/").split("/")
+            and model in comfy_glue.comfy_model_files()):
         for d in weights.search_dirs():
             if (d / model).is_file():
                 return None, d / model

@@ -19,7 +19,7 @@ class CutoutRemoveBackground:
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("image", "mask")
     OUTPUT_TOOLTIPS = (
-        "RGBA cut-out [B,H,W,4]: original colours, alpha = mask, same size as the input. "
+        "RGBA cut-out [B,H,W,4]: straight alpha = mask, edge colours decontaminated (unless switched off), same size as the input. "
         "SaveImage writes it as a transparent PNG.",
         "Subject mask [B,H,W], one per input image. " + MASK_CONVENTION,
     )
@@ -32,10 +32,18 @@ class CutoutRemoveBackground:
                                                "(an existing alpha channel is ignored)."}),
                 **model_inputs(),
             },
-            "optional": device_input(),
+            "optional": {
+                **device_input(),
+                "decontaminate": ("BOOLEAN", {
+                    "default": True,
+                    "tooltip": "Replace the colour of semi-transparent edge pixels by the estimated subject "
+                               "colour, so no fringe of the old background shows on a new one. Off = the "
+                               "original photo's colours everywhere.",
+                }),
+            },
         }
 
     @node_errors(DISPLAY_NAME)
-    def run(self, image, model, device="cpu"):
-        rgba, mask = remove_background(image, model, device, node=DISPLAY_NAME)
+    def run(self, image, model, device="cpu", decontaminate=True):
+        rgba, mask = remove_background(image, model, device, node=DISPLAY_NAME, decontaminate=decontaminate)
         return (rgba, mask)

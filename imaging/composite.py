@@ -1,0 +1,357 @@
+"""Putting a cut-out on a new background, with colour decontamination of the edge.
+
+Public, stable API (used by the nodes, the dataset CLI and the HTTP API)::
+
+    composite_background(rgb, alpha, background="transparent", *, color2=None, angle=90.0,
+                         fit="cover", blur_radius=24.0, checker_size=16,
+                         decontaminate=True) -> torch.Tensor
+    parse_color("white" | "#RRGGBB" | "#RGB" | "rgb(…)" | "r,g,b" | (r, g, b)) -> (r, g, b) floats 0..1
+    estimate_foreground(rgb, alpha, method="blur_fusion") -> rgb
+
+``rgb`` is ``[B,H,W,3]`` float 0..1, ``alpha`` ``[B,H,W]`` with 1 = subject (a ``[H,W,3]`` /
+``[H,W]`` pair is a batch of one). ``background`` is one of:
+
+* ``"transparent"``: returns straight RGBA ``[B,H,W,4]`` (colours decontaminated);
+* a colour (``"white"``, ``"#00ff00"``, ``(1.0, 1.0, 1.0)``, …): a solid background; with
+  ``color2`` a linear gradient from ``background`` to ``color2``, ``angle`` degrees
+  (0 = left → right, 90 = top → bottom);
+* ``"blur"``: the photo itself, blurred (``blur_radius`` px) with the subject taken out first,
+  so it does not leave a halo;
+* ``"checkerboard"``: a grey preview checkerboard (``checker_size`` px squares);
+* an IMAGE tensor ``[1 or B,h,w,3|4]``: resized to the photo with ``fit`` = cover | contain |
+  stretch (contain pads with ``color2`` or black).
+
+Every mode but transparent returns RGB ``[B,H,W,3]``.
+
+Decontamination: in semi-transparent pixels (0 < alpha < 1) the photo's colour is a mix of
+subject and old background; naive compositing carries the old background's colour (a green
+or dark fringe). ``estimate_foreground`` recovers the subject's own colour there with
+blur-fusion (Forte & Pitié 2021, two passes, radius 90 then 6 px), in torch; it was measured
+against pymatting's multi-level method (Germer et al. 2020) on a synthetic known answer
+(bench/refine_speed.py, tests/test_composite.py, docs/notes-refine.md) and chosen as the
+default for its speed at equal-or-better error. Opaque and fully transparent pixels keep the
+photo's colour.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from .masks import box_filter
+
+ColorLike = Union[str, Sequence[float]]
+FIT_MODES = ("cover", "contain", "stretch")
+FG_METHODS = ("blur_fusion", "ml")
+BAND_EPS = 0.5 / 255  # alpha this close to 0 or 1 counts as transparent / opaque (invisible in 8 bits)
+
+
+def parse_color(color: ColorLike) -> tuple[float, float, float]:
+    """A colour as an (r, g, b) tuple of floats 0..1.
+
+    Accepts CSS/X11 names (``"white"``, ``"black"``, ``"green"`` …), ``#RGB``, ``#RRGGBB``
+    (the ``#`` is optional), ``rgb(…)``/``hsl(…)``, ``"r,g,b"`` with 0..255 integers or 0..1
+    floats, and a sequence of three numbers (0..1 floats, or 0..255 if any is above 1).
+    Raises ``ValueError`` naming what was not understood.
+    """
+    if not isinstance(color, str):
+        vals = [float(v) for v in color]
+        if len(vals) != 3:
+            raise ValueError(f"colour {color!r}: expected 3 numbers (r, g, b)")
+        return _normalise(vals)
+    s = color.strip()
+    if not s:
+        raise ValueError("colour is empty; expected a name like 'white' or a hex code like '#RRGGBB'")
+    hexpart = s[1:] if s.startswith("#") else s
+    if len(hexpart) in (3, 6) and all(c in "0123456789abcdefABCDEF" for c in hexpart):
+        if len(hexpart) == 3:
+            hexpart = "".join(c * 2 for c in hexpart)
+        return tuple(int(hexpart[i:i + 2], 16) / 255.0 for i in (0, 2, 4))
+    if "," in s and "(" not in s:
+        try:
+            return _normalise([float(v) for v in s.split(",")])
+        except ValueError:
+            pass
+    from PIL import ImageColor
+
+    try:
+        rgb = ImageColor.getrgb(s)
+    except ValueError:
+        raise ValueError(f"colour {color!r} not understood; expected a name like 'white', "
+                         "a hex code like '#RRGGBB', 'rgb(r, g, b)' or 'r,g,b'") from None
+    return tuple(v / 255.0 for v in rgb[:3])
+
+
+def _normalise(vals: list[float]) -> tuple[float, float, float]:
+    if len(vals) != 3:
+        raise ValueError(f"colour {vals!r}: expected 3 numbers (r, g, b)")
+    if any(v < 0 for v in vals) or any(v > 255 for v in vals):
+        raise ValueError(f"colour {vals!r}: numbers must be 0..1 or 0..255")
+    if any(v > 1 for v in vals):
+        vals = [v / 255.0 for v in vals]
+    return tuple(vals)
+
+
+# ----------------------------------------------------------------------------- foreground
+
+def _blur(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Box mean of ``[N,C,H,W]``; large radii are computed on a shrunk copy (they are smooth anyway)."""
+    h, w = x.shape[-2:]
+    s = max(1, r // 8)
+    if s == 1:
+        return box_filter(x, r)
+    hs, ws = max(1, math.ceil(h / s)), max(1, math.ceil(w / s))
+    small = F.interpolate(x, size=(hs, ws), mode="bilinear", antialias=True, align_corners=False)
+    small = box_filter(small, max(1, round(r / s)))
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def _blur_fusion(image: torch.Tensor, alpha: torch.Tensor, radii=(90, 6)) -> torch.Tensor:
+    """Blur-fusion foreground estimation (Forte & Pitié 2021), whole-frame reference version.
+    ``image`` [N,3,H,W], ``alpha`` [N,1,H,W]. Used by tests to check the tiled version."""
+    fg = image
+    bg = image
+    for r in radii:
+        stacked = _blur(torch.cat([alpha, fg * alpha, bg * (1 - alpha)], 1), r)
+        ba = stacked[:, :1]
+        f_hat = stacked[:, 1:4] / (ba + 1e-5)
+        b_hat = stacked[:, 4:7] / ((1 - ba) + 1e-5)
+        fg = (f_hat + alpha * (image - alpha * f_hat - (1 - alpha) * b_hat)).clamp(0, 1)
+        bg = b_hat.clamp(0, 1)
+    return fg
+
+
+TILE = 256
+COARSE_RADIUS, FINE_RADIUS = 90, 6
+
+
+def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
+    """Area-downscale (factor ``s``) of [α, I·α, I·(1−α), I] for one frame, built in row chunks
+    so that no full-resolution 10-channel temporary exists. -> [1,10,ceil(H/s),ceil(W/s)]."""
+    h = a.shape[0]
+    rows = []
+    step = s * max(1, 256 // s)
+    for y in range(0, h, step):
+        ic = img[y:y + step].permute(2, 0, 1).float()
+        ac = a[y:y + step][None].float()
+        stack = torch.cat([ac, ic * ac, ic * (1 - ac), ic], 0)[None]
+        rows.append(F.avg_pool2d(stack, s, stride=s, ceil_mode=True) if s > 1 else stack)
+    return torch.cat(rows, 2)
+
+
+def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
+                       work_megapixels: float = 2.0) -> torch.Tensor:
+    """Blur-fusion on one frame (``img`` [H,W,3], ``a`` [H,W]), computed only where it matters.
+
+    Both blur passes (radius 90 and 6 px at full resolution) only produce smooth estimates
+    F̂, B̂ of the local foreground / background colour: they are computed on an area-downscaled
+    copy of at most ``work_megapixels`` (the radius-90 pass on a further 11× smaller one).
+    The final blur-fusion step F = F̂ + α(I − αF̂ − (1−α)B̂) then runs at full resolution on
+    the 256² tiles that hold band pixels. Returns ``img`` with the band pixels replaced.
+    """
+    h, w = a.shape
+    s2 = max(1, math.ceil(math.sqrt(h * w / (work_megapixels * 1e6))))
+    st = _pool_stats(img, a, s2)  # [1,10,h2,w2]
+    a_l, i_l = st[:, :1], st[:, 7:10]
+    # pass 1, radius 90 (full-res px), on a further downscaled copy of the pooled stats
+    r1 = COARSE_RADIUS / s2
+    s1 = max(1, int(r1 // 8))
+    p1 = F.avg_pool2d(st[:, :7], s1, stride=s1, ceil_mode=True) if s1 > 1 else st[:, :7]
+    p1 = box_filter(p1, max(1, round(r1 / s1)))
+    if s1 > 1:
+        p1 = F.interpolate(p1, size=st.shape[-2:], mode="bilinear", align_corners=False)
+    ba = p1[:, :1]
+    f_hat = p1[:, 1:4] / (ba + 1e-5)
+    b_hat = (p1[:, 4:7] / ((1 - ba) + 1e-5)).clamp(0, 1)
+    fg1 = (f_hat + a_l * (i_l - a_l * f_hat - (1 - a_l) * b_hat)).clamp(0, 1)
+    # pass 2, radius 6 (full-res px)
+    r2 = max(1, round(FINE_RADIUS / s2))
+    q = box_filter(torch.cat([a_l, fg1 * a_l, b_hat * (1 - a_l)], 1), r2)
+    bq = q[:, :1]
+    coarse = torch.cat([q[:, 1:4] / (bq + 1e-5), q[:, 4:7] / ((1 - bq) + 1e-5)], 1).clamp(0, 1)
+    if s2 == 1:  # small frame: everything was at full resolution already
+        ii = img.permute(2, 0, 1)[None].float()
+        aa = a[None, None].float()
+        fg = (coarse[:, :3] + aa * (ii - aa * coarse[:, :3] - (1 - aa) * coarse[:, 3:])).clamp(0, 1)
+        return torch.where(band[..., None], fg[0].permute(1, 2, 0).to(img.dtype), img)
+
+    hs, ws = coarse.shape[-2:]
+    sy, sx = hs * s2 / h, ws * s2 / w  # the pooled grid covers a little more than the frame (ceil)
+    out = img.clone()
+    active = F.max_pool2d(band[None, None].float(), TILE, stride=TILE, ceil_mode=True)[0, 0] > 0
+    for ty, tx in active.nonzero().tolist():
+        y0, x0 = ty * TILE, tx * TILE
+        y1, x1 = min(h, y0 + TILE), min(w, x0 + TILE)
+        it = img[y0:y1, x0:x1].permute(2, 0, 1)[None].float()
+        at = a[y0:y1, x0:x1][None, None].float()
+        gy = ((torch.arange(y0, y1, device=img.device) + 0.5) / h * sy) * 2 - 1
+        gx = ((torch.arange(x0, x1, device=img.device) + 0.5) / w * sx) * 2 - 1
+        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None].to(coarse.dtype)
+        cf = F.grid_sample(coarse, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        f2, b2 = cf[:, :3], cf[:, 3:]
+        fg = (f2 + at * (it - at * f2 - (1 - at) * b2)).clamp(0, 1)[0].permute(1, 2, 0)
+        out[y0:y1, x0:x1] = torch.where(band[y0:y1, x0:x1, None], fg.to(out.dtype), out[y0:y1, x0:x1])
+    return out
+
+
+def _crop_box(band: torch.Tensor, margin: int):
+    """Bounding box (y0, y1, x0, x1) of ``band`` [H,W] grown by ``margin``, or None if empty."""
+    rows = band.any(1).nonzero()
+    if rows.numel() == 0:
+        return None
+    cols = band.any(0).nonzero()
+    h, w = band.shape
+    return (max(0, rows[0].item() - margin), min(h, rows[-1].item() + 1 + margin),
+            max(0, cols[0].item() - margin), min(w, cols[-1].item() + 1 + margin))
+
+
+def estimate_foreground(rgb: torch.Tensor, alpha: torch.Tensor, method: str = "blur_fusion",
+                        work_megapixels: float = 2.0) -> torch.Tensor:
+    """The subject's own colour ``[B,H,W,3]`` in the band 0 < alpha < 1; elsewhere ``rgb``.
+
+    (Alpha within half an 8-bit step of 0 or 1 counts as outside the band.)
+    ``method``: ``"blur_fusion"`` (torch, default) or ``"ml"`` (pymatting's multi-level
+    ``estimate_foreground_ml``, CPU, needs pymatting). One frame at a time. Blur-fusion's smooth
+    colour estimates are computed at ≤ ``work_megapixels`` and its final per-pixel step at full
+    resolution on the tiles that hold band pixels, so its cost follows the edge, not the photo.
+    """
+    if method not in FG_METHODS:
+        raise ValueError(f"foreground method {method!r}; expected one of {FG_METHODS}")
+    single = rgb.dim() == 3
+    if single:
+        rgb, alpha = rgb[None], alpha[None]
+    out = torch.empty_like(rgb)
+    for i in range(rgb.shape[0]):
+        a = alpha[i]
+        band = (a > BAND_EPS) & (a < 1 - BAND_EPS)
+        if method == "blur_fusion":
+            out[i] = _blur_fusion_tiled(rgb[i], a, band, work_megapixels) if band.any() else rgb[i]
+            continue
+        out[i] = rgb[i]
+        box = _crop_box(band, 32)
+        if box is None:
+            continue
+        y0, y1, x0, x1 = box
+        from pymatting import estimate_foreground_ml
+
+        img = rgb[i, y0:y1, x0:x1]
+        fg = estimate_foreground_ml(img.cpu().double().numpy(), a[y0:y1, x0:x1].cpu().double().numpy())
+        fg = torch.from_numpy(fg).float().clamp(0, 1).to(rgb.device)
+        b = band[y0:y1, x0:x1, None]
+        out[i, y0:y1, x0:x1] = torch.where(b, fg.to(out.dtype), img)
+    return out[0] if single else out
+
+
+# ----------------------------------------------------------------------------- backgrounds
+
+def _solid(color: ColorLike, b: int, h: int, w: int, device) -> torch.Tensor:
+    c = torch.tensor(parse_color(color), dtype=torch.float32, device=device)
+    return c.view(1, 1, 1, 3).expand(b, h, w, 3)
+
+
+def _gradient(c1: ColorLike, c2: ColorLike, angle: float, b: int, h: int, w: int, device) -> torch.Tensor:
+    a = torch.tensor(parse_color(c1), dtype=torch.float32, device=device)
+    z = torch.tensor(parse_color(c2), dtype=torch.float32, device=device)
+    th = math.radians(angle)
+    dx, dy = math.cos(th), math.sin(th)
+    ys = torch.linspace(0, 1, h, device=device)[:, None] * (h - 1)
+    xs = torch.linspace(0, 1, w, device=device)[None, :] * (w - 1)
+    proj = xs * dx + ys * dy
+    lo, hi = proj.min(), proj.max()
+    t = ((proj - lo) / (hi - lo).clamp_min(1e-6))[..., None]
+    g = a + (z - a) * t
+    return g[None].expand(b, h, w, 3)
+
+
+def _checkerboard(b: int, h: int, w: int, size: int, device) -> torch.Tensor:
+    size = max(1, int(size))
+    ys = torch.arange(h, device=device)[:, None] // size
+    xs = torch.arange(w, device=device)[None, :] // size
+    cell = ((ys + xs) % 2).float()
+    g = 0.8 + 0.2 * cell  # light greys, as image editors show transparency
+    return g[None, :, :, None].expand(b, h, w, 3)
+
+
+def fit_image(bg: torch.Tensor, h: int, w: int, fit: str = "cover", pad: ColorLike = "black") -> torch.Tensor:
+    """Resize a background ``[N,h0,w0,3]`` to ``h×w``: cover (fill, crop the overflow), contain
+    (fit inside, pad with ``pad``) or stretch."""
+    if fit not in FIT_MODES:
+        raise ValueError(f"fit {fit!r}; expected one of {FIT_MODES}")
+    x = bg[..., :3].permute(0, 3, 1, 2).float()
+    h0, w0 = x.shape[-2:]
+    if fit == "stretch" or (h0, w0) == (h, w):
+        out = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False) \
+            if (h0, w0) != (h, w) else x
+        return out.permute(0, 2, 3, 1).clamp(0, 1)
+    scale = max(h / h0, w / w0) if fit == "cover" else min(h / h0, w / w0)
+    nh, nw = max(1, round(h0 * scale)), max(1, round(w0 * scale))
+    x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    if fit == "cover":
+        y0, x0 = (nh - h) // 2, (nw - w) // 2
+        return x[:, :, y0:y0 + h, x0:x0 + w].permute(0, 2, 3, 1)
+    canvas = _solid(pad, x.shape[0], h, w, x.device).clone()
+    y0, x0 = (h - nh) // 2, (w - nw) // 2
+    canvas[:, y0:y0 + nh, x0:x0 + nw] = x.permute(0, 2, 3, 1)
+    return canvas
+
+
+def _blurred_backdrop(rgb: torch.Tensor, alpha: torch.Tensor, radius: float) -> torch.Tensor:
+    """The photo blurred with the subject left out (normalised convolution): no subject halo."""
+    r = max(1, int(round(radius)))
+    x = rgb.permute(0, 3, 1, 2).float()
+    wgt = (1 - alpha.float())[:, None]
+    out = []
+    for i in range(x.shape[0]):
+        s = _blur(torch.cat([x[i:i + 1] * wgt[i:i + 1], wgt[i:i + 1], x[i:i + 1]], 1), r)
+        w = s[:, 3:4]
+        plain = s[:, 4:7]
+        mixed = s[:, :3] / w.clamp_min(1e-3)
+        trust = (w / 0.05).clamp(0, 1)  # where the subject covers everything, fall back to a plain blur
+        out.append(mixed * trust + plain * (1 - trust))
+    return torch.cat(out).permute(0, 2, 3, 1).clamp(0, 1)
+
+
+def composite_background(rgb: torch.Tensor, alpha: torch.Tensor, background="transparent", *,
+                         color2: ColorLike | None = None, angle: float = 90.0, fit: str = "cover",
+                         blur_radius: float = 24.0, checker_size: int = 16,
+                         decontaminate: bool = True) -> torch.Tensor:
+    """Composite the subject (``rgb`` [B,H,W,3], ``alpha`` [B,H,W], 1 = subject) over ``background``.
+
+    See the module docstring for the accepted ``background`` values. Returns RGBA
+    ``[B,H,W,4]`` (straight alpha) for ``"transparent"``, else RGB ``[B,H,W,3]``; float 0..1.
+    A background IMAGE batch must be 1 (used for every frame) or B.
+    """
+    single = rgb.dim() == 3
+    if single:
+        rgb, alpha = rgb[None], alpha[None]
+    rgb = rgb[..., :3]
+    b, h, w, _ = rgb.shape
+    if alpha.shape != (b, h, w):
+        raise ValueError(f"alpha has shape {list(alpha.shape)}; expected {[b, h, w]} to match rgb")
+    alpha = alpha.to(rgb.dtype).clamp(0, 1)
+    fg = estimate_foreground(rgb, alpha) if decontaminate else rgb
+
+    if isinstance(background, str) and background.strip().lower() == "transparent":
+        out = torch.cat([fg, alpha[..., None]], -1)
+        return out[0] if single else out
+    if isinstance(background, torch.Tensor):
+        bg = background if background.dim() == 4 else background[None]
+        if bg.shape[0] not in (1, b):
+            raise ValueError(f"background has a batch of {bg.shape[0]} images; expected 1 or {b}")
+        bg = fit_image(bg.to(rgb.device), h, w, fit, color2 if color2 is not None else "black")
+        if bg.shape[0] == 1 and b > 1:
+            bg = bg.expand(b, -1, -1, -1)
+    elif isinstance(background, str) and background.strip().lower() == "blur":
+        bg = _blurred_backdrop(rgb, alpha, blur_radius)
+    elif isinstance(background, str) and background.strip().lower() == "checkerboard":
+        bg = _checkerboard(b, h, w, checker_size, rgb.device)
+    elif color2 is not None:
+        bg = _gradient(background, color2, angle, b, h, w, rgb.device)
+    else:
+        bg = _solid(background, b, h, w, rgb.device)
+    a = alpha[..., None]
+    out = torch.lerp(bg.to(fg.dtype), fg, a)
+    return (out[0] if single else out).clamp_(0, 1)

@@ -1,0 +1,213 @@
+"""Mask operations on ``[B,H,W]`` float 0..1 masks (1 = subject), vectorised over the batch.
+
+Plain torch (CPU or GPU) except the connected-component steps (``fill_holes``,
+``remove_islands``), which label one frame at a time with scipy on the CPU: there is no
+fast connected-component labelling in torch, and iterated dilation needs as many passes
+as the image is wide.
+
+Every function returns a new tensor and leaves its input alone. Directions, pinned by
+tests/test_masks.py:
+
+* ``levels``: a higher black point removes faint pixels, a lower white point makes
+  semi-transparent pixels opaque; ``threshold`` > 0 makes the mask hard (>= threshold -> 1).
+* ``grow(mask, n)``: n > 0 grows the subject by n px (a disc of radius R becomes R + n),
+  n < 0 shrinks it; the structuring element is a disc.
+* ``fill_holes``: background regions that do not touch the image border become subject.
+* ``remove_islands``: subject pieces smaller than ``min_size`` px become background.
+* ``feather(mask, r)``: Gaussian-like blur (three box passes), edge about 1.3·r px wide.
+* ``invert``: 1 − mask.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _box_sum_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Sum over the window [i−r, i+r] along ``dim`` (clipped at the borders), via cumsum."""
+    n = x.shape[dim]
+    if r <= 0:
+        return x
+    r = min(r, n)  # a window wider than the axis sums the whole axis
+    x = x.movedim(dim, -1)
+    acc = torch.float64 if x.device.type == "cpu" else x.dtype
+    c = F.pad(x.to(acc), (r + 1, r)).cumsum(-1)
+    s = (c[..., 2 * r + 1:] - c[..., : n]).to(x.dtype)
+    return s.movedim(-1, dim)
+
+
+def _box_count_1d(n: int, r: int, device) -> torch.Tensor:
+    i = torch.arange(n, device=device)
+    return ((i + r).clamp(max=n - 1) - (i - r).clamp(min=0) + 1).float()
+
+
+def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Mean over a (2r+1)² window of the last two dims; the window is clipped at the borders
+    (each pixel is the mean of the pixels that exist). Small radii use two separable
+    ``avg_pool2d`` passes, large ones running sums (cost independent of ``r``)."""
+    if r <= 0:
+        return x
+    h, w = x.shape[-2], x.shape[-1]
+    if r <= 12:
+        lead = x.shape[:-2]
+        y = x.reshape(-1, 1, h, w)
+        y = F.avg_pool2d(y, (1, 2 * r + 1), stride=1, padding=(0, r), count_include_pad=False) if w > 1 else y
+        y = F.avg_pool2d(y, (2 * r + 1, 1), stride=1, padding=(r, 0), count_include_pad=False) if h > 1 else y
+        return y.reshape(*lead, h, w)
+    s = _box_sum_1d(_box_sum_1d(x, r, -1), r, -2)
+    count = _box_count_1d(h, r, x.device)[:, None] * _box_count_1d(w, r, x.device)[None, :]
+    return s / count.to(s.dtype)
+
+
+def levels(mask: torch.Tensor, black: float = 0.0, white: float = 1.0, threshold: float = 0.0) -> torch.Tensor:
+    """Soft threshold: values ≤ ``black`` -> 0, ≥ ``white`` -> 1, linear between.
+    ``threshold`` > 0 then makes it hard: ≥ threshold -> 1, else 0."""
+    m = mask
+    if black != 0.0 or white != 1.0:
+        if white <= black:  # degenerate range: a hard cut at the black point
+            m = (m > black).to(mask.dtype)
+        else:
+            m = ((m - black) / (white - black)).clamp(0.0, 1.0)
+    if threshold > 0.0:
+        m = (m >= threshold).to(mask.dtype)
+    return m if m is not mask else mask.clone()
+
+
+def _disc_widths(r: int) -> list[int]:
+    """Half-width of the disc of radius r on row offset d (d = 0..r)."""
+    return [int(math.floor(math.sqrt(r * r - d * d) + 1e-9)) for d in range(r + 1)]
+
+
+def _dilate_disc(m: torch.Tensor, r: int) -> torch.Tensor:
+    """Grey-level dilation of ``[B,H,W]`` by a disc of radius ``r`` (max over the disc).
+
+    Rows of the disc are horizontal runs; the run max is grown one pixel at a time while
+    the row offset walks from the top of the disc to its middle, so the cost is about 4·r
+    element-wise max passes and memory three frames.
+    """
+    b, h, w = m.shape
+    widths = _disc_widths(r)
+    out = m.clone()
+    run = m.clone()
+    cur = 0
+    for d in range(r, -1, -1):
+        while cur < widths[d]:
+            cur += 1
+            if cur < w:
+                torch.maximum(run[..., cur:], m[..., :-cur], out=run[..., cur:])
+                torch.maximum(run[..., :-cur], m[..., cur:], out=run[..., :-cur])
+        if d == 0:
+            torch.maximum(out, run, out=out)
+        elif d < h:
+            torch.maximum(out[:, d:], run[:, :-d], out=out[:, d:])
+            torch.maximum(out[:, :-d], run[:, d:], out=out[:, :-d])
+    return out
+
+
+def grow(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Grow (``pixels`` > 0) or shrink (< 0) the subject by |pixels| with a round element."""
+    n = int(pixels)
+    if n == 0:
+        return mask.clone()
+    if n > 0:
+        return _dilate_disc(mask, n)
+    return 1.0 - _dilate_disc(1.0 - mask, -n)
+
+
+def feather(mask: torch.Tensor, radius: float) -> torch.Tensor:
+    """Blur the mask: three box passes of radius ≈ radius/2 (≈ a Gaussian of σ ≈ radius/2)."""
+    if radius <= 0:
+        return mask.clone()
+    rb = max(1, int(round(radius / 2.0)))
+    m = mask
+    for _ in range(3):
+        m = box_filter(m, rb)
+    return m.clamp(0.0, 1.0)
+
+
+def invert(mask: torch.Tensor) -> torch.Tensor:
+    return 1.0 - mask
+
+
+def _label(binary, structure=None):
+    from scipy import ndimage  # only when connected components are asked for
+
+    return ndimage.label(binary, structure=structure)
+
+
+def _bbox(binary, margin: int):
+    """(y0, y1, x0, x1) of the True pixels of a numpy array, grown by ``margin``."""
+    import numpy as np
+
+    rows = np.flatnonzero(binary.any(1))
+    cols = np.flatnonzero(binary.any(0))
+    h, w = binary.shape
+    return (max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin),
+            max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin))
+
+
+def fill_holes(mask: torch.Tensor, cut: float = 0.5) -> torch.Tensor:
+    """Background regions (mask < ``cut``) that do not touch the border become 1.
+
+    The filled region is grown by 2 px inside the subject so that the soft rim of a hole
+    goes too (not only its inside).
+    """
+    import numpy as np
+
+    out = mask.clone()
+    for i in range(mask.shape[0]):
+        bg = (mask[i] < cut).cpu().numpy()
+        if not bg.any():
+            continue
+        labels, n = _label(bg)
+        if n == 0:
+            continue
+        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        keep = np.zeros(n + 1, dtype=bool)
+        keep[border] = True
+        keep[0] = True  # label 0 is the subject itself
+        holes = ~keep[labels]
+        if not holes.any():
+            continue
+        y0, y1, x0, x1 = _bbox(holes, 2)
+        hole = torch.from_numpy(holes[y0:y1, x0:x1]).to(mask.device)
+        near = F.max_pool2d(hole[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
+        # the hole itself and its soft rim (subject pixels next to it); never another background region
+        sub = out[i, y0:y1, x0:x1]
+        sub.masked_fill_(hole | (near & (mask[i, y0:y1, x0:x1] >= cut)), 1.0)
+    return out
+
+
+def remove_islands(mask: torch.Tensor, min_size: float, cut: float = 0.5) -> torch.Tensor:
+    """Subject pieces (mask ≥ ``cut``, 8-connected) smaller than ``min_size`` become 0.
+
+    ``min_size`` < 1 is a fraction of the image area (0.001 = 0.1 %), ≥ 1 a pixel count.
+    The soft rim of a removed piece (mask < ``cut`` within 2 px) goes with it.
+    """
+    import numpy as np
+
+    if min_size <= 0:
+        return mask.clone()
+    h, w = mask.shape[-2:]
+    limit = min_size * h * w if min_size < 1 else min_size
+    out = mask.clone()
+    eight = np.ones((3, 3), dtype=bool)
+    for i in range(mask.shape[0]):
+        fg = (mask[i] >= cut).cpu().numpy()
+        if not fg.any():
+            continue
+        labels, n = _label(fg, eight)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        small = sizes < limit
+        small[0] = False
+        if not small.any():
+            continue
+        drop_np = small[labels]
+        y0, y1, x0, x1 = _bbox(drop_np, 2)
+        drop = torch.from_numpy(drop_np[y0:y1, x0:x1]).to(mask.device)
+        near = F.max_pool2d(drop[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
+        out[i, y0:y1, x0:x1].masked_fill_(drop | (near & (mask[i, y0:y1, x0:x1] < cut)), 0.0)
+    return out

@@ -1,0 +1,127 @@
+"""Composite Background (Cutout): put the subject on a colour, gradient, image, blur, checkerboard,
+or keep it transparent; edge colours decontaminated."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import comfy_glue
+from ..imaging.composite import FIT_MODES, composite_background, parse_color
+from ..imaging.tensors import CutoutInputError, as_image, as_mask, sanitize
+from .common import CATEGORY, MASK_CONVENTION
+
+DISPLAY_NAME = "Composite Background (Cutout)"
+MODES = ["transparent", "color", "gradient", "image", "blur", "checkerboard"]
+
+
+class CutoutCompositeBackground:
+    DESCRIPTION = (
+        "Puts the subject on a new background: transparent (RGBA out), a colour, a two-colour gradient, "
+        "another image, the photo itself blurred, or a checkerboard preview. The colour of semi-transparent "
+        "edge pixels is decontaminated (the old background's tint is removed) unless switched off. "
+        + MASK_CONVENTION
+    )
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("image", "mask")
+    OUTPUT_TOOLTIPS = (
+        "The composite [B,H,W,3] (RGB); RGBA [B,H,W,4] with straight alpha when the background is 'transparent'.",
+        "The subject mask used [B,H,W]. " + MASK_CONVENTION,
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "The photo (RGB) or a cut-out (RGBA, e.g. from Remove Background)."}),
+                "background": (MODES, {"default": "color",
+                                       "tooltip": "transparent: RGBA output. color: solid 'color'. gradient: "
+                                                  "'color' → 'color2' along 'angle'. image: the "
+                                                  "background_image input. blur: the photo blurred behind the "
+                                                  "subject. checkerboard: a transparency preview."}),
+                "color": ("STRING", {"default": "#FFFFFF",
+                                     "tooltip": "Background colour: a name (white, black, green …), #RRGGBB, #RGB, "
+                                                "rgb(r, g, b) or r,g,b. First colour of the gradient."}),
+                "color2": ("STRING", {"default": "#000000",
+                                      "tooltip": "Second colour of the gradient; padding colour of fit = contain."}),
+                "angle": ("FLOAT", {"default": 90.0, "min": -360.0, "max": 360.0, "step": 1.0,
+                                    "tooltip": "Gradient direction in degrees: 0 = left → right, "
+                                               "90 = top → bottom."}),
+                "fit": (list(FIT_MODES), {"default": "cover",
+                                          "tooltip": "How background_image is sized to the photo: cover (fill, "
+                                                     "crop the overflow), contain (fit inside, pad with color2), "
+                                                     "stretch."}),
+                "blur_radius": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 512.0, "step": 1.0,
+                                          "tooltip": "Blur radius in pixels for background = blur."}),
+                "decontaminate": ("BOOLEAN", {"default": True,
+                                              "tooltip": "Estimate the subject's true colour in semi-transparent "
+                                                         "edge pixels (no green or dark fringe from the old "
+                                                         "background). Off = the photo's colours."}),
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "Subject mask [B,H,W] (batch 1 is used for every image). Optional "
+                                             "when the image is RGBA: its alpha is used. " + MASK_CONVENTION}),
+                "background_image": ("IMAGE", {"tooltip": "Background for background = image: batch 1 (used for "
+                                                          "every frame) or the same batch as image; any size."}),
+            },
+        }
+
+    def run(self, image, background="color", color="#FFFFFF", color2="#000000", angle=90.0, fit="cover",
+            blur_radius=24.0, decontaminate=True, mask=None, background_image=None):
+        node = DISPLAY_NAME
+        rgb = as_image(image, node, "image")  # a view: frames are sanitised one by one below
+        b, h, w, _ = rgb.shape
+        if mask is None:
+            if isinstance(image, torch.Tensor) and image.shape[-1] == 4:
+                alpha = sanitize(image[..., 3] if image.dim() == 4 else image[None, ..., 3])
+            else:
+                raise CutoutInputError(node, "mask", "is not connected and the image has no alpha channel",
+                                       "a MASK, or an RGBA image (e.g. Remove Background's image output)")
+        else:
+            alpha = as_mask(mask, node, "mask", batch=b, size=(h, w))
+        alpha = alpha.to(rgb.device)
+
+        for name, value in (("color", color), ("color2", color2)):
+            if background in ("color", "gradient") or (name == "color2" and background == "image"):
+                try:
+                    parse_color(value)
+                except ValueError as e:
+                    raise CutoutInputError(node, name, f"is {value!r} ({e})",
+                                           "a colour name, #RRGGBB, #RGB, rgb(r, g, b) or r,g,b") from None
+
+        if background == "image":
+            if background_image is None:
+                raise CutoutInputError(node, "background_image", "is not connected but background is 'image'",
+                                       "an IMAGE to put behind the subject")
+            bg = as_image(background_image, node, "background_image", sanitize_values=True)
+            if bg.shape[0] not in (1, b):
+                raise CutoutInputError(node, "background_image", f"has a batch of {bg.shape[0]} images but "
+                                       f"image has {b}", f"1 background (used for every image) or {b}")
+
+            def one(fr, a, i):
+                return composite_background(fr, a, bg[i:i + 1] if bg.shape[0] > 1 else bg[:1], fit=fit, color2=color2,
+                                            decontaminate=decontaminate)
+        elif background == "color":
+            def one(fr, a, i):
+                return composite_background(fr, a, color, decontaminate=decontaminate)
+        elif background == "gradient":
+            def one(fr, a, i):
+                return composite_background(fr, a, color, color2=color2, angle=angle, decontaminate=decontaminate)
+        elif background in ("transparent", "blur", "checkerboard"):
+            def one(fr, a, i):
+                return composite_background(fr, a, background, blur_radius=blur_radius, decontaminate=decontaminate)
+        else:
+            raise CutoutInputError(node, "background", f"is {background!r}", " / ".join(MODES))
+        # One frame at a time into a preallocated output: peak memory is the output plus one
+        # frame of work, not several whole-batch copies (issue 6, bench/memory.py).
+        out = None
+        progress = comfy_glue.Progress(b)
+        for i in range(b):
+            comfy_glue.check_interrupt()
+            o = one(sanitize(rgb[i])[None], alpha[i:i + 1], i)
+            if out is None:
+                out = torch.empty((b, *o.shape[1:]), dtype=o.dtype, device=o.device)
+            out[i] = o[0]
+            progress.update(1)
+        return (out, alpha.clone())

@@ -1,0 +1,120 @@
+"""Issue 6 security review, as tests: ONNX only, downloads only over HTTPS from the catalog,
+atomic and hash-checked; no user string reaches a shell, eval or an unpickler."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from comfyui_cutout import comfy_glue
+from comfyui_cutout.models import UnknownModelError, weights
+from comfyui_cutout.models import session as session_mod
+from comfyui_cutout.models.catalog import CATALOG
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK_MODULES = sorted(p for p in ROOT.rglob("*.py")
+                      if not {"tests", "bench", ".git", "docs"} & set(p.relative_to(ROOT).parts))
+
+FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__"}
+FORBIDDEN_MODULES = {"subprocess", "pickle", "cPickle", "dill", "marshal", "shelve", "joblib", "pty"}
+FORBIDDEN_ATTRS = {("os", "system"), ("os", "popen"), ("os", "execv"), ("os", "execvp"), ("os", "spawnv"),
+                   ("torch", "load"), ("numpy", "load"), ("np", "load"), ("yaml", "load")}
+
+
+def test_pack_modules_found():
+    names = {p.relative_to(ROOT).as_posix() for p in PACK_MODULES}
+    assert {"pipeline.py", "models/weights.py", "models/session.py", "cli.py", "nodes/remove_background.py"} <= names
+
+
+@pytest.mark.parametrize("path", PACK_MODULES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_no_shell_eval_or_unpickling_in_pack_code(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] in FORBIDDEN_MODULES]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.split(".")[0] in FORBIDDEN_MODULES:
+                found.append(node.module)
+        elif isinstance(node, ast.Call):
+            f = node.func
+            if isinstance(f, ast.Name) and f.id in FORBIDDEN_CALLS:
+                found.append(f.id + "()")
+            if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and (f.value.id, f.attr) in FORBIDDEN_ATTRS:
+                found.append(f"{f.value.id}.{f.attr}()")
+            for kw in node.keywords:
+                if kw.arg == "shell":
+                    found.append("shell=")
+        elif isinstance(node, ast.Attribute) and node.attr in ("allow_pickle",):
+            found.append(node.attr)
+    assert not found, f"{path.relative_to(ROOT)}: {found}"
+
+
+def test_only_weights_py_touches_the_network():
+    users = [p.relative_to(ROOT).as_posix() for p in PACK_MODULES
+             if re.search(r"\burlopen\b|\brequests\b|\bhttp\.client\b|\bsocket\b", p.read_text(encoding="utf-8"))]
+    allowed = {"models/weights.py"}
+    # the HTTP service (another branch) serves requests; it must not fetch anything itself
+    assert set(users) <= allowed | {u for u in users if u.startswith("service/") or u.startswith("api/")}, users
+
+
+def test_catalog_urls_are_https_from_the_rembg_releases():
+    for spec in CATALOG.values():
+        assert spec.url.startswith("https://github.com/danielgatis/rembg/releases/download/"), spec.url
+        assert spec.filename.endswith(".onnx") and re.fullmatch(r"[0-9a-f]{32}", spec.md5)
+    assert weights.ALLOWED_URL_SCHEMES == ("https://",)
+
+
+@pytest.mark.parametrize("url", ["http://example.com/u2net.onnx", "file:///etc/passwd", "ftp://x/u2net.onnx",
+                                 "HTTPS://evil/x.onnx", " https://x/y.onnx"])
+def test_download_refuses_anything_but_https(url, tmp_path):
+    import dataclasses
+
+    spec = dataclasses.replace(CATALOG["u2net"], url=url)
+    with pytest.raises(weights.ModelNotAvailableError, match="non-HTTPS"):
+        weights.download(spec, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_target_is_the_catalog_filename_only(tmp_path):
+    """The file written is dest/<catalog name>.onnx: a model name never becomes a path."""
+    for spec in CATALOG.values():
+        assert "/" not in spec.filename and "\\" not in spec.filename and ".." not in spec.filename
+
+
+@pytest.mark.parametrize("name", ["evil.pkl", "evil.pt", "evil.pth", "evil.bin", "../evil", "/tmp/evil.onnx",
+                                  "sub/../../evil.onnx"])
+def test_only_onnx_files_in_the_model_folders_are_ever_loaded(name, tmp_path, monkeypatch):
+    """A model name from a workflow is a dropdown entry, not a path; non-ONNX files are never considered."""
+    models = tmp_path / "models_rembg"
+    models.mkdir()
+    monkeypatch.setattr(comfy_glue, "comfy_model_dirs", lambda: [models])
+    monkeypatch.setattr(comfy_glue, "comfy_model_files", lambda: ["evil.pkl", "evil.pt"])  # even if listed
+    src = Path(weights.EMBEDDED_DIR) / "u2netp.onnx"
+    for f in ("evil.pkl", "evil.pt", "evil.pth", "evil.bin", "evil"):
+        shutil.copy(src, models / f)
+    shutil.copy(src, tmp_path / "evil.onnx")
+    (Path("/tmp") / "evil.onnx").unlink(missing_ok=True)
+    monkeypatch.setattr(session_mod, "STORE", session_mod.SessionStore())
+    with pytest.raises(UnknownModelError):
+        session_mod.get_session(name)
+
+
+def test_model_choices_lists_only_onnx(monkeypatch):
+    from comfyui_cutout.models import model_choices
+
+    monkeypatch.setattr(comfy_glue, "comfy_model_files", lambda: ["mine.onnx"])
+    assert all(c in CATALOG or c.endswith(".onnx") for c in model_choices())
+    assert comfy_glue.MODEL_EXTENSIONS == {".onnx"}
+
+
+def test_session_is_built_by_onnxruntime_from_a_path(monkeypatch):
+    """The only loader is onnxruntime.InferenceSession (protobuf, no code execution)."""
+    src = (ROOT / "models" / "session.py").read_text()
+    assert "InferenceSession(str(path)" in src
+    assert "torch.load" not in src and "pickle" not in src
