@@ -187,7 +187,7 @@ def run(quick: bool = False, photo: Path = DEFAULT_PHOTO, skip_matting: bool = F
         results["u2netp_session_run_s"] = unit
         ops = {}
         for op in OPS:
-            if skip_matting and "matting" in op:
+            if skip_matting and op.startswith("matting"):
                 continue
             if only and not any(o in op for o in only):
                 continue
