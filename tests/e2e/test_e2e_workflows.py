@@ -229,4 +229,6 @@ def test_workflow_executes(path, comfy_server, object_info, photo, background_ph
     for node_id in EXPECT.get(path.stem, {}):
         if api[node_id]["class_type"] != "CutoutSaveImageFolder":
             assert outputs.get(node_id, {}).get("images"), f"{path.stem}: node {node_id} gave no image"
-    report(f"workflow {path.stem}: ran, {size[0]}x{size[1]} in and out; " + "; ".join(notes))
+    counts = {n: notes.count(n) for n in notes}  # a batch gives one note per image: say it once
+    report(f"workflow {path.stem}: ran, {size[0]}x{size[1]} in and out; "
+           + "; ".join(n + (f" (each of {k} images)" if k > 1 else "") for n, k in counts.items()))
