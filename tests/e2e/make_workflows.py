@@ -213,11 +213,18 @@ def dataset_prep(b: Builder):
     src = b.node("CutoutLoadImageFolder", (40, 120), (340, 260), folder="dataset")
     rb = b.node("CutoutRemoveBackground", (420, 120), (320, 110), model="u2netp")
     dst = b.node("CutoutSaveImageFolder", (780, 120), (360, 300), destination="dataset_clean", background="white")
-    b.node("MarkdownNote", (420, 280), (320, 260), title="About this workflow", text=(
-        "### Dataset prep\n\n"
-        "Every image under `input/dataset` is cut out and written on white to `output/dataset_clean`, "
-        "keeping sub-folders and file names (and caption files next to them). Re-running skips files that "
-        "are already done."))
+    b.node("MarkdownNote", (420, 280), (320, 320), title="About this workflow", text=(
+        "### Dataset prep (Cutout)\n\n"
+        "1. Put your photos (captions beside them welcome, kohya layout `10_subject/img001.jpg` + `img001.txt`) "
+        "in `ComfyUI/input/dataset`.\n"
+        "2. **Load Image Folder** outputs a *list*: the nodes after it run once per photo, each at its own size. "
+        "Unreadable files are skipped and listed in `report`.\n"
+        "3. **Remove Background** cuts each subject out.\n"
+        "4. **Save Image Folder** puts each cut-out on white (`background`; `transparent` keeps the alpha) and writes "
+        "`ComfyUI/output/dataset_clean/<same folders>/<same name>.png`, copying the `.txt` / `.caption` / `.json` "
+        "files. Re-running only adds what is missing (existing = skip).\n\n"
+        "Folders outside ComfyUI's input/output are refused unless ComfyUI runs with `CUTOUT_ALLOW_ANY_PATH=1`. "
+        "For thousands of photos use the command line: `python cli.py --source raw --dest clean`."))
     b.link(src, 0, rb, "image")
     b.link(rb, 0, dst, "images")
     b.link(src, "relative_path", dst, "relative_path")

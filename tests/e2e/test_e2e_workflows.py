@@ -24,24 +24,31 @@ pytestmark = pytest.mark.e2e
 
 WORKFLOW_DIR = comfy_env.PACK_ROOT / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
-REQUIRED = {"remove_background", "inpaint_mask"}
+REQUIRED = {"remove_background", "inpaint_mask", "refine_and_composite", "dataset_prep", "video_frames"}
 
 # Per workflow, per output node id: "rgba" = a transparent PNG with a real cut-out (some alpha 0,
 # some 255); "mask" = a grey mask with a subject (not empty, not full); "color:#RRGGBB" = an
 # opaque composite whose background is that colour (a real part of it, not all of it);
 # "new_background" = an opaque composite that replaced a real part of the photo.
-# Node ids are those make_workflows.py gives. The drafts in draft_workflows/ move to
-# example_workflows/ once Mask Refine / Composite Background / the folder nodes are merged.
+# For a CutoutSaveImageFolder node the check applies to every file it wrote (its names are checked
+# for every folder workflow). Node ids are those make_workflows.py gives (regenerate with it).
 EXPECT = {
     "remove_background": {"3": "rgba", "4": "mask"},
     "refine_and_composite": {"7": "color:#2E7DD7", "8": "new_background", "9": "mask"},
     "video_frames": {"6": "color:#00B140"},
+    "dataset_prep": {"3": "color:#FFFFFF"},
 }
+EXECUTED = REQUIRED - {"inpaint_mask"}  # inpaint_mask needs a checkpoint
 SUBJECT_IMAGE = "example.png"  # LoadImage widgets with another name get the background photo
 
 
 def test_required_workflows_exist():
     assert REQUIRED <= {p.stem for p in WORKFLOWS}, [p.name for p in WORKFLOWS]
+
+
+def test_every_executed_workflow_has_expectations():
+    """A workflow that runs is checked for more than "some image came out"."""
+    assert EXECUTED <= set(EXPECT), sorted(EXECUTED - set(EXPECT))
 
 
 def test_workflow_templates_lists_the_pack_folder(comfy_server):
@@ -156,8 +163,9 @@ def _prepare_inputs(server, api: dict, photo: Path, background: Path) -> dict:
     return folders
 
 
-def _check_folder_outputs(server, api: dict, sources: dict, size) -> list[str]:
-    """Every CutoutSaveImageFolder wrote one image per source file, same relative name, same size."""
+def _check_folder_outputs(server, api: dict, sources: dict, size, expect: dict) -> list[str]:
+    """Every CutoutSaveImageFolder wrote one image per source file, same relative name, same size
+    (and what EXPECT says of that node)."""
     notes = []
     stems = [stem for folder_stems in sources.values() for stem in folder_stems]
     for node_id, node in api.items():
@@ -169,8 +177,15 @@ def _check_folder_outputs(server, api: dict, sources: dict, size) -> list[str]:
                       if h.suffix.lower() in (".png", ".webp", ".jpg", ".jpeg")]
             assert images, f"{out}: no output for {stem} (names must be kept): {sorted(out.rglob('*'))}"
             im = Image.open(images[0])
+            im.load()
             assert im.size == size, f"{images[0]}: {im.size}, input was {size}"
+            kind = expect.get(node_id)
+            if kind and kind.startswith("color:"):
+                what = _check_color(im, kind[6:], str(images[0]))
+            elif kind == "rgba":
+                what = _check_rgba(im, str(images[0]))
         notes.append(f"node {node_id}: {len(stems)} files with their names in {out.name}/"
+                     + (f", {what}" if expect.get(node_id) else "")
                      + (", caption copied" if (out / "subject.txt").is_file() else ""))
     return notes
 
@@ -210,7 +225,10 @@ def test_workflow_executes(path, comfy_server, object_info, photo, background_ph
                 notes.append(f"node {node_id}: opaque, {changed:.0%} of the pixels replaced")
             elif kind and kind.startswith("color:"):
                 notes.append(f"node {node_id}: {_check_color(im, kind[6:], where)}")
-    notes += _check_folder_outputs(comfy_server, api, sources, size)
+    notes += _check_folder_outputs(comfy_server, api, sources, size, EXPECT.get(path.stem, {}))
     for node_id in EXPECT.get(path.stem, {}):
-        assert outputs.get(node_id, {}).get("images"), f"{path.stem}: node {node_id} gave no image"
-    report(f"workflow {path.stem}: ran, {size[0]}x{size[1]} in and out; " + "; ".join(notes))
+        if api[node_id]["class_type"] != "CutoutSaveImageFolder":
+            assert outputs.get(node_id, {}).get("images"), f"{path.stem}: node {node_id} gave no image"
+    counts = {n: notes.count(n) for n in notes}  # a batch gives one note per image: say it once
+    report(f"workflow {path.stem}: ran, {size[0]}x{size[1]} in and out; "
+           + "; ".join(n + (f" (each of {k} images)" if k > 1 else "") for n, k in counts.items()))
