@@ -236,8 +236,15 @@ class CutoutSaveImageFolder:
                 jobs.append((reader.Item(src, relp), u8, alpha[k].numpy()))
         progress = comfy_glue.Progress(len(jobs))
         done, skipped, failed = [], [], []
-        dest.mkdir(parents=True, exist_ok=True)
-        writer.clean_stale_temps(dest)
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # read-only / full / not a folder: every image fails, with the reason
+            why = (f"cannot create the destination folder (input 'destination' = '{destination}'): "
+                   f"{e.strerror or e}")
+            failed = [(str(it.rel), why) for it, _u8, _a in jobs]
+            jobs = []
+        if jobs:
+            writer.clean_stale_temps(dest)
         with ThreadPoolExecutor(2, thread_name_prefix="cutout-save") as pool:
             futures = [pool.submit(writer.save_item, dest, it, u8, a, opts) for it, u8, a in jobs]
             for (it, _u8, _a), fut in zip(jobs, futures):

@@ -36,7 +36,7 @@ def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black
     """All of Mask Refine as one function (MASK [B,H,W], optional IMAGE guide) -> MASK [B,H,W]."""
     guide = None
     if image is not None:
-        guide = as_image(image, node, "image")
+        guide = as_image(image, node, "image", sanitize_values=True)  # one NaN pixel must not poison the filter
     b_img = guide.shape[0] if guide is not None else None
     size = tuple(guide.shape[1:3]) if guide is not None else None
     m = as_mask(mask, node, "mask")
