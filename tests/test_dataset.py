@@ -255,6 +255,51 @@ def test_cli_exit_codes_jpeg_and_mask_only(tree, tmp_path, cli):
         assert im.mode == "L" and im.size == (64, 48)
 
 
+def test_cli_refine_flags_map_onto_mask_refine(cli):
+    import cli as cli_module
+
+    parser = cli_module.build_parser(["u2netp"])
+    a = parser.parse_args(["--source", "s", "--dest", "d"])
+    assert a.decontaminate is True and cli_module.refine_options(a) == {}  # defaults: nothing to refine
+    a = parser.parse_args(["--source", "s", "--dest", "d", "--no-decontaminate", "--refine", "guided", "--fill-holes",
+                           "--remove-islands", "200", "--grow", "-2", "--feather", "1.5", "--threshold", "0.4"])
+    assert a.decontaminate is False
+    assert cli_module.refine_options(a) == {"threshold": 0.4, "fill_holes": True, "remove_islands": 200.0,
+                                            "grow": -2, "edge_refinement": "guided filter", "feather": 1.5}
+    for bad in (["--threshold", "2"], ["--feather", "-1"], ["--refine", "magic"]):
+        r = cli("--source", ".", "--dest", "/nonexistent-out", *bad)
+        assert r.returncode == 2, (bad, r.stderr)
+
+
+def test_infer_item_refine_is_the_mask_refine_node(tree):
+    """The dataset job's refinement is Mask Refine's function: same order, same result as the node."""
+    from comfyui_cutout.models.session import get_session
+    from comfyui_cutout.nodes.mask_refine import CutoutMaskRefine
+
+    session = get_session("u2netp", "cpu")
+    items, _ = reader.list_images(tree["src"] / "10_subject", recursive=False, pattern="img001.jpg")
+    d = reader.decode(items[0])
+    frame = reader.to_frame(d.rgb)
+    raw = job.infer_item(session, d)
+    opts = {"threshold": 0.5, "fill_holes": True, "grow": 2, "edge_refinement": "guided filter", "feather": 1.0}
+    got = job.infer_item(session, d, refine=opts)
+    node = CutoutMaskRefine().run(torch.from_numpy(raw)[None], image=frame[None], **opts)[0][0].numpy()
+    assert got.shape == raw.shape and got.dtype == np.float32
+    assert np.allclose(got, node, atol=1e-6)
+    assert np.abs(got - raw).max() > 0.05  # the refinement really ran
+    thr = job.infer_item(session, d, refine={"threshold": 0.5})
+    assert set(np.unique(thr)) <= {0.0, 1.0}
+
+
+def test_job_no_decontaminate_keeps_original_colours(tree, tmp_path):
+    src = tree["src"]
+    run_job(src, tmp_path / "plain", JobOptions(write=writer.WriteOptions(decontaminate=False, fsync=False),
+                                                pattern="*.webp"))
+    rgba = np.asarray(Image.open(tmp_path / "plain/5_other/a.png")).astype(int)
+    orig = np.asarray(Image.open(src / "5_other/a.webp").convert("RGB")).astype(int)
+    assert np.abs(rgba[..., :3] - orig).max() <= 1
+
+
 def test_cli_refuses_overlapping_folders_and_bad_options(tree, tmp_path, cli):
     src = tree["src"]
     for dest in (src, src / "out", tmp_path):
