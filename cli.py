@@ -4,6 +4,7 @@
     python cli.py --source raw --dest clean
     python cli.py --source dataset --dest dataset_clean --background white --format jpg
     python cli.py --source raw --dest masks --mask-only
+    python cli.py --source raw --dest clean --refine guided --fill-holes --remove-islands 200
 
 A rerun does only what is missing (resume after Ctrl-C); ``--overwrite`` redoes everything.
 Exit code: 0 all good, 1 some files failed (listed at the end), 2 bad arguments,
@@ -18,6 +19,20 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+REFINE_CHOICES = {"off": "off", "guided": "guided filter", "matting": "matting"}  # -> refine_masks' edge_refinement
+
+
+def refine_options(a: argparse.Namespace) -> dict:
+    """The CLI's refine flags as keyword arguments of ``imaging.refine_chain.refine_masks`` ({} = nothing to do)."""
+    if not 0.0 <= a.threshold <= 1.0:
+        raise ValueError(f"--threshold {a.threshold}: expected 0..1")
+    if a.remove_islands < 0 or a.feather < 0:
+        raise ValueError("--remove-islands and --feather must be >= 0")
+    opts = {"threshold": a.threshold, "fill_holes": a.fill_holes, "remove_islands": a.remove_islands,
+            "grow": a.grow, "edge_refinement": REFINE_CHOICES[a.refine], "feather": a.feather}
+    defaults = {"threshold": 0.0, "fill_holes": False, "remove_islands": 0.0, "grow": 0,
+                "edge_refinement": "off", "feather": 0.0}
+    return {k: v for k, v in opts.items() if v != defaults[k]}
 
 
 def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
@@ -28,10 +43,13 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--model", default="u2netp", help="default u2netp (embedded, offline); one of: " + ", ".join(model_names) + " (or an .onnx file in models/rembg)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="default cpu; gpu needs onnxruntime-gpu")
     p.add_argument("--background", default="transparent",
-                   help="transparent (default), a name (white, black, gray, red, green, blue), #RRGGBB or r,g,b")
+                   help="transparent (default), a colour name (white, black, gray, ...), #RRGGBB or r,g,b")
     p.add_argument("--format", default="png", choices=["png", "webp", "jpg"],
                    help="png (default) and webp (lossless) keep transparency; jpg is flattened onto --jpeg-background")
     p.add_argument("--jpeg-background", default="white", help="colour a transparent result is flattened onto for --format jpg (default white)")
+    p.add_argument("--decontaminate", action=argparse.BooleanOptionalAction, default=True,
+                   help="re-estimate half-transparent edge colours without the old background's tint, as Remove "
+                        "Background and Composite Background do (default: yes)")
     p.add_argument("--mask-only", action="store_true", help="write the subject mask (white = subject) instead of the cut-out")
     p.add_argument("--save-mask", action="store_true", help="also write <stem>_mask.png beside each image")
     p.add_argument("--mask-dir", type=Path, help="also write masks into this folder, same relative paths and stems "
@@ -52,6 +70,18 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--png-compress", type=int, default=1, choices=range(10), metavar="0-9", help="PNG zlib level (default 1: fastest; 9 = smallest files)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="default 95")
     p.add_argument("--workers", type=int, default=2, help="decoder threads and encoder threads, each (default 2)")
+    f = p.add_argument_group("mask refinement (Mask Refine's operations, in its order: threshold -> fill holes -> "
+                             "remove islands -> grow/shrink -> edge refinement -> feather; all off by default)")
+    f.add_argument("--threshold", type=float, default=0.0, metavar="T",
+                   help="hard threshold 0..1: mask >= T becomes subject, the rest background (default 0 = off)")
+    f.add_argument("--fill-holes", action="store_true", help="fill background regions enclosed by the subject")
+    f.add_argument("--remove-islands", type=float, default=0.0, metavar="N",
+                   help="remove subject specks smaller than N pixels (below 1: a fraction of the image area)")
+    f.add_argument("--grow", type=int, default=0, metavar="N", help="grow the subject by N px (negative shrinks)")
+    f.add_argument("--refine", default="off", choices=list(REFINE_CHOICES),
+                   help="edge refinement against the photo: guided (fast guided filter) or matting (closed-form, "
+                        "slow, hair/fur; needs pymatting); default off")
+    f.add_argument("--feather", type=float, default=0.0, metavar="N", help="blur the mask edge by N px (default 0)")
     r = p.add_argument_group("scale-out (Ray Data; pip install -r requirements-ray.txt)")
     r.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local (default): threads in this process; ray: Ray Data tasks and actors")
@@ -93,11 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         wopts = WriteOptions(fmt=a.format, background=a.background, jpeg_background=a.jpeg_background,
                              mask_only=a.mask_only, save_mask=a.save_mask, mask_dir=a.mask_dir,
                              existing=a.existing, copy_captions=a.captions, png_compress=a.png_compress,
-                             jpeg_quality=a.jpeg_quality)
+                             jpeg_quality=a.jpeg_quality, decontaminate=a.decontaminate)
+        refine = refine_options(a)
     except (UnsafePath, ValueError) as e:
         parser.error(str(e))
     opts = JobOptions(model=a.model, device=a.device, recursive=a.recursive, pattern=a.pattern or DEFAULT_PATTERN,
-                      start=a.start, limit=a.limit, write=wopts, read_workers=a.workers, write_workers=a.workers)
+                      start=a.start, limit=a.limit, write=wopts, read_workers=a.workers, write_workers=a.workers,
+                      refine=refine)
 
     bar = None
 

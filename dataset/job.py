@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .. import comfy_glue
+from ..imaging.refine_chain import refine_masks
 from ..pipeline import predict_frame
 from . import reader, writer
 from .reader import DEFAULT_PATTERN, Decoded, Item, ReadError
@@ -43,6 +44,7 @@ class JobOptions:
     read_workers: int = 2
     write_workers: int = 2
     prefetch: int = 4  # decoded images waiting for the model (bounds memory)
+    refine: dict = field(default_factory=dict)  # keyword arguments of imaging.refine_chain.refine_masks ({} = off)
 
 
 @dataclass
@@ -83,14 +85,21 @@ def prepare(item: Item) -> tuple[Decoded, torch.Tensor]:
     return d, reader.to_frame(d.rgb)
 
 
-def infer_item(session, decoded: Decoded, frame: torch.Tensor | None = None) -> np.ndarray:
+def infer_item(session, decoded: Decoded, frame: torch.Tensor | None = None,
+               refine: dict | None = None) -> np.ndarray:
     """Subject alpha float32 ``[H,W]`` for one decoded image (through ``pipeline.predict_frame``).
 
+    ``refine``: keyword arguments of ``imaging.refine_chain.refine_masks`` (the Mask Refine
+    node's function, same order and meaning), applied to the model's mask with the photo as
+    guide; empty or None = the model's mask as it is.
     A file that had its own alpha channel keeps it: what was transparent stays transparent.
     """
     if frame is None:
         frame = reader.to_frame(decoded.rgb)
-    alpha = predict_frame(session, frame).numpy()
+    alpha = predict_frame(session, frame)
+    if refine:
+        alpha = refine_masks(alpha[None], frame[None], node="cli.py refine", **refine)[0]
+    alpha = alpha.numpy()
     if decoded.alpha is not None:
         alpha = alpha * (decoded.alpha.astype(np.float32) / 255.0)
     return alpha
@@ -206,7 +215,7 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
                 finish(rel, "failed", f"cannot read ({type(e).__name__}: {str(e)[:200]})")
                 continue
             try:
-                alpha = infer_item(session, decoded, frame)
+                alpha = infer_item(session, decoded, frame, opts.refine)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as e:

@@ -132,7 +132,8 @@ def build_dataset(todo, dest: Path, opts: JobOptions, ropts: RayOptions):
     ds = ds.map_batches(
         ray_stages.InferActor,
         fn_constructor_kwargs={"root": ROOT, "model": opts.model, "device": opts.device,
-                               "ort_threads": ropts.ort_threads, "fault": ropts.fault},
+                               "ort_threads": ropts.ort_threads, "fault": ropts.fault,
+                               "refine": dict(opts.refine)},
         batch_size=max(1, ropts.batch_size), batch_format="numpy", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=max(1, ropts.actors)), num_cpus=ropts.cpus_per_actor, num_gpus=ropts.gpus_per_actor or None)
     ds = ds.map(ray_stages.write_row,

@@ -73,7 +73,8 @@ def decode_row(row: dict, root: str) -> dict:
 class InferActor:
     """Stage 2 (actors): loads the model once through the pack's session store, runs the tensor path per image."""
 
-    def __init__(self, root: str, model: str, device: str, ort_threads: int = 0, fault: tuple | None = None):
+    def __init__(self, root: str, model: str, device: str, ort_threads: int = 0, fault: tuple | None = None,
+                 refine: dict | None = None):
         import warnings
 
         # rows arrive as read-only buffers; reader.to_frame copies them into a new float tensor anyway
@@ -86,6 +87,7 @@ class InferActor:
         self.session = get_session(model, device)
         self.fault = fault  # tests: (marker file, n): die on the n-th image once, as a killed node would
         self.seen = 0
+        self.refine = dict(refine or {})  # imaging.refine_chain.refine_masks options (cli.py --refine ...)
 
     def _maybe_die(self):
         self.seen += 1
@@ -115,7 +117,7 @@ class InferActor:
             alpha = np.frombuffer(a, np.uint8).reshape(h, w) if len(a) else None
             try:
                 m = infer_item(self.session, Decoded(_item({"path": batch["path"][i], "rel": batch["rel"][i]}),
-                                                     rgb, alpha, None))
+                                                     rgb, alpha, None), refine=self.refine)
                 masks.append(np.ascontiguousarray(m, dtype=np.float32).tobytes())
                 errors.append("")
             except Exception as e:  # one bad image must not fail the batch (and be retried forever)

@@ -1,7 +1,7 @@
 """Saving one result: background, output name, collision policy, caption sidecars, atomic writes.
 
-Every background goes through ``apply_background`` (one function, so the shared
-``imaging/composite.py`` can replace its body at merge). Every file goes through
+Every background goes through ``apply_background``, a thin uint8 wrapper of the shared
+``imaging.composite.composite_background`` (the Composite Background node's function). Every file goes through
 ``atomic_write``: it is written to a hidden temporary file beside its target and renamed
 over it, so an interrupted run never leaves a half-written image; ``clean_stale_temps``
 removes what a killed run left behind. The image is written last: when it exists, its
@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
+from ..imaging.composite import composite_background, parse_color
 from .paths import UnsafePath, safe_target
 from .reader import CAPTION_EXTENSIONS, Item
 
@@ -32,10 +33,6 @@ EXISTING = ("skip", "overwrite", "keep_both")
 TMP_SUFFIX = ".cutout-tmp"
 _TMP_RE = re.compile(r"^\..+\.(\d+)\.\d+" + re.escape(TMP_SUFFIX) + r"$")
 
-COLOR_NAMES = {
-    "white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "grey": (128, 128, 128),
-    "red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255),
-}
 TRANSPARENT = ("transparent", "none", "alpha")
 
 
@@ -43,49 +40,32 @@ class WriteError(Exception):
     """A result that could not be written; ``str(e)`` is the reason shown in the report."""
 
 
-def parse_color(text: str) -> tuple[int, int, int]:
-    """'#RRGGBB', '#RGB', 'r,g,b' (0..255) or a name (white, black, gray, red, green, blue)."""
-    t = (text or "").strip().lower()
-    if t in COLOR_NAMES:
-        return COLOR_NAMES[t]
-    m = re.fullmatch(r"#?([0-9a-f]{6}|[0-9a-f]{3})", t)
-    if m:
-        h = m.group(1)
-        if len(h) == 3:
-            h = "".join(c * 2 for c in h)
-        return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))
-    parts = [p.strip() for p in t.split(",")]
-    if len(parts) == 3 and all(p.isdigit() and 0 <= int(p) <= 255 for p in parts):
-        return tuple(int(p) for p in parts)
-    raise ValueError(f"background '{text}' is not a colour; expected transparent, a name "
-                     f"({', '.join(COLOR_NAMES)}), #RRGGBB or r,g,b with 0..255")
-
-
-def parse_background(text: str) -> tuple[int, int, int] | None:
-    """None for transparent, else the colour; raises ValueError with the accepted forms."""
+def parse_background(text: str) -> tuple[float, float, float] | None:
+    """None for transparent, else the colour as (r, g, b) 0..1 (``imaging.composite.parse_color``:
+    names, #RRGGBB, #RGB, r,g,b, rgb(…)); raises ValueError with the accepted forms."""
     if (text or "").strip().lower() in TRANSPARENT:
         return None
-    return parse_color(text)
+    try:
+        return parse_color(text)
+    except ValueError as e:
+        raise ValueError(f"background '{text}': {e}; expected transparent, a colour name (white, black, …), "
+                         "#RRGGBB or r,g,b with 0..255") from None
 
 
-def apply_background(rgb: np.ndarray, alpha: np.ndarray, background: str) -> np.ndarray:
+def apply_background(rgb: np.ndarray, alpha: np.ndarray, background: str, decontaminate: bool = False) -> np.ndarray:
     """THE background function of the dataset job: uint8 ``[H,W,3]`` + alpha -> uint8 ``[H,W,3|4]``.
 
-    ``alpha`` is float 0..1 ``[H,W]`` (1 = subject). 'transparent' gives straight RGBA with the
-    original colours; a colour gives RGB flattened onto it (``rgb·a + colour·(1−a)``).
-    Swap point: at merge, the colour branch becomes
-    ``composite_background(rgb[None], alpha[None], background)[0]`` from ``imaging/composite.py``.
+    ``alpha`` is float 0..1 ``[H,W]`` (1 = subject). 'transparent' gives straight RGBA; a colour
+    gives RGB flattened onto it (``rgb·a + colour·(1−a)``). Both go through
+    ``imaging.composite.composite_background`` (the Composite Background node's function), so
+    ``decontaminate`` means the same as there: edge colours are re-estimated without the old
+    background's tint (opaque and fully transparent pixels are unchanged).
     """
     colour = parse_background(background)
-    a = np.clip(alpha, 0.0, 1.0)
-    if colour is None:
-        a8 = (a * 255.0 + 0.5).astype(np.uint8)
-        return np.concatenate([rgb, a8[..., None]], axis=-1)
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(torch.float32)
-    at = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).unsqueeze(-1)
-    bg = torch.tensor(colour, dtype=torch.float32)
-    out = x * at + bg * (1.0 - at)
-    return out.add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
+    x = torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).to(torch.float32).div_(255.0)
+    a = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32)).nan_to_num_(0.0).clamp_(0.0, 1.0)
+    out = composite_background(x, a, "transparent" if colour is None else colour, decontaminate=decontaminate)
+    return out.mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
 
 
 @dataclass(frozen=True)
@@ -93,6 +73,7 @@ class WriteOptions:
     fmt: str = "png"  # png | webp | jpg
     background: str = "transparent"
     jpeg_background: str = "white"  # JPEG has no alpha: a transparent result is flattened onto this
+    decontaminate: bool = True  # edge colours without the old background's tint (as Remove Background)
     mask_only: bool = False  # write the mask (grey) instead of the cut-out
     save_mask: bool = False  # also write <stem>_mask.png beside the image
     mask_dir: Path | None = None  # or: also write masks into this tree, same relative path and stem
@@ -110,7 +91,8 @@ class WriteOptions:
         if self.existing not in EXISTING:
             raise ValueError(f"existing '{self.existing}' unknown; expected one of {', '.join(EXISTING)}")
         parse_background(self.background)
-        parse_color(self.jpeg_background)
+        if parse_background(self.jpeg_background) is None:
+            raise ValueError("jpeg_background cannot be transparent (JPEG has no alpha); expected a colour")
 
 
 @dataclass
@@ -292,7 +274,7 @@ def save_item(dest: Path, item: Item, rgb: np.ndarray, alpha: np.ndarray, opts: 
             background = opts.background
             if opts.fmt == "jpg" and parse_background(background) is None:
                 background = opts.jpeg_background
-            pixels = apply_background(rgb, alpha, background)
+            pixels = apply_background(rgb, alpha, background, opts.decontaminate)
         atomic_write(target, encode(pixels, opts.fmt, opts, icc), opts.fsync)
         written.append(target)
         return Saved("done", target, written)

@@ -166,8 +166,8 @@ class CutoutSaveImageFolder:
                                                   "jpg is flattened onto 'jpeg_background'."}),
                 "existing": (list(writer.EXISTING), {"default": "skip", "tooltip": "When the output file is already "
                                                      "there: keep it (resume), replace it, or write <stem>_1 beside it."}),
-                "background": ("STRING", {"default": "transparent", "tooltip": "transparent, a name (white, black, gray, "
-                                          "red, green, blue), #RRGGBB or r,g,b."}),
+                "background": ("STRING", {"default": "transparent", "tooltip": "transparent, a colour name (white, "
+                                          "black, gray, …), #RRGGBB or r,g,b."}),
             },
             "optional": {
                 "relative_path": ("STRING", {"forceInput": True, "tooltip": "From Load Image Folder: where each image "
@@ -196,7 +196,8 @@ class CutoutSaveImageFolder:
                               must_exist=True)
         try:
             opts = writer.WriteOptions(fmt=fmt, background=background, jpeg_background=jpeg_background,
-                                       existing=existing, save_mask=save_mask, copy_captions=src_root is not None)
+                                       existing=existing, save_mask=save_mask, copy_captions=src_root is not None,
+                                       decontaminate=False)  # Remove Background's RGBA is already decontaminated
         except ValueError as e:
             raise CutoutInputError(node, "background", str(e), "a valid option") from None
         rels = list(relative_path or [])
@@ -236,8 +237,15 @@ class CutoutSaveImageFolder:
                 jobs.append((reader.Item(src, relp), u8, alpha[k].numpy()))
         progress = comfy_glue.Progress(len(jobs))
         done, skipped, failed = [], [], []
-        dest.mkdir(parents=True, exist_ok=True)
-        writer.clean_stale_temps(dest)
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # read-only / full / not a folder: every image fails, with the reason
+            why = (f"cannot create the destination folder (input 'destination' = '{destination}'): "
+                   f"{e.strerror or e}")
+            failed = [(str(it.rel), why) for it, _u8, _a in jobs]
+            jobs = []
+        if jobs:
+            writer.clean_stale_temps(dest)
         with ThreadPoolExecutor(2, thread_name_prefix="cutout-save") as pool:
             futures = [pool.submit(writer.save_item, dest, it, u8, a, opts) for it, u8, a in jobs]
             for (it, _u8, _a), fut in zip(jobs, futures):

@@ -38,7 +38,6 @@ def spec(prefix: str = "/cutout", limits=None) -> dict:
         "404": _error("model not installed on this server"),
         "413": _error("file too large, too many pixels, or too many files"),
         "415": _error("the upload is not an image"),
-        "501": _error("the option needs a part of the pack that this build does not include"),
         "503": _error("busy: too many waiting requests, or ComfyUI kept running prompts (see Retry-After)"),
     }
 

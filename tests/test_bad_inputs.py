@@ -168,12 +168,7 @@ def _dirty(dtype=torch.float32):
     return x.to(dtype)
 
 
-NAN_GUIDE_BUG = pytest.mark.xfail(strict=True, reason=(
-    "reported to lead: nodes/mask_refine.py refine_masks takes the IMAGE guide with as_image(...) without "
-    "sanitize_values=True, so one NaN pixel turns the guided-filter mask all NaN"))
-
-
-@pytest.mark.parametrize("kind", [k if k != "mask_refine" else pytest.param(k, marks=NAN_GUIDE_BUG) for k in NODES])
+@pytest.mark.parametrize("kind", list(NODES))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
 def test_nan_inf_out_of_range_and_dtypes_are_sanitised(kind, dtype):
     image = _dirty(dtype)
@@ -523,9 +518,6 @@ def test_destination_read_only_job_reports_every_file(readonly_dir, tmp_path):
     assert list(dest.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "reported to lead: nodes/dataset_folder.py CutoutSaveImageFolder.save calls dest.mkdir() outside its "
-    "error handling, so a read-only destination raises a bare OSError without the node's name"))
 def test_destination_read_only_save_node(readonly_dir, comfy_dirs, monkeypatch):
     d, freeze = readonly_dir
     out = d / "comfy_out"

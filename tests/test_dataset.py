@@ -140,10 +140,13 @@ def test_job_writes_every_good_image_at_its_relative_path(tree, tmp_path):
     # the PNG's own transparency is kept
     a = np.asarray(Image.open(dest / "10_subject/img002.png"))[..., 3]
     assert a[:, :10].max() == 0
-    # the colours are the original ones (straight alpha)
-    out = np.asarray(Image.open(dest / "5_other/a.png"))[..., :3].astype(int)
+    # straight alpha: opaque and fully transparent pixels keep the original colours (only the
+    # half-transparent edge is decontaminated, the default, as Remove Background does)
+    rgba = np.asarray(Image.open(dest / "5_other/a.png")).astype(int)
     orig = np.asarray(Image.open(src / "5_other/a.webp").convert("RGB")).astype(int)
-    assert np.abs(out - orig).max() <= 1
+    hard = (rgba[..., 3] == 0) | (rgba[..., 3] == 255)
+    assert hard.mean() > 0.5
+    assert np.abs(rgba[..., :3] - orig)[hard].max() <= 1
     # the source is untouched and nothing was written outside dest
     assert snapshot(tmp_path, exclude=dest) == before_outside
     assert not [p for p in dest.rglob(".*")]  # no temporary files left
@@ -250,6 +253,51 @@ def test_cli_exit_codes_jpeg_and_mask_only(tree, tmp_path, cli):
     assert r.returncode == 0, r.stderr
     with Image.open(tmp_path / "masks/img001.png") as im:
         assert im.mode == "L" and im.size == (64, 48)
+
+
+def test_cli_refine_flags_map_onto_mask_refine(cli):
+    import cli as cli_module
+
+    parser = cli_module.build_parser(["u2netp"])
+    a = parser.parse_args(["--source", "s", "--dest", "d"])
+    assert a.decontaminate is True and cli_module.refine_options(a) == {}  # defaults: nothing to refine
+    a = parser.parse_args(["--source", "s", "--dest", "d", "--no-decontaminate", "--refine", "guided", "--fill-holes",
+                           "--remove-islands", "200", "--grow", "-2", "--feather", "1.5", "--threshold", "0.4"])
+    assert a.decontaminate is False
+    assert cli_module.refine_options(a) == {"threshold": 0.4, "fill_holes": True, "remove_islands": 200.0,
+                                            "grow": -2, "edge_refinement": "guided filter", "feather": 1.5}
+    for bad in (["--threshold", "2"], ["--feather", "-1"], ["--refine", "magic"]):
+        r = cli("--source", ".", "--dest", "/nonexistent-out", *bad)
+        assert r.returncode == 2, (bad, r.stderr)
+
+
+def test_infer_item_refine_is_the_mask_refine_node(tree):
+    """The dataset job's refinement is Mask Refine's function: same order, same result as the node."""
+    from comfyui_cutout.models.session import get_session
+    from comfyui_cutout.nodes.mask_refine import CutoutMaskRefine
+
+    session = get_session("u2netp", "cpu")
+    items, _ = reader.list_images(tree["src"] / "10_subject", recursive=False, pattern="img001.jpg")
+    d = reader.decode(items[0])
+    frame = reader.to_frame(d.rgb)
+    raw = job.infer_item(session, d)
+    opts = {"threshold": 0.5, "fill_holes": True, "grow": 2, "edge_refinement": "guided filter", "feather": 1.0}
+    got = job.infer_item(session, d, refine=opts)
+    node = CutoutMaskRefine().run(torch.from_numpy(raw)[None], image=frame[None], **opts)[0][0].numpy()
+    assert got.shape == raw.shape and got.dtype == np.float32
+    assert np.allclose(got, node, atol=1e-6)
+    assert np.abs(got - raw).max() > 0.05  # the refinement really ran
+    thr = job.infer_item(session, d, refine={"threshold": 0.5})
+    assert set(np.unique(thr)) <= {0.0, 1.0}
+
+
+def test_job_no_decontaminate_keeps_original_colours(tree, tmp_path):
+    src = tree["src"]
+    run_job(src, tmp_path / "plain", JobOptions(write=writer.WriteOptions(decontaminate=False, fsync=False),
+                                                pattern="*.webp"))
+    rgba = np.asarray(Image.open(tmp_path / "plain/5_other/a.png")).astype(int)
+    orig = np.asarray(Image.open(src / "5_other/a.webp").convert("RGB")).astype(int)
+    assert np.abs(rgba[..., :3] - orig).max() <= 1
 
 
 def test_cli_refuses_overlapping_folders_and_bad_options(tree, tmp_path, cli):
@@ -394,13 +442,14 @@ def test_listing_order_paging_and_exif(tree):
 
 
 def test_colours_and_backgrounds():
-    assert writer.parse_color("#ff8000") == (255, 128, 0)
-    assert writer.parse_color("#fff") == (255, 255, 255)
-    assert writer.parse_color("10, 20,30") == (10, 20, 30)
-    assert writer.parse_color("White") == (255, 255, 255)
+    assert writer.parse_background("#ff8000") == pytest.approx((1.0, 128 / 255, 0.0))
+    assert writer.parse_background("#fff") == (1.0, 1.0, 1.0)
+    assert writer.parse_background("10, 20,30") == pytest.approx((10 / 255, 20 / 255, 30 / 255))
+    assert writer.parse_background("White") == (1.0, 1.0, 1.0)
+    assert writer.parse_background("Transparent") is None
     for bad in ("#12345", "300,0,0", "mauve", ""):
         with pytest.raises(ValueError):
-            writer.parse_color(bad)
+            writer.parse_background(bad)
     rgb = np.full((2, 2, 3), 200, np.uint8)
     alpha = np.array([[1.0, 0.0], [0.5, 0.25]], np.float32)
     t = writer.apply_background(rgb, alpha, "transparent")
@@ -409,6 +458,28 @@ def test_colours_and_backgrounds():
     assert c.shape == (2, 2, 3)
     assert tuple(c[0, 0]) == (200, 200, 200) and tuple(c[0, 1]) == (0, 0, 100)
     assert tuple(c[1, 0]) == (100, 100, 150)
+
+
+@pytest.mark.parametrize("background", ["transparent", "#208040"])
+@pytest.mark.parametrize("decontaminate", [True, False])
+def test_writer_background_is_the_composite_background_function(background, decontaminate):
+    """One background implementation: the dataset writer gives what Composite Background gives."""
+    from comfyui_cutout.imaging.composite import composite_background
+
+    g = torch.Generator().manual_seed(3)
+    rgb = (torch.rand(40, 56, 3, generator=g) * 255).round().to(torch.uint8).numpy()
+    alpha = torch.zeros(40, 56)
+    alpha[10:30, 12:40] = 1.0
+    alpha[8:32, 10:42] = torch.maximum(alpha[8:32, 10:42], torch.full((24, 32), 0.5))
+    got = writer.apply_background(rgb, alpha.numpy(), background, decontaminate)
+    ref = composite_background(torch.from_numpy(rgb).float() / 255, alpha, background, decontaminate=decontaminate)
+    assert got.shape == (40, 56, 4 if background == "transparent" else 3)
+    assert np.abs(got.astype(int) - (ref.numpy() * 255 + 0.5).astype(int)).max() <= 1
+    if decontaminate:  # it does change the half-transparent edge, and only there
+        plain = writer.apply_background(rgb, alpha.numpy(), background, False)
+        edge = (alpha > 0) & (alpha < 1)
+        assert (got != plain)[edge.numpy()].any()
+        assert (got == plain)[(alpha == 1).numpy()].all()
 
 
 def test_existing_policies_and_atomic_writes(tmp_path):

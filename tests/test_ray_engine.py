@@ -74,7 +74,8 @@ def test_ray_options_jpg_masks_match_local(local_ray, tree, tmp_path):
     for name in ("local", "ray"):
         w = writer.WriteOptions(fmt="jpg", background="#102030", save_mask=True,
                                 mask_dir=tmp_path / f"{name}_masks", fsync=False)
-        opts = JobOptions(write=w)
+        # refine options travel to the Ray actors (cli.py --fill-holes --refine guided)
+        opts = JobOptions(write=w, refine={"fill_holes": True, "edge_refinement": "guided filter"})
         if name == "local":
             run_job(src, tmp_path / name, opts)
         else:

@@ -338,28 +338,41 @@ def test_decompression_bomb_is_refused():
     serve(t)
 
 
-def test_refinement_options_run_or_say_what_is_missing(photo):
-    """refine/decontaminate use Mask Refine / Composite Background when this build has them; else a 501."""
-    from comfyui_cutout.service import finishing
-
-    have_refine = finishing._refine_module() is not None
-    have_composite = finishing._composite_module() is not None
+def test_refinement_options_run(photo):
+    """refine/decontaminate/background go through Mask Refine / Composite Background's functions."""
 
     async def t(c, s):
         out = {}
-        for q in ("refine=guided", "a=true", "dc=true", "background=blur"):
+        for q in ("refine=guided", "a=true", "dc=true", "background=blur", "background=checkerboard"):
             out[q] = await c.post("/cutout/api/remove?" + q, data=form(("p.png", photo)))
         return {k: (v.status, await v.read()) for k, v in out.items()}
 
     res = serve(t)
     for q, (status, body) in res.items():
-        have = have_composite if q in ("dc=true", "background=blur") else have_refine
-        if have:
-            assert status == 200, body
-            assert png(body).size == (200, 150)
-        else:
-            assert status == 501, body
-            assert json.loads(body)["error"] == "feature_unavailable"
+        assert status == 200, (q, body)
+        assert png(body).size == (200, 150)
+
+
+def test_finish_uses_the_shared_functions():
+    """The service's background and refinement are exactly the pack's (no private copies)."""
+    from comfyui_cutout.imaging.composite import composite_background
+    from comfyui_cutout.imaging.refine import guided_filter
+    from comfyui_cutout.service.finishing import finish
+    from comfyui_cutout.service.imageio import to_uint8
+    from comfyui_cutout.service.params import Options
+
+    g = torch.Generator().manual_seed(5)
+    rgb = torch.rand(1, 30, 40, 3, generator=g)
+    mask = torch.zeros(1, 30, 40)
+    mask[:, 8:22, 10:30] = 1.0
+    mask[:, 6:24, 8:32] = mask[:, 6:24, 8:32].clamp_min(0.4)
+    pixels = to_uint8(rgb[0])
+    o = Options()
+    o.background, o.decontaminate, o.refine = "#336699", True, "guided"
+    got = finish(rgb, pixels, mask, o)
+    want = to_uint8(composite_background(rgb, guided_filter(rgb, mask), (0x33 / 255, 0x66 / 255, 0x99 / 255),
+                                         decontaminate=True)[0])
+    assert np.array_equal(got, want)
 
 
 # ---------------------------------------------------------------------------- info routes
@@ -385,12 +398,9 @@ def test_models_route(tmp_path, monkeypatch):
     assert not rows["u2net"]["installed"] and not rows["u2net"]["downloadable"]
     assert rows["my_net"]["installed"] and rows["my_net"]["family"] == "custom"
     assert set(rows) >= {"u2net", "isnet-general-use", "birefnet-general"}
-    from comfyui_cutout.service import finishing
-
-    f = data["features"]  # what the page offers; must match what the API can really do
-    assert f["refine"][0] == "none" and f["backgrounds"][:2] == ["transparent", "colour"]
-    assert ("guided" in f["refine"]) == (finishing._refine_module() is not None)
-    assert f["decontaminate"] == (finishing._composite_module() is not None)
+    f = data["features"]  # what the page offers; everything is part of the pack
+    assert f["refine"] == ["none", "guided", "matting"] and f["decontaminate"] is True
+    assert f["backgrounds"] == ["transparent", "colour", "blur", "checkerboard"]
 
 
 def test_openapi_describes_every_route_and_parameter():

@@ -1,0 +1,85 @@
+"""Mask Refine's operations as ONE ordered, pure function: ``refine_masks(mask, image, **options)``.
+
+Used by the Mask Refine node, the dataset job (``dataset.job.infer_item``: cli.py's refine
+options, local and Ray engines) so the order and the meaning of every option are the same
+everywhere. The operations themselves live in ``imaging.masks`` and ``imaging.refine``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from . import masks as M
+from .refine import guided_filter, matte, temporal_smooth
+from .tensors import CutoutInputError, as_image, as_mask
+
+# Guided-filter defaults, chosen on shared/eval/dev (bench/refine_quality.py, docs/notes-refine.md)
+GUIDED_DEFAULTS = {"radius": 1, "eps": 1e-4, "work_size": 320}
+
+EDGE_MODES = ["off", "guided filter", "matting"]
+
+ORDER = ("levels → fill holes → remove islands → grow/shrink → edge refinement → feather → "
+         "temporal smoothing → invert")
+
+
+def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black_point: float = 0.0,
+                 white_point: float = 1.0, threshold: float = 0.0, fill_holes: bool = False,
+                 remove_islands: float = 0.0, grow: int = 0, edge_refinement: str = "off",
+                 guided_radius: int = GUIDED_DEFAULTS["radius"], guided_eps: float = GUIDED_DEFAULTS["eps"],
+                 guided_size: int = GUIDED_DEFAULTS["work_size"], matting_band: int = 10,
+                 matting_max_megapixels: float = 1.0, feather: float = 0.0, temporal: float = 0.0,
+                 invert: bool = False, node: str = "Mask Refine (Cutout)",
+                 check_interrupt: Callable[[], None] | None = None) -> torch.Tensor:
+    """All of Mask Refine as one function (MASK [B,H,W], optional IMAGE guide) -> MASK [B,H,W].
+
+    The operations run in the fixed ``ORDER``; each is off at its default. ``check_interrupt``
+    (ComfyUI's Cancel, from the node) is called between the slow steps.
+    """
+    check = check_interrupt or (lambda: None)
+    guide = None
+    if image is not None:
+        guide = as_image(image, node, "image", sanitize_values=True)  # one NaN pixel must not poison the filter
+    b_img = guide.shape[0] if guide is not None else None
+    size = tuple(guide.shape[1:3]) if guide is not None else None
+    m = as_mask(mask, node, "mask")
+    if guide is not None:
+        if guide.shape[0] not in (1, m.shape[0]) and m.shape[0] != 1:
+            raise CutoutInputError(node, "image", f"has a batch of {guide.shape[0]} images but the mask batch "
+                                   f"has {m.shape[0]}", f"1 image or {m.shape[0]} images")
+        n = max(guide.shape[0], m.shape[0])
+        m = as_mask(m, node, "mask", batch=n, size=size)
+        if guide.shape[0] != n:
+            guide = guide.expand(n, -1, -1, -1)
+        guide = guide.to(m.device)
+    elif edge_refinement != "off":
+        raise CutoutInputError(node, "image", f"is missing but edge_refinement is '{edge_refinement}'",
+                               "the photo the mask was made from (connect the IMAGE input)")
+    del b_img
+    if m is mask:  # as_mask may hand back the caller's tensor; never modify it
+        m = m.clone()
+
+    if black_point != 0.0 or white_point != 1.0 or threshold > 0.0:
+        m = M.levels(m, black_point, white_point, threshold)
+    check()
+    if fill_holes:
+        m = M.fill_holes(m)
+    if remove_islands > 0:
+        m = M.remove_islands(m, remove_islands)
+    if grow:
+        m = M.grow(m, grow)
+    check()
+    if edge_refinement == "guided filter":
+        m = guided_filter(guide, m, guided_radius, guided_eps, guided_size)
+    elif edge_refinement == "matting":
+        m = matte(guide, m, matting_band, matting_max_megapixels, node=node)
+    elif edge_refinement != "off":
+        raise CutoutInputError(node, "edge_refinement", f"is '{edge_refinement}'", " / ".join(EDGE_MODES))
+    if feather > 0:
+        m = M.feather(m, feather)
+    if temporal > 0:
+        m = temporal_smooth(m, temporal, guide)
+    if invert:
+        m = M.invert(m)
+    return m.contiguous()  # a broadcast (expanded) batch becomes real frames
