@@ -65,6 +65,9 @@ def test_only_weights_py_touches_the_network():
 
 def test_catalog_urls_are_https_from_the_rembg_releases():
     for spec in CATALOG.values():
+        if spec.is_variant:  # built on this machine from a verified catalog model; never downloaded
+            assert spec.url == "" and CATALOG[spec.derived_from].url.startswith("https://"), spec
+            continue
         assert spec.url.startswith("https://github.com/danielgatis/rembg/releases/download/"), spec.url
         assert spec.filename.endswith(".onnx") and re.fullmatch(r"[0-9a-f]{32}", spec.md5)
     assert weights.ALLOWED_URL_SCHEMES == ("https://",)
