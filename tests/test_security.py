@@ -17,8 +17,10 @@ from comfyui_cutout.models import session as session_mod
 from comfyui_cutout.models.catalog import CATALOG
 
 ROOT = Path(__file__).resolve().parents[1]
+NOT_PACK = {"tests", "bench", "docs", "node_modules", "site-packages"}
+# the pack's own modules: hidden folders (.git, a .venv that CI creates in the checkout) are not the pack
 PACK_MODULES = sorted(p for p in ROOT.rglob("*.py")
-                      if not {"tests", "bench", ".git", "docs"} & set(p.relative_to(ROOT).parts))
+                      if not any(part.startswith(".") or part in NOT_PACK for part in p.relative_to(ROOT).parts))
 
 FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__"}
 FORBIDDEN_MODULES = {"subprocess", "pickle", "cPickle", "dill", "marshal", "shelve", "joblib", "pty"}
