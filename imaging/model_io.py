@@ -25,11 +25,15 @@ def to_model_input(frames: torch.Tensor, size: int, mean, std) -> np.ndarray:
     x = frames.permute(0, 3, 1, 2).float()  # a channels-last view: no copy
     x = _pre_shrink(x, size)
     x = F.interpolate(x, size=(size, size), mode=DOWN_MODE, antialias=True, align_corners=False)
-    peak = x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
-    x = x / peak
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    return ((x - m) / s).contiguous().numpy()
+    # The rest is on 3×320² values: plain numpy (one thread). Tiny torch ops each start the
+    # thread pool, which on a busy shared CPU costs more than the arithmetic (issue 7).
+    a = x.numpy()
+    peak = np.maximum(a.max(axis=(1, 2, 3), keepdims=True), np.float32(1e-6))
+    out = np.empty(a.shape, dtype=np.float32)  # C-contiguous [B,3,size,size]
+    np.divide(a, peak, out=out)
+    out -= np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    out /= np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return out
 
 
 def _pre_shrink(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -55,15 +59,16 @@ def from_model_output(raw: np.ndarray, height: int, width: int, logits: bool,
 
     Each map is stretched to 0..1 (min-max per image), as rembg does, then upsampled.
     """
-    t = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
-    if t.dim() == 3:
-        t = t.unsqueeze(1)
-    t = t[:, :1]
+    a = np.asarray(raw, dtype=np.float32)
+    if a.ndim == 3:
+        a = a[:, None]
+    a = a[:, :1]
     if logits:
-        t = torch.sigmoid(t)
-    lo = t.amin(dim=(1, 2, 3), keepdim=True)
-    hi = t.amax(dim=(1, 2, 3), keepdim=True)
-    t = (t - lo) / (hi - lo).clamp_min(1e-6)
+        a = torch.sigmoid(torch.from_numpy(np.ascontiguousarray(a))).numpy()
+    # small-map arithmetic in numpy, as in to_model_input
+    lo = a.min(axis=(1, 2, 3), keepdims=True)
+    hi = a.max(axis=(1, 2, 3), keepdims=True)
+    t = torch.from_numpy(np.ascontiguousarray((a - lo) / np.maximum(hi - lo, np.float32(1e-6))))
     if device is not None:
         t = t.to(device)
     if t.shape[-2:] != (height, width):
