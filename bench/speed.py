@@ -163,7 +163,7 @@ def bench_breakdown(model, eval_dir, repeats, log) -> dict:
         "session.run": lambda: sess.run(batch),
         "from_model_output (upsample to 12 MP)": lambda: from_model_output(raw, h, w, fam.logits),
         "RGBA assembly": fill,
-        "mask clone": lambda: rgba[..., 3].clone(),
+        "mask copy (batches > 1 only since issue 7)": lambda: rgba[..., 3].clone(),
     }
     t = interleaved(steps, repeats=repeats, warmup=1)
     out = {k: v["median_s"] for k, v in t.items()}
