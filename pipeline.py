@@ -57,11 +57,18 @@ def remove_background(images: torch.Tensor, model: str, device: str = "cpu", nod
     session = get_session(model, device)
     progress = comfy_glue.Progress(b, on_progress)
     rgba = torch.empty((b, h, w, 4), dtype=torch.float32)
+    masks = None if b == 1 else torch.empty((b, h, w), dtype=torch.float32)
     for i in range(b):
         comfy_glue.check_interrupt()
         frame = sanitize(rgb[i])
         alpha = predict_frame(session, frame)
         rgba[i, ..., :3] = estimate_foreground(frame, alpha) if decontaminate else frame
         rgba[i, ..., 3] = alpha
+        if masks is None:
+            # A single frame's upsampled mask is already a fresh contiguous tensor of its own:
+            # it is the MASK output as is (no copy back out of the RGBA's strided alpha plane).
+            masks = alpha.unsqueeze(0)
+        else:
+            masks[i] = alpha
         progress.update(1)
-    return rgba, rgba[..., 3].clone()
+    return rgba, masks

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 
 DOWN_MODE = "bilinear"  # antialiased; see README for the comparison
+PRE_SHRINK_TO = 3  # see _pre_shrink
+SEPARABLE_FROM = 4  # see _upsample
 UP_MODE = "bicubic"  # clamped afterwards; best MAE and edge-band error on the eval set
 
 
@@ -20,13 +22,35 @@ def to_model_input(frames: torch.Tensor, size: int, mean, std) -> np.ndarray:
 
     Like rembg, each image is divided by its own maximum first (a dark photo is stretched).
     """
-    x = frames.permute(0, 3, 1, 2).float()
+    x = frames.permute(0, 3, 1, 2).float()  # a channels-last view: no copy
+    x = _pre_shrink(x, size)
     x = F.interpolate(x, size=(size, size), mode=DOWN_MODE, antialias=True, align_corners=False)
-    peak = x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
-    x = x / peak
-    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
-    return ((x - m) / s).contiguous().numpy()
+    # The rest is on 3×320² values: plain numpy (one thread). Tiny torch ops each start the
+    # thread pool, which on a busy shared CPU costs more than the arithmetic (issue 7).
+    a = x.numpy()
+    peak = np.maximum(a.max(axis=(1, 2, 3), keepdims=True), np.float32(1e-6))
+    out = np.empty(a.shape, dtype=np.float32)  # C-contiguous [B,3,size,size]
+    np.divide(a, peak, out=out)
+    out -= np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    out /= np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return out
+
+
+def _pre_shrink(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Integer-factor box average so that each side stays ≥ ``PRE_SHRINK_TO * size`` (large photos only).
+
+    An antialiased bilinear shrink of a 12 MP photo reads every pixel with a ~25-tap kernel;
+    averaging k×k blocks first (one cheap pass) leaves the final antialiased bilinear a
+    3–6× shrink; masks of 12 MP photos stay the same (docs/notes-perf.md). Rows/columns
+    that do not fill a whole block are averaged as a partial block (``ceil_mode``), so nothing
+    is cropped; that last block is placed as a whole one, an offset of at most k − 1 source
+    pixels at the right/bottom border (≤ 0.1 % of a 12 MP photo's side).
+    """
+    h, w = x.shape[-2:]
+    ky, kx = max(1, h // (PRE_SHRINK_TO * size)), max(1, w // (PRE_SHRINK_TO * size))
+    if ky == 1 and kx == 1:
+        return x
+    return F.avg_pool2d(x, (ky, kx), ceil_mode=True, count_include_pad=False)
 
 
 def from_model_output(raw: np.ndarray, height: int, width: int, logits: bool,
@@ -35,20 +59,35 @@ def from_model_output(raw: np.ndarray, height: int, width: int, logits: bool,
 
     Each map is stretched to 0..1 (min-max per image), as rembg does, then upsampled.
     """
-    t = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
-    if t.dim() == 3:
-        t = t.unsqueeze(1)
-    t = t[:, :1]
+    a = np.asarray(raw, dtype=np.float32)
+    if a.ndim == 3:
+        a = a[:, None]
+    a = a[:, :1]
     if logits:
-        t = torch.sigmoid(t)
-    lo = t.amin(dim=(1, 2, 3), keepdim=True)
-    hi = t.amax(dim=(1, 2, 3), keepdim=True)
-    t = (t - lo) / (hi - lo).clamp_min(1e-6)
+        a = torch.sigmoid(torch.from_numpy(np.ascontiguousarray(a))).numpy()
+    # small-map arithmetic in numpy, as in to_model_input
+    lo = a.min(axis=(1, 2, 3), keepdims=True)
+    hi = a.max(axis=(1, 2, 3), keepdims=True)
+    t = torch.from_numpy(np.ascontiguousarray((a - lo) / np.maximum(hi - lo, np.float32(1e-6))))
     if device is not None:
         t = t.to(device)
     if t.shape[-2:] != (height, width):
-        t = F.interpolate(t, size=(height, width), mode=UP_MODE, align_corners=False)
+        t = _upsample(t, height, width)
     return snap_ends(t[:, 0])
+
+
+def _upsample(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bicubic upsampling of the small map to the photo's size.
+
+    Up to ``SEPARABLE_FROM``× per side this is PyTorch's plain bicubic (Keys a = -0.75, the
+    kernel chosen on the eval photos). Beyond that (big photos: 12 MP is ~12× a 320 map) the
+    separable bicubic (``antialias=True``: two 1-D passes, Keys a = -0.5 as in PIL) is used: at
+    such factors the two kernels give masks that differ by ~1e-3 on average (measured on
+    upscaled eval photos, docs/notes-perf.md) while the 2-D kernel costs twice as much.
+    """
+    h, w = t.shape[-2:]
+    separable = height >= SEPARABLE_FROM * h and width >= SEPARABLE_FROM * w
+    return F.interpolate(t, size=(height, width), mode=UP_MODE, align_corners=False, antialias=separable)
 
 
 def snap_ends(m: torch.Tensor) -> torch.Tensor:
@@ -58,6 +97,7 @@ def snap_ends(m: torch.Tensor) -> torch.Tensor:
     does ``astype(uint8)``), so a solid subject would otherwise be saved at alpha 254.
     """
     m = m.clamp_(0.0, 1.0)
-    m[m > 1.0 - 1.0 / 255.0] = 1.0
-    m[m < 1.0 / 255.0] = 0.0
+    # masked_fill_ instead of boolean indexing: no nonzero() gather of the hit positions
+    m.masked_fill_(m > 1.0 - 1.0 / 255.0, 1.0)
+    m.masked_fill_(m < 1.0 / 255.0, 0.0)
     return m

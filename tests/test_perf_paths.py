@@ -1,0 +1,85 @@
+"""The cheap paths of issue 7 (pipeline overhead around the model) keep the node's behaviour.
+
+Speed itself is measured by bench/speed.py, never asserted here.
+"""
+import torch
+import torch.nn.functional as F
+
+import comfyui_cutout.imaging.model_io as model_io
+from comfyui_cutout.imaging.model_io import from_model_output, snap_ends, to_model_input
+from comfyui_cutout.models.catalog import IMAGENET_MEAN, IMAGENET_STD
+from comfyui_cutout.nodes.remove_background import CutoutRemoveBackground
+
+
+def _one_step(frames, size):
+    x = F.interpolate(frames.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", antialias=True,
+                      align_corners=False)
+    x = x / x.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    m = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    s = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def test_photos_up_to_three_times_the_model_size_take_the_exact_one_step_shrink():
+    frames = torch.rand(1, 959, 959, 3)  # < 3 × 320: no box pre-shrink
+    assert torch.equal(torch.from_numpy(to_model_input(frames, 320, IMAGENET_MEAN, IMAGENET_STD)),
+                       _one_step(frames, 320))
+
+
+def test_box_pre_shrink_of_large_photos_stays_close_to_the_one_step_shrink():
+    torch.manual_seed(0)
+    # a smooth photo-like picture (noise is where box and triangle kernels differ most)
+    small = torch.rand(1, 3, 40, 50)
+    frames = F.interpolate(small, size=(2001, 2999), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+    new = torch.from_numpy(to_model_input(frames.contiguous(), 320, IMAGENET_MEAN, IMAGENET_STD))
+    old = _one_step(frames, 320)
+    assert new.shape == old.shape == (1, 3, 320, 320)
+    assert (new - old).abs().mean() < 0.03  # normalised units, ≈ 0.007 in 0..1 pixel values (measured 0.016)
+    # the partial last block keeps the picture in place: no shift of a bright right edge
+    edge = torch.zeros(1, 1000, 3001, 3)
+    edge[:, :, -30:] = 1.0
+    col = torch.from_numpy(to_model_input(edge, 320, IMAGENET_MEAN, IMAGENET_STD))[0, 0].mean(0)
+    ref = _one_step(edge, 320)[0, 0].mean(0)
+    to_px = lambda c: c * IMAGENET_STD[0] + IMAGENET_MEAN[0]  # noqa: E731  (peak is 1 here)
+    width_new, width_ref = to_px(col).sum().item(), to_px(ref).sum().item()  # bright band, in columns
+    # the partial last block (1 px of 3) counts as a whole one: ≤ (k - 1) source px = 0.21 model columns
+    assert abs(width_new - width_ref) < 0.25
+    centre = lambda c: (to_px(c) * torch.arange(320)).sum().item() / to_px(c).sum().item()  # noqa: E731
+    assert abs(centre(col) - centre(ref)) < 0.25  # the edge is not moved (less than a quarter column)
+
+
+def test_large_upscale_uses_separable_bicubic_close_to_the_2d_kernel():
+    torch.manual_seed(1)
+    m = F.avg_pool2d(torch.rand(1, 1, 84, 84), 5, 1)  # 80×80, smooth
+    big = from_model_output(m.numpy(), 1000, 1200, logits=False)  # > 4× per side: separable path
+    ref = snap_ends(F.interpolate((m - m.min()) / (m.max() - m.min()), size=(1000, 1200), mode="bicubic",
+                                  align_corners=False)[:, 0])
+    assert big.shape == (1, 1000, 1200)
+    # a noisy map (measured mean 0.0043); on real masks the difference is ~10× smaller (docs/notes-perf.md)
+    assert (big - ref).abs().mean() < 8e-3 and (big - ref).abs().max() < 0.08
+    small = from_model_output(m.numpy(), 300, 310, logits=False)  # < 4×: exactly the 2-D kernel
+    ref_small = snap_ends(F.interpolate((m - m.min()) / (m.max() - m.min()), size=(300, 310), mode="bicubic",
+                                        align_corners=False)[:, 0])
+    assert torch.equal(small, ref_small)
+    assert model_io.SEPARABLE_FROM >= 4
+
+
+def test_snap_ends_same_as_boolean_indexing():
+    x = torch.linspace(-0.1, 1.1, 100_001)
+    ref = x.clone().clamp_(0, 1)
+    ref[ref > 1 - 1 / 255] = 1.0
+    ref[ref < 1 / 255] = 0.0
+    assert torch.equal(snap_ends(x.clone()), ref)
+
+
+def test_single_frame_mask_output_is_its_own_contiguous_tensor():
+    img = torch.rand(1, 90, 120, 3)
+    rgba, mask = CutoutRemoveBackground().run(img, "u2netp", decontaminate=False)
+    assert mask.shape == (1, 90, 120) and mask.is_contiguous()
+    assert torch.equal(rgba[..., 3], mask)
+    assert mask.untyped_storage().data_ptr() != rgba.untyped_storage().data_ptr()
+    mask.fill_(0.5)  # a downstream node editing the mask in place must not change the image
+    assert not torch.equal(rgba[..., 3], mask)
+    rgba2, mask2 = CutoutRemoveBackground().run(torch.cat([img, img.flip(2)]), "u2netp", decontaminate=False)
+    assert mask2.is_contiguous() and torch.equal(rgba2[..., 3], mask2)
+    assert torch.equal(rgba2[0, ..., 3], rgba[0, ..., 3])
