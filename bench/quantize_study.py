@@ -16,7 +16,6 @@ calibration photos (relative RMS error), to show where the error enters.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path

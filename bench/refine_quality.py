@@ -13,7 +13,6 @@ A model whose weights are not available is reported as skipped.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path

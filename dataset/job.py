@@ -129,6 +129,21 @@ def _save(dest: Path, decoded: Decoded, alpha: np.ndarray, wopts: WriteOptions) 
     return writer.save_item(dest, decoded.item, decoded.rgb, alpha, wopts, decoded.icc)
 
 
+def begin(source: Path, dest: Path, opts: JobOptions, report: Report, on_start=None):
+    """What every engine does before the first image: plan (resume, refusals, name clashes),
+    create dest, remove temporaries of a killed run, start the progress bar."""
+    todo = plan(source, dest, opts, report)
+    if todo:
+        dest.mkdir(parents=True, exist_ok=True)
+    removed = writer.clean_stale_temps(dest)
+    if removed:
+        log.info("Cutout dataset: removed %d temporary files left by an interrupted run", removed)
+    progress = comfy_glue.Progress(len(todo))
+    if on_start is not None:
+        on_start(report, len(todo))
+    return todo, progress
+
+
 def run_job(source: Path, dest: Path, opts: JobOptions,
             on_item: Callable[[str, str, int, int], None] | None = None,
             on_start: Callable[[Report, int], None] | None = None) -> Report:
@@ -147,15 +162,7 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
     t0 = time.perf_counter()
     report = Report(str(source), str(dest))
     session = get_session(opts.model, opts.device)
-    todo = plan(source, dest, opts, report)
-    if todo:
-        dest.mkdir(parents=True, exist_ok=True)
-    removed = writer.clean_stale_temps(dest)
-    if removed:
-        log.info("Cutout dataset: removed %d temporary files left by an interrupted run", removed)
-    progress = comfy_glue.Progress(len(todo))
-    if on_start is not None:
-        on_start(report, len(todo))
+    todo, progress = begin(source, dest, opts, report, on_start)
     finished = 0
 
     def finish(rel: str, status: str, reason: str = "") -> None:

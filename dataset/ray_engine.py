@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .. import comfy_glue
-from .job import JobOptions, Report, plan
+from .job import JobOptions, Report, begin
 from . import ray_stages, writer
 
 log = logging.getLogger("comfyui_cutout")
@@ -158,15 +157,7 @@ def run_job_ray(source: Path, dest: Path, opts: JobOptions, ropts: RayOptions | 
     t0 = time.perf_counter()
     report = Report(str(source), str(dest))
     locate(opts.model)  # raises UnknownModelError / ModelNotAvailableError here, as the local engine does
-    todo = plan(source, dest, opts, report)
-    if todo:
-        dest.mkdir(parents=True, exist_ok=True)
-    removed = writer.clean_stale_temps(dest)
-    if removed:
-        log.info("Cutout dataset: removed %d temporary files left by an interrupted run", removed)
-    progress = comfy_glue.Progress(len(todo))
-    if on_start is not None:
-        on_start(report, len(todo))
+    todo, progress = begin(source, dest, opts, report, on_start)
     if not todo:
         report.seconds = time.perf_counter() - t0
         return report

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -129,12 +130,13 @@ def _tmp_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}.{n}{TMP_SUFFIX}")
 
 
-def atomic_write(target: Path, data: bytes, fsync: bool = True) -> None:
-    """Write ``data`` to a temporary file beside ``target`` and rename it over ``target``."""
+@contextmanager
+def _atomic_file(target: Path, fsync: bool = True):
+    """A new temporary file beside ``target``, renamed over it on success and removed on any failure."""
     tmp = _tmp_name(target)
     try:
         with open(tmp, "xb") as f:
-            f.write(data)
+            yield f
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -147,21 +149,15 @@ def atomic_write(target: Path, data: bytes, fsync: bool = True) -> None:
         raise
 
 
+def atomic_write(target: Path, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to a temporary file beside ``target`` and rename it over ``target``."""
+    with _atomic_file(target, fsync) as f:
+        f.write(data)
+
+
 def atomic_copy(src: Path, target: Path, fsync: bool = True) -> None:
-    tmp = _tmp_name(target)
-    try:
-        with open(src, "rb") as fi, open(tmp, "xb") as fo:
-            shutil.copyfileobj(fi, fo, 1 << 20)
-            if fsync:
-                fo.flush()
-                os.fsync(fo.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with open(src, "rb") as fi, _atomic_file(target, fsync) as fo:
+        shutil.copyfileobj(fi, fo, 1 << 20)
 
 
 def _pid_alive(pid: int) -> bool:

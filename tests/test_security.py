@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from comfyui_cutout import comfy_glue
 from comfyui_cutout.models import UnknownModelError, weights

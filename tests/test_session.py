@@ -5,7 +5,6 @@ import sys
 import threading
 
 import pytest
-import torch
 
 from comfyui_cutout.models import session as session_mod
 
