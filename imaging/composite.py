@@ -160,8 +160,8 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
     without band pixels are skipped). Cost bound: the coarse work is fixed by
     ``work_megapixels``, the rest is a fixed number of element-wise passes per pixel, so the
     worst case (the whole frame is edge band) is linear in the pixel count, with ≈ 1 MP of
-    temporaries beyond the frame. Writes into ``out`` (default: a copy of ``img``), band pixels
-    replaced."""
+    temporaries beyond the frame. Writes ``img`` with the band pixels replaced into ``out``
+    (default: a new tensor; ``out`` may be ``img`` itself)."""
     h, w = a.shape
     s2 = max(1, math.ceil(math.sqrt(h * w / (work_megapixels * 1e6))))
     st = _pool_stats(img, a, s2)  # [1,10,h2,w2]
@@ -188,9 +188,8 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
     coarse = [b_hat2, f_hat2 - b_hat2]
     hs, ws = b_hat2.shape[-2:]
     if out is None:
-        out = img.clone()
-    elif out.data_ptr() != img.data_ptr():
-        out.copy_(img)
+        out = torch.empty_like(img)
+    in_place = out.data_ptr() == img.data_ptr()
     if s2 == 1:
         coarse = [c[0].permute(1, 2, 0) for c in coarse]  # [H,W,3]
     else:  # channels-last so that each upsampled strip is a contiguous [rows,W,3]
@@ -200,9 +199,14 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
     for y0 in range(0, h, step):
         y1 = min(h, y0 + step)
         if not bool(rows_any[y0:y1].any()):
+            if not in_place:
+                out[y0:y1].copy_(img[y0:y1])
             continue
         cols = band[y0:y1].any(0).nonzero()
         x0, x1 = int(cols[0]), int(cols[-1]) + 1
+        if not in_place:  # the columns outside the band keep the photo
+            out[y0:y1, :x0].copy_(img[y0:y1, :x0])
+            out[y0:y1, x1:].copy_(img[y0:y1, x1:])
         if s2 == 1:
             bb, dd = (c[y0:y1, x0:x1] for c in coarse)
         else:
@@ -217,8 +221,8 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
         at = a[y0:y1, x0:x1, None].float()
         e = torch.lerp(bb, it, at)
         e.addcmul_(dd, 1 - at * at).clamp_(0, 1)
-        sub = out[y0:y1, x0:x1]
-        sub.copy_(torch.where(band[y0:y1, x0:x1, None], e.to(out.dtype), sub))
+        src = out[y0:y1, x0:x1] if in_place else img[y0:y1, x0:x1]
+        torch.where(band[y0:y1, x0:x1, None], e.to(out.dtype), src, out=out[y0:y1, x0:x1])
     return out
 
 
