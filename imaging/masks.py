@@ -149,6 +149,18 @@ def _bbox(binary, margin: int):
             max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin))
 
 
+def _near(binary: torch.Tensor) -> torch.Tensor:
+    """Pixels within 2 px (5×5 square) of a True pixel of ``binary`` [h,w]: two separable
+    max passes on uint8 (the same result as one 5×5 max, a fifth of the work)."""
+    x = binary[None, None].to(torch.uint8) if binary.device.type == "cpu" else binary[None, None].float()
+    try:
+        x = F.max_pool2d(F.max_pool2d(x, (1, 5), stride=1, padding=(0, 2)), (5, 1), stride=1, padding=(2, 0))
+    except RuntimeError:  # max_pool2d without a uint8 kernel on this torch build
+        x = binary[None, None].float()
+        x = F.max_pool2d(F.max_pool2d(x, (1, 5), stride=1, padding=(0, 2)), (5, 1), stride=1, padding=(2, 0))
+    return x[0, 0] > 0
+
+
 def fill_holes(mask: torch.Tensor, cut: float = 0.5) -> torch.Tensor:
     """Background regions (mask < ``cut``) that do not touch the border become 1.
 
@@ -174,7 +186,7 @@ def fill_holes(mask: torch.Tensor, cut: float = 0.5) -> torch.Tensor:
             continue
         y0, y1, x0, x1 = _bbox(holes, 2)
         hole = torch.from_numpy(holes[y0:y1, x0:x1]).to(mask.device)
-        near = F.max_pool2d(hole[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
+        near = _near(hole)
         # the hole itself and its soft rim (subject pixels next to it); never another background region
         sub = out[i, y0:y1, x0:x1]
         sub.masked_fill_(hole | (near & (mask[i, y0:y1, x0:x1] >= cut)), 1.0)
@@ -208,6 +220,6 @@ def remove_islands(mask: torch.Tensor, min_size: float, cut: float = 0.5) -> tor
         drop_np = small[labels]
         y0, y1, x0, x1 = _bbox(drop_np, 2)
         drop = torch.from_numpy(drop_np[y0:y1, x0:x1]).to(mask.device)
-        near = F.max_pool2d(drop[None, None].float(), 5, stride=1, padding=2)[0, 0] > 0
+        near = _near(drop)
         out[i, y0:y1, x0:x1].masked_fill_(drop | (near & (mask[i, y0:y1, x0:x1] < cut)), 0.0)
     return out
