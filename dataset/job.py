@@ -62,6 +62,15 @@ class Report:
     def ok(self) -> bool:
         return not self.failed and not self.interrupted
 
+    def record(self, rel: str, status: str, reason: str = "") -> None:
+        """One item's outcome (``done``, ``skipped`` or a failure with its reason); every engine calls this."""
+        if status == "done":
+            self.done.append(rel)
+        elif status == "skipped":
+            self.skipped.append(rel)
+        else:
+            self.failed.append((rel, reason))
+
     def summary(self, max_failed: int = 50) -> str:
         rate = len(self.done) / self.seconds if self.seconds > 0 else 0.0
         lines = [f"done {len(self.done)}, skipped {len(self.skipped)} (already there), failed {len(self.failed)}"
@@ -168,12 +177,7 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
     def finish(rel: str, status: str, reason: str = "") -> None:
         nonlocal finished
         finished += 1
-        if status == "done":
-            report.done.append(rel)
-        elif status == "skipped":
-            report.skipped.append(rel)
-        else:
-            report.failed.append((rel, reason))
+        report.record(rel, status, reason)
         progress.update(1)
         if on_item is not None:
             on_item(rel, status, finished, len(todo))

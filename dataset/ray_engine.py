@@ -181,13 +181,7 @@ def run_job_ray(source: Path, dest: Path, opts: JobOptions, ropts: RayOptions | 
         if started:
             _ray().shutdown()
         for rel in sorted(results, key=order.__getitem__):
-            status, reason = results[rel]
-            if status == "done":
-                report.done.append(rel)
-            elif status == "skipped":
-                report.skipped.append(rel)
-            else:
-                report.failed.append((rel, reason))
+            report.record(rel, *results[rel])
         missing = [str(it.rel) for it in todo if str(it.rel) not in results]
         if missing and not report.interrupted:
             for rel in missing:  # should not happen: say so rather than report success

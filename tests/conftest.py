@@ -33,3 +33,18 @@ def _isolated_model_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("U2NET_HOME", str(home))
     monkeypatch.delenv("CUTOUT_MODELS_DIR", raising=False)
     yield
+
+
+@pytest.fixture
+def comfy_dirs(tmp_path, monkeypatch):
+    """ComfyUI's input/output folders for the folder nodes' path guard, without ComfyUI."""
+    from comfyui_cutout import comfy_glue
+    from comfyui_cutout.dataset import paths
+
+    inp, out = tmp_path / "comfy" / "input", tmp_path / "comfy" / "output"
+    inp.mkdir(parents=True)
+    out.mkdir(parents=True)
+    monkeypatch.setattr(comfy_glue, "input_directory", lambda: inp)
+    monkeypatch.setattr(comfy_glue, "output_directory", lambda: out)
+    monkeypatch.delenv(paths.ALLOW_ENV, raising=False)
+    return inp, out

@@ -21,7 +21,6 @@ import torch
 from PIL import Image
 
 from comfyui_cutout import comfy_glue
-from comfyui_cutout.dataset import paths
 from comfyui_cutout.dataset import writer as writer_mod
 from comfyui_cutout.dataset.job import JobOptions, run_job
 from comfyui_cutout.imaging.tensors import CutoutInputError
@@ -39,16 +38,6 @@ CB = NODE_DISPLAY_NAME_MAPPINGS["CutoutCompositeBackground"]
 SF = NODE_DISPLAY_NAME_MAPPINGS["CutoutSaveImageFolder"]
 RB_RE, MR_RE, CB_RE, SF_RE = (re.escape(n) for n in (RB, MR, CB, SF))
 
-
-@pytest.fixture
-def comfy_dirs(tmp_path, monkeypatch):
-    inp, out = tmp_path / "comfy" / "input", tmp_path / "comfy" / "output"
-    inp.mkdir(parents=True)
-    out.mkdir(parents=True)
-    monkeypatch.setattr(comfy_glue, "input_directory", lambda: inp)
-    monkeypatch.setattr(comfy_glue, "output_directory", lambda: out)
-    monkeypatch.delenv(paths.ALLOW_ENV, raising=False)
-    return inp, out
 
 
 # --------------------------------------------------------------------------- tensor nodes

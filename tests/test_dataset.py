@@ -361,16 +361,6 @@ def test_cli_killed_midway_then_rerun_matches(tmp_path):
 
 # ---------------------------------------------------------------- path guard
 
-@pytest.fixture
-def comfy_dirs(tmp_path, monkeypatch):
-    inp, out = tmp_path / "comfy" / "input", tmp_path / "comfy" / "output"
-    inp.mkdir(parents=True)
-    out.mkdir(parents=True)
-    monkeypatch.setattr(comfy_glue, "input_directory", lambda: inp)
-    monkeypatch.setattr(comfy_glue, "output_directory", lambda: out)
-    monkeypatch.delenv(paths.ALLOW_ENV, raising=False)
-    return inp, out
-
 
 def test_guard_accepts_inside_and_refuses_outside(comfy_dirs, tmp_path, monkeypatch):
     inp, out = comfy_dirs
