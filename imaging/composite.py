@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .masks import box_filter
+from .tensors import to_rgba
 
 ColorLike = Union[str, Sequence[float]]
 FIT_MODES = ("cover", "contain", "stretch")
@@ -370,7 +371,7 @@ def composite_background(rgb: torch.Tensor, alpha: torch.Tensor, background="tra
     fg = estimate_foreground(rgb, alpha) if decontaminate else rgb
 
     if isinstance(background, str) and background.strip().lower() == "transparent":
-        out = torch.cat([fg, alpha[..., None]], -1)
+        out = to_rgba(fg, alpha)
         return out[0] if single else out
     if isinstance(background, torch.Tensor):
         bg = background if background.dim() == 4 else background[None]

@@ -41,7 +41,6 @@ def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black
     guide = None
     if image is not None:
         guide = as_image(image, node, "image", sanitize_values=True)  # one NaN pixel must not poison the filter
-    b_img = guide.shape[0] if guide is not None else None
     size = tuple(guide.shape[1:3]) if guide is not None else None
     m = as_mask(mask, node, "mask")
     if guide is not None:
@@ -56,7 +55,6 @@ def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black
     elif edge_refinement != "off":
         raise CutoutInputError(node, "image", f"is missing but edge_refinement is '{edge_refinement}'",
                                "the photo the mask was made from (connect the IMAGE input)")
-    del b_img
     if m is mask:  # as_mask may hand back the caller's tensor; never modify it
         m = m.clone()
 

@@ -104,17 +104,16 @@ def finish(rgb: torch.Tensor, pixels: np.ndarray, mask: torch.Tensor, opts: Opti
     network's MASK ``[1,H,W]`` (1 = subject).
     """
     from ..imaging.composite import composite_background, estimate_foreground
-    from ..imaging.refine import guided_filter, matte
+    from ..imaging.refine_chain import refine_masks
 
     background = _parse_background(opts.background)  # validate before any slow work
     if opts.ppm:
         mask = post_process_mask(mask)
-    if opts.refine == "guided":
-        mask = guided_filter(rgb, mask)
-    elif opts.refine != "none":
-        if (opts.ab, opts.af) != (10, 240):
+    if opts.refine != "none":  # the same ordered function as the Mask Refine node and the CLI
+        if opts.refine != "guided" and (opts.ab, opts.af) != (10, 240):
             log.warning("%s: ab/af are not used: Mask Refine's matting builds its trimap at 0.05 / 0.95", NODE)
-        mask = matte(rgb, mask, band=opts.ae, node=NODE)
+        mode = "guided filter" if opts.refine == "guided" else "matting"
+        mask = refine_masks(mask, rgb, edge_refinement=mode, matting_band=opts.ae, node=NODE)
     if opts.om:
         return to_uint8(mask[0])
 
