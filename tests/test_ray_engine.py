@@ -15,7 +15,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from test_dataset import CAPTION_TXT, assert_same_tree, make_tree, snapshot, tree_pixels  # noqa: E402
+from test_dataset import CAPTION_TXT, assert_same_tree, snapshot, tree, tree_pixels  # noqa: E402,F401 (tree: fixture)
 
 from comfyui_cutout.dataset import ray_engine, writer  # noqa: E402
 from comfyui_cutout.dataset.job import JobOptions, run_job  # noqa: E402
@@ -31,14 +31,6 @@ def local_ray():
     yield
     if started:
         ray.shutdown()
-
-
-@pytest.fixture
-def tree(tmp_path):
-    src = tmp_path / "dataset"
-    info = make_tree(src)
-    info["src"] = src
-    return info
 
 
 def _files(root: Path) -> list[str]:
