@@ -17,9 +17,10 @@ MASK_CONVENTION = (
 
 
 def model_inputs() -> dict:
+    choices = model_choices()
     return {
-        "model": (model_choices(), {
-            "default": model_choices()[0],
+        "model": (choices, {
+            "default": choices[0],
             "tooltip": "Segmentation network. u2netp ships with the pack (works offline); the others are "
                        "downloaded on first use into models/rembg (or put there by hand), hash-checked.",
         }),
