@@ -29,9 +29,10 @@ def refine_options(a: argparse.Namespace) -> dict:
     if a.remove_islands < 0 or a.feather < 0:
         raise ValueError("--remove-islands and --feather must be >= 0")
     opts = {"threshold": a.threshold, "fill_holes": a.fill_holes, "remove_islands": a.remove_islands,
-            "grow": a.grow, "edge_refinement": REFINE_CHOICES[a.refine], "feather": a.feather}
+            "grow": a.grow, "edge_refinement": REFINE_CHOICES[a.refine], "feather": a.feather,
+            "refine_edges": a.refine_edges}
     defaults = {"threshold": 0.0, "fill_holes": False, "remove_islands": 0.0, "grow": 0,
-                "edge_refinement": "off", "feather": 0.0}
+                "edge_refinement": "off", "feather": 0.0, "refine_edges": False}
     return {k: v for k, v in opts.items() if v != defaults[k]}
 
 
@@ -72,6 +73,9 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="decoder threads and encoder threads, each (default 2)")
     f = p.add_argument_group("mask refinement (Mask Refine's operations, in its order: threshold -> fill holes -> "
                              "remove islands -> grow/shrink -> edge refinement -> feather; all off by default)")
+    f.add_argument("--refine-edges", action="store_true",
+                   help="fit the mask's edge to the photo while scaling the model's output up (guided upsampling, "
+                        "as Remove Background's refine_edges; +0.15 s per 12 MP image)")
     f.add_argument("--threshold", type=float, default=0.0, metavar="T",
                    help="hard threshold 0..1: mask >= T becomes subject, the rest background (default 0 = off)")
     f.add_argument("--fill-holes", action="store_true", help="fill background regions enclosed by the subject")

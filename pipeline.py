@@ -12,22 +12,29 @@ import torch
 
 from . import comfy_glue
 from .imaging.composite import estimate_foreground
-from .imaging.model_io import from_model_output, to_model_input
+from .imaging.model_io import from_model_output, guided_upsample, model_map, normalise, shrink_for_model
 from .imaging.tensors import as_image, sanitize
 from .models.session import ModelSession, get_session
 
 
-def predict_frame(session: ModelSession, frame: torch.Tensor) -> torch.Tensor:
-    """One sanitised ``[H,W,3]`` frame -> its ``[H,W]`` subject mask (1 = subject)."""
+def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool = False) -> torch.Tensor:
+    """One sanitised ``[H,W,3]`` frame -> its ``[H,W]`` subject mask (1 = subject).
+
+    ``refine_edges``: upsample the network's map with ``guided_upsample`` (edges fitted to
+    the photo) instead of plain bicubic.
+    """
     fam = session.family
     h, w = frame.shape[0], frame.shape[1]
-    batch = to_model_input(frame.unsqueeze(0), fam.size, fam.mean, fam.std)
-    raw = session.run(batch)
+    small = shrink_for_model(frame.unsqueeze(0), fam.size)
+    raw = session.run(normalise(small, fam.mean, fam.std))
+    if refine_edges:
+        return guided_upsample(model_map(raw, fam.logits), small, frame.unsqueeze(0))[0]
     return from_model_output(raw, h, w, fam.logits)[0]
 
 
 def predict_masks(images: torch.Tensor, model: str, device: str = "cpu", node: str = "Cutout",
-                  on_progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                  on_progress: Callable[[int, int], None] | None = None,
+                  refine_edges: bool = False) -> torch.Tensor:
     """MASK ``[B,H,W]`` for an IMAGE batch, one mask per frame, always."""
     rgb = as_image(images, node)
     session = get_session(model, device)
@@ -35,14 +42,14 @@ def predict_masks(images: torch.Tensor, model: str, device: str = "cpu", node: s
     out = torch.empty(rgb.shape[:3], dtype=torch.float32)
     for i in range(rgb.shape[0]):
         comfy_glue.check_interrupt()
-        out[i] = predict_frame(session, sanitize(rgb[i]))
+        out[i] = predict_frame(session, sanitize(rgb[i]), refine_edges)
         progress.update(1)
     return out
 
 
 def remove_background(images: torch.Tensor, model: str, device: str = "cpu", node: str = "Cutout",
                       on_progress: Callable[[int, int], None] | None = None,
-                      decontaminate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                      decontaminate: bool = True, refine_edges: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(RGBA ``[B,H,W,4]`` with straight alpha, MASK ``[B,H,W]``).
 
     With ``decontaminate`` the colours of semi-transparent edge pixels are replaced by the
@@ -61,7 +68,7 @@ def remove_background(images: torch.Tensor, model: str, device: str = "cpu", nod
     for i in range(b):
         comfy_glue.check_interrupt()
         frame = sanitize(rgb[i])
-        alpha = predict_frame(session, frame)
+        alpha = predict_frame(session, frame, refine_edges)
         rgba[i, ..., :3] = estimate_foreground(frame, alpha) if decontaminate else frame
         rgba[i, ..., 3] = alpha
         if masks is None:

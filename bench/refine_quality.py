@@ -1,10 +1,12 @@
-"""Does guided-filter edge refinement help on real photos? IoU / MAE / band error vs GT.
+"""Does guided edge refinement help on real photos? IoU / MAE / band error vs GT.
 
     U2NET_HOME=/work/wheels python bench/refine_quality.py [--eval DIR] [--models u2net u2netp]
         [--limit N] [--grid]
 
 For every photo of the eval folder (``manifest.csv`` layout) the model's mask is computed
-once through the pack's pipeline, then scored raw and after each refinement setting.
+through the pack's pipeline, plain and with Remove Background's ``refine_edges`` (guided
+upsampling from the model's own grid), then the plain mask is also scored after each setting
+of Mask Refine's guided filter (which only sees the upsampled mask).
 ``--grid`` tries a grid of guided-filter settings (to choose the defaults); without it only
 the raw mask and the default setting of Mask Refine's guided filter are scored.
 A model whose weights are not available is reported as skipped.
@@ -38,10 +40,11 @@ def settings(grid: bool):
     from comfyui_cutout.nodes.mask_refine import GUIDED_DEFAULTS
 
     d = GUIDED_DEFAULTS
-    out = {"raw": None, f"guided default (r={d['radius']}, eps={d['eps']:g}, work={d['work_size']})": d}
+    out = {"raw": None, "Remove Background refine_edges (guided upsampling; its ms include the model run)": "edges",
+           f"Mask Refine guided default (r={d['radius']}, eps={d['eps']:g}, work={d['work_size']})": d}
     if grid:
         for r, eps, ws in ((1, 1e-3, 320), (2, 1e-4, 320), (2, 1e-3, 320), (1, 1e-4, 640), (4, 1e-3, 0)):
-            out[f"guided r={r} eps={eps:g} work={ws or 'full'}"] = {"radius": r, "eps": eps, "work_size": ws}
+            out[f"Mask Refine guided r={r} eps={eps:g} work={ws or 'full'}"] = {"radius": r, "eps": eps, "work_size": ws}
     return out
 
 
@@ -73,7 +76,12 @@ def main(argv=None):
             band = edge_band(gt)  # = imaging.metrics.band_error, with the band computed once per photo
             for name, cfg in configs.items():
                 t0 = time.perf_counter()
-                r = m if cfg is None else guided_filter(img, m, **cfg)
+                if cfg is None:
+                    r = m
+                elif cfg == "edges":
+                    r = predict_masks(img, model, refine_edges=True)
+                else:
+                    r = guided_filter(img, m, **cfg)
                 times[name] += time.perf_counter() - t0
                 be = (r[0] - gt).abs()[band].mean().item() if band.any() else 0.0
                 scores[name].append((iou(r[0], gt), mae(r[0], gt), be))

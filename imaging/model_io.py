@@ -22,10 +22,19 @@ def to_model_input(frames: torch.Tensor, size: int, mean, std) -> np.ndarray:
 
     Like rembg, each image is divided by its own maximum first (a dark photo is stretched).
     """
+    return normalise(shrink_for_model(frames, size), mean, std)
+
+
+def shrink_for_model(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """``[B,H,W,3]`` -> ``[B,3,size,size]`` float 0..1: the photo as the network sees it."""
     x = frames.permute(0, 3, 1, 2).float()  # a channels-last view: no copy
     x = _pre_shrink(x, size)
-    x = F.interpolate(x, size=(size, size), mode=DOWN_MODE, antialias=True, align_corners=False)
-    # The rest is on 3×320² values: plain numpy (one thread). Tiny torch ops each start the
+    return F.interpolate(x, size=(size, size), mode=DOWN_MODE, antialias=True, align_corners=False)
+
+
+def normalise(x: torch.Tensor, mean, std) -> np.ndarray:
+    """The shrunk photo ``[B,3,s,s]`` -> the network's input (per-image max, mean, std)."""
+    # 3×320² values: plain numpy (one thread). Tiny torch ops each start the
     # thread pool, which on a busy shared CPU costs more than the arithmetic (issue 7).
     a = x.numpy()
     peak = np.maximum(a.max(axis=(1, 2, 3), keepdims=True), np.float32(1e-6))
@@ -53,27 +62,67 @@ def _pre_shrink(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.avg_pool2d(x, (ky, kx), ceil_mode=True, count_include_pad=False)
 
 
-def from_model_output(raw: np.ndarray, height: int, width: int, logits: bool,
-                      device: torch.device | None = None) -> torch.Tensor:
-    """Network output ``[B,1,h,w]`` (or ``[B,h,w]``) -> MASK ``[B,height,width]`` float32 0..1.
-
-    Each map is stretched to 0..1 (min-max per image), as rembg does, then upsampled.
-    """
+def model_map(raw: np.ndarray, logits: bool) -> torch.Tensor:
+    """Network output ``[B,1,h,w]`` (or ``[B,h,w]``) -> ``[B,1,h,w]`` float32, stretched to 0..1
+    per image (min-max), as rembg does."""
     a = np.asarray(raw, dtype=np.float32)
     if a.ndim == 3:
         a = a[:, None]
     a = a[:, :1]
     if logits:
         a = torch.sigmoid(torch.from_numpy(np.ascontiguousarray(a))).numpy()
-    # small-map arithmetic in numpy, as in to_model_input
+    # small-map arithmetic in numpy, as in normalise
     lo = a.min(axis=(1, 2, 3), keepdims=True)
     hi = a.max(axis=(1, 2, 3), keepdims=True)
-    t = torch.from_numpy(np.ascontiguousarray((a - lo) / np.maximum(hi - lo, np.float32(1e-6))))
+    return torch.from_numpy(np.ascontiguousarray((a - lo) / np.maximum(hi - lo, np.float32(1e-6))))
+
+
+def from_model_output(raw: np.ndarray, height: int, width: int, logits: bool,
+                      device: torch.device | None = None) -> torch.Tensor:
+    """Network output ``[B,1,h,w]`` (or ``[B,h,w]``) -> MASK ``[B,height,width]`` float32 0..1:
+    the stretched map (``model_map``), upsampled.
+
+    Values within 1/255 of 0 or 1 end exactly there (see ``snap_ends`` for why): the small map
+    is stretched by 255/253 about its middle before upsampling (upsampling is linear, so this is
+    the same as stretching the big mask) and the big mask is only clamped, one pass instead of
+    ``snap_ends``' three at full resolution. Values in between move by less than 1/255.
+    """
+    t = model_map(raw, logits)
+    t = (t - SNAP) * (1.0 / (1.0 - 2.0 * SNAP))  # on the small map: cheap
     if device is not None:
         t = t.to(device)
     if t.shape[-2:] != (height, width):
         t = _upsample(t, height, width)
-    return snap_ends(t[:, 0])
+    return t[:, 0].clamp_(0.0, 1.0)
+
+
+# Guided upsampling: radius and regulariser chosen on shared/eval/dev (bench/refine_quality.py)
+GUIDED_UP_RADIUS, GUIDED_UP_EPS = 1, 1e-4
+
+
+def guided_upsample(small_map: torch.Tensor, small_photo: torch.Tensor, frames: torch.Tensor,
+                    radius: int = GUIDED_UP_RADIUS, eps: float = GUIDED_UP_EPS) -> torch.Tensor:
+    """The model's map ``[B,1,s,s]`` -> MASK ``[B,H,W]``, its edges fitted to the photo.
+
+    Guided-filter coefficients (colour guide) are computed on the network's own grid, from the
+    map and the photo exactly as the network saw it (``small_photo`` [B,3,s,s], from
+    ``shrink_for_model``), upsampled like the mask, and applied to the full-resolution
+    ``frames`` [B,H,W,3]. Working on the network's grid is what makes it help: the same filter
+    run on the already upsampled mask (Mask Refine's guided filter) has lost that grid
+    (bench/refine_quality.py measures both).
+    """
+    from .refine import guided_coefficients
+
+    b, height, width = frames.shape[:3]
+    a, bias = guided_coefficients(small_photo.float(), small_map.to(small_photo.device), radius, eps)
+    ab = torch.cat([a, bias], 1)
+    if ab.shape[-2:] != (height, width):
+        ab = _upsample(ab, height, width)
+    q = ab[:, 3].contiguous()
+    photo = frames.float()
+    for c in range(3):
+        q.addcmul_(ab[:, c], photo[..., c])
+    return snap_ends(q)
 
 
 def _upsample(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -90,6 +139,9 @@ def _upsample(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(t, size=(height, width), mode=UP_MODE, align_corners=False, antialias=separable)
 
 
+SNAP = 1.0 / 255.0
+
+
 def snap_ends(m: torch.Tensor) -> torch.Tensor:
     """Clamp to 0..1 and make values within 1/255 of either end exact.
 
@@ -98,6 +150,6 @@ def snap_ends(m: torch.Tensor) -> torch.Tensor:
     """
     m = m.clamp_(0.0, 1.0)
     # masked_fill_ instead of boolean indexing: no nonzero() gather of the hit positions
-    m.masked_fill_(m > 1.0 - 1.0 / 255.0, 1.0)
-    m.masked_fill_(m < 1.0 / 255.0, 0.0)
+    m.masked_fill_(m > 1.0 - SNAP, 1.0)
+    m.masked_fill_(m < SNAP, 0.0)
     return m

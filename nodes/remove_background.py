@@ -40,10 +40,18 @@ class CutoutRemoveBackground:
                                "colour, so no fringe of the old background shows on a new one. Off = the "
                                "original photo's colours everywhere.",
                 }),
+                "refine_edges": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "Fit the mask's edge to the photo while scaling the model's small output up to "
+                               "full size (guided upsampling on the model's own grid). Lower edge error on real "
+                               "photos (README, 'Edge refinement'); costs about 0.15 s more per 12 MP image on a "
+                               "CPU. Stronger than Mask Refine's guided filter, which only sees the upscaled mask.",
+                }),
             },
         }
 
     @node_errors(DISPLAY_NAME)
-    def run(self, image, model, device="cpu", decontaminate=True):
-        rgba, mask = remove_background(image, model, device, node=DISPLAY_NAME, decontaminate=decontaminate)
+    def run(self, image, model, device="cpu", decontaminate=True, refine_edges=False):
+        rgba, mask = remove_background(image, model, device, node=DISPLAY_NAME, decontaminate=decontaminate,
+                                       refine_edges=refine_edges)
         return (rgba, mask)

@@ -262,10 +262,12 @@ def test_cli_refine_flags_map_onto_mask_refine(cli):
     a = parser.parse_args(["--source", "s", "--dest", "d"])
     assert a.decontaminate is True and cli_module.refine_options(a) == {}  # defaults: nothing to refine
     a = parser.parse_args(["--source", "s", "--dest", "d", "--no-decontaminate", "--refine", "guided", "--fill-holes",
-                           "--remove-islands", "200", "--grow", "-2", "--feather", "1.5", "--threshold", "0.4"])
+                           "--remove-islands", "200", "--grow", "-2", "--feather", "1.5", "--threshold", "0.4",
+                           "--refine-edges"])
     assert a.decontaminate is False
     assert cli_module.refine_options(a) == {"threshold": 0.4, "fill_holes": True, "remove_islands": 200.0,
-                                            "grow": -2, "edge_refinement": "guided filter", "feather": 1.5}
+                                            "grow": -2, "edge_refinement": "guided filter", "feather": 1.5,
+                                            "refine_edges": True}
     for bad in (["--threshold", "2"], ["--feather", "-1"], ["--refine", "magic"]):
         r = cli("--source", ".", "--dest", "/nonexistent-out", *bad)
         assert r.returncode == 2, (bad, r.stderr)
@@ -275,6 +277,7 @@ def test_infer_item_refine_is_the_mask_refine_node(tree):
     """The dataset job's refinement is Mask Refine's function: same order, same result as the node."""
     from comfyui_cutout.models.session import get_session
     from comfyui_cutout.nodes.mask_refine import CutoutMaskRefine
+    from comfyui_cutout.nodes.remove_background import CutoutRemoveBackground
 
     session = get_session("u2netp", "cpu")
     items, _ = reader.list_images(tree["src"] / "10_subject", recursive=False, pattern="img001.jpg")
@@ -289,6 +292,12 @@ def test_infer_item_refine_is_the_mask_refine_node(tree):
     assert np.abs(got - raw).max() > 0.05  # the refinement really ran
     thr = job.infer_item(session, d, refine={"threshold": 0.5})
     assert set(np.unique(thr)) <= {0.0, 1.0}
+    # --refine-edges is Remove Background's refine_edges (guided upsampling), then the rest
+    edges = job.infer_item(session, d, refine={"refine_edges": True, "threshold": 0.5})
+    rb = CutoutRemoveBackground().run(frame[None], "u2netp", refine_edges=True)[1]
+    node = CutoutMaskRefine().run(rb, threshold=0.5)[0][0].numpy()
+    assert np.array_equal(edges, node)
+    assert not np.array_equal(job.infer_item(session, d, refine={"refine_edges": True}), raw)
 
 
 def test_job_no_decontaminate_keeps_original_colours(tree, tmp_path):

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from comfyui_cutout.imaging import masks as M
 from comfyui_cutout.imaging.refine import auto_trimap, guided_filter, matte, temporal_smooth
@@ -143,6 +144,27 @@ def test_guided_filter_snaps_blurry_mask_to_photo_edge():
                 guided_filter(img, rough, radius=2, eps=1e-4, work_size=32)):
         # the 0.5 contour moves towards the photo's edge
         assert ((out > 0.5) != (truth > 0.5)).sum() < 0.6 * ((rough > 0.5) != (truth > 0.5)).sum()
+
+
+def test_guided_upsampling_puts_the_small_maps_edge_on_the_photos_edge():
+    """Remove Background's refine_edges: the model's 32² map of a disc, upsampled to 256²."""
+    from comfyui_cutout.imaging.model_io import from_model_output, guided_upsample, shrink_for_model
+
+    truth = disc(70, 256, center=(120.3, 133.7))
+    photo = torch.stack([0.2 + 0.7 * truth, 0.6 - 0.4 * truth, 0.3 + 0.0 * truth], -1)  # orange disc on green
+    small_photo = shrink_for_model(photo, 32)
+    small_map = F.interpolate(truth[None], size=(32, 32), mode="area")  # what a perfect model would say
+    plain = from_model_output(small_map.numpy(), 256, 256, logits=False)
+    guided = guided_upsample(small_map, small_photo, photo)
+    assert guided.shape == plain.shape == truth.shape and guided.dtype == torch.float32
+    assert 0 <= guided.min() and guided.max() <= 1
+    err_plain, err_guided = (plain - truth).abs().sum(), (guided - truth).abs().sum()
+    assert err_guided < 0.5 * err_plain, (err_guided, err_plain)
+    # a flat photo gives the filter nothing to follow: a slightly smoothed plain upsampling
+    flat = torch.full_like(photo, 0.5)
+    same = guided_upsample(small_map, shrink_for_model(flat, 32), flat)
+    assert abs(same.sum() - plain.sum()) < 0.01 * plain.sum()
+    assert ((same > 0.5) != (plain > 0.5)).sum() < 0.05 * (plain > 0.5).sum()  # < 1 px of contour
 
 
 def test_matting_trimap_without_foreground_returns_input(caplog):

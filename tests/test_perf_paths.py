@@ -48,20 +48,36 @@ def test_box_pre_shrink_of_large_photos_stays_close_to_the_one_step_shrink():
     assert abs(centre(col) - centre(ref)) < 0.25  # the edge is not moved (less than a quarter column)
 
 
+def _plain_2d(m, size):
+    """The reference: min-max stretch, the 2-D bicubic kernel, then snap_ends."""
+    return snap_ends(F.interpolate((m - m.min()) / (m.max() - m.min()), size=size, mode="bicubic",
+                                   align_corners=False)[:, 0])
+
+
 def test_large_upscale_uses_separable_bicubic_close_to_the_2d_kernel():
     torch.manual_seed(1)
     m = F.avg_pool2d(torch.rand(1, 1, 84, 84), 5, 1)  # 80×80, smooth
     big = from_model_output(m.numpy(), 1000, 1200, logits=False)  # > 4× per side: separable path
-    ref = snap_ends(F.interpolate((m - m.min()) / (m.max() - m.min()), size=(1000, 1200), mode="bicubic",
-                                  align_corners=False)[:, 0])
+    ref = _plain_2d(m, (1000, 1200))
     assert big.shape == (1, 1000, 1200)
     # a noisy map (measured mean 0.0043); on real masks the difference is ~10× smaller (docs/notes-perf.md)
     assert (big - ref).abs().mean() < 8e-3 and (big - ref).abs().max() < 0.08
-    small = from_model_output(m.numpy(), 300, 310, logits=False)  # < 4×: exactly the 2-D kernel
-    ref_small = snap_ends(F.interpolate((m - m.min()) / (m.max() - m.min()), size=(300, 310), mode="bicubic",
-                                        align_corners=False)[:, 0])
-    assert torch.equal(small, ref_small)
+    small = from_model_output(m.numpy(), 300, 310, logits=False)  # < 4×: the 2-D kernel
+    # the same but for the ends' stretch (values within 1/255 of 0 or 1 made exact in one pass)
+    ref_small = _plain_2d(m, (300, 310))
+    assert (small - ref_small).abs().max() <= 1 / 255 + 1e-6
     assert model_io.SEPARABLE_FROM >= 4
+
+
+def test_model_output_ends_are_exact_and_the_middle_barely_moves():
+    """from_model_output's one-pass snapping: within 1/255 of 0 or 1 -> exactly 0 or 1 (8-bit
+    writers truncate: a solid subject must save at 255), every other value moves < 1/255."""
+    raw = torch.linspace(0, 1, 256 * 256).reshape(1, 1, 256, 256)  # no resize: value by value
+    out = from_model_output(raw.numpy(), 256, 256, logits=False)[0]
+    x = raw[0, 0]
+    assert torch.all(out[x < 1 / 255] == 0) and torch.all(out[x > 1 - 1 / 255] == 1)
+    assert (out - x).abs().max() <= 1 / 255 + 1e-6
+    assert torch.all(torch.diff(out.flatten()) >= 0)  # order kept
 
 
 def test_snap_ends_same_as_boolean_indexing():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_cutout.imaging.metrics import iou, load_gray, load_rgb, mae, read_manifest
+from comfyui_cutout.imaging.metrics import band_error, iou, load_gray, load_rgb, mae, read_manifest
 from comfyui_cutout.models import weights
 from comfyui_cutout.models.catalog import get_spec
 from comfyui_cutout.pipeline import predict_masks
@@ -43,3 +43,19 @@ def test_u2netp_at_least_as_good_as_rembg(eval_dev, tmp_path, monkeypatch):
     assert np.mean(ours_iou) >= np.mean(ref_iou) - 0.005, summary
     assert np.mean(ours_mae) <= np.mean(ref_mae) + 0.002, summary
     assert np.mean(diff) <= 0.01, summary
+
+
+def test_refine_edges_lowers_edge_error_without_losing_iou(eval_dev):
+    """Issue 3: guided refinement must not lower mean IoU and should lower the error near the GT edge."""
+    plain, edges = [], []
+    for p in read_manifest(eval_dev):
+        img, gt = load_rgb(p.image), load_gray(p.gt)
+        for out, refine in ((plain, False), (edges, True)):
+            m = predict_masks(img, "u2netp", refine_edges=refine)[0]
+            out.append((iou(m, gt), mae(m, gt), band_error(m, gt)))
+    plain, edges = np.mean(plain, 0), np.mean(edges, 0)
+    summary = f"plain IoU/MAE/band {plain.round(4)} | refine_edges {edges.round(4)}"
+    print(summary)
+    assert edges[0] >= plain[0], summary
+    assert edges[1] <= plain[1], summary
+    assert edges[2] < plain[2] - 0.001, summary
