@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .masks import box_filter
-from .tensors import to_rgba
+from .tensors import nchw, to_rgba
 
 ColorLike = Union[str, Sequence[float]]
 FIT_MODES = ("cover", "contain", "stretch")
@@ -140,7 +140,7 @@ def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
     ia = img * a[..., None]
     if s > 1:
         def pool(x):  # [H,W,C] -> [1,C,h2,w2]
-            return F.avg_pool2d(x.permute(2, 0, 1)[None], s, stride=s, ceil_mode=True)
+            return F.avg_pool2d(nchw(x), s, stride=s, ceil_mode=True)
         a_l = pool(a[..., None])
         ia_l = pool(ia)
         i_l = pool(img)

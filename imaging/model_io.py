@@ -27,9 +27,16 @@ def to_model_input(frames: torch.Tensor, size: int, mean, std) -> np.ndarray:
 
 def shrink_for_model(frames: torch.Tensor, size: int) -> torch.Tensor:
     """``[B,H,W,3]`` -> ``[B,3,size,size]`` float 0..1: the photo as the network sees it."""
-    x = frames.permute(0, 3, 1, 2).float()  # a channels-last view: no copy
-    x = _pre_shrink(x, size)
-    return F.interpolate(x, size=(size, size), mode=DOWN_MODE, antialias=True, align_corners=False)
+    return shrink(frames.permute(0, 3, 1, 2).float(), size, size)  # a channels-last view: no copy
+
+
+def shrink(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Area-style shrink of ``[N,C,H,W]`` to ``height``×``width``: box pre-shrink (large
+    inputs), then antialiased bilinear. Never enlarges a side that is already small enough."""
+    if tuple(x.shape[-2:]) == (height, width):
+        return x
+    x = _pre_shrink(x, height, width)
+    return F.interpolate(x, size=(height, width), mode=DOWN_MODE, antialias=True, align_corners=False)
 
 
 def normalise(x: torch.Tensor, mean, std) -> np.ndarray:
@@ -45,8 +52,8 @@ def normalise(x: torch.Tensor, mean, std) -> np.ndarray:
     return out
 
 
-def _pre_shrink(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Integer-factor box average so that each side stays ≥ ``PRE_SHRINK_TO * size`` (large photos only).
+def _pre_shrink(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Integer-factor box average so that each side stays ≥ ``PRE_SHRINK_TO`` × its target (large photos only).
 
     An antialiased bilinear shrink of a 12 MP photo reads every pixel with a ~25-tap kernel;
     averaging k×k blocks first (one cheap pass) leaves the final antialiased bilinear a
@@ -56,7 +63,7 @@ def _pre_shrink(x: torch.Tensor, size: int) -> torch.Tensor:
     pixels at the right/bottom border (≤ 0.1 % of a 12 MP photo's side).
     """
     h, w = x.shape[-2:]
-    ky, kx = max(1, h // (PRE_SHRINK_TO * size)), max(1, w // (PRE_SHRINK_TO * size))
+    ky, kx = max(1, h // (PRE_SHRINK_TO * height)), max(1, w // (PRE_SHRINK_TO * width))
     if ky == 1 and kx == 1:
         return x
     return F.avg_pool2d(x, (ky, kx), ceil_mode=True, count_include_pad=False)

@@ -20,15 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from .masks import box_filter, grow
+from .model_io import shrink
+from .tensors import nchw
 
 log = logging.getLogger("comfyui_cutout")
-
-
-def _shrink_to(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Area-style downscale of ``[N,C,H,W]`` (antialiased bilinear)."""
-    if x.shape[-2:] == (h, w):
-        return x
-    return F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
 
 
 def guided_coefficients(guide: torch.Tensor, p: torch.Tensor, radius: int, eps: float):
@@ -76,20 +71,58 @@ def guided_filter(image: torch.Tensor, mask: torch.Tensor, radius: int = 1, eps:
     b, h, w = mask.shape
     scale = 1.0 if work_size <= 0 else min(1.0, work_size / max(h, w))
     hs, ws = max(1, round(h * scale)), max(1, round(w * scale))
-    guide_full = image.permute(0, 3, 1, 2)
     out = torch.empty_like(mask)
     for i in range(b):  # one frame at a time: the full-resolution temporaries are per frame
-        g = guide_full[i:i + 1].float()
-        gs = _shrink_to(g, hs, ws)
-        ps = _shrink_to(mask[i:i + 1, None].float(), hs, ws)
+        gs = shrink(nchw(image[i]).float(), hs, ws)
+        ps = shrink(mask[i:i + 1, None].float(), hs, ws)
         a, bb = guided_coefficients(gs, ps, max(1, int(radius)), float(eps))
-        if (hs, ws) != (h, w):
-            ab = F.interpolate(torch.cat([a, bb], 1), size=(h, w), mode="bilinear", align_corners=False)
-        else:
-            ab = torch.cat([a, bb], 1)
-        q = ab[:, 3]
-        q.addcmul_(ab[:, 0], g[:, 0]).addcmul_(ab[:, 1], g[:, 1]).addcmul_(ab[:, 2], g[:, 2])
-        out[i] = q[0].clamp_(0.0, 1.0)
+        apply_coefficients(torch.cat([a, bb], 1), image[i], out[i])
+    return out
+
+
+STRIP_ROWS = 32  # rows of a full-resolution result per step: its temporaries stay in the CPU cache
+
+
+class RowUpsampler:
+    """Bilinear upsampling of small maps ``[1,C,h,w]`` to ``H×W`` (as ``F.interpolate(...,
+    align_corners=False)``), handed out a strip of rows at a time.
+
+    Upsampling C planes to 12 MP and then combining them costs several full-resolution passes;
+    widening the small maps first (small) and interpolating rows strip by strip lets the caller
+    combine each strip while it is in the cache, and write each result pixel once.
+    """
+
+    def __init__(self, small: torch.Tensor, height: int, width: int):
+        h = small.shape[-2]
+        if small.shape[-1] != width:
+            small = F.interpolate(small, size=(h, width), mode="bilinear", align_corners=False)
+        self.wide = small[0].permute(1, 0, 2).contiguous()  # [h,C,W]: one source row = one block
+        src = ((torch.arange(height, dtype=torch.float64, device=small.device) + 0.5) * (h / height)
+               - 0.5).clamp_(min=0)
+        self.i0 = src.floor().long().clamp_(max=h - 1)
+        self.i1 = (self.i0 + 1).clamp_(max=h - 1)
+        self.wt = (src - self.i0).float()[:, None, None]
+
+    def rows(self, y0: int, y1: int) -> torch.Tensor:
+        """Rows ``y0:y1`` of the upsampled maps, ``[y1-y0, C, W]``."""
+        return torch.lerp(self.wide[self.i0[y0:y1]], self.wide[self.i1[y0:y1]], self.wt[y0:y1])
+
+
+def apply_coefficients(ab: torch.Tensor, photo: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """q = Σ a_c·I_c + b at full resolution, the coefficients ``ab`` [1,4,h,w] upsampled bilinearly
+    to the photo ``[H,W,3]``; clamped to 0..1 and written into ``out`` [H,W] (12 MP: 0.12 -> 0.075 s
+    with ``RowUpsampler`` strips instead of four upsampled planes)."""
+    H, W = out.shape
+    up = RowUpsampler(ab, H, W)
+    photo = photo.float()
+    for y0 in range(0, H, STRIP_ROWS):
+        y1 = min(H, y0 + STRIP_ROWS)
+        c = up.rows(y0, y1)  # [r,4,W]
+        q = out[y0:y1]
+        q.copy_(c[:, 3])
+        p = photo[y0:y1]
+        q.addcmul_(c[:, 0], p[..., 0]).addcmul_(c[:, 1], p[..., 1]).addcmul_(c[:, 2], p[..., 2])
+        q.clamp_(0.0, 1.0)
     return out
 
 
@@ -138,12 +171,12 @@ def matte(image: torch.Tensor, mask: torch.Tensor, band: int = 10, max_megapixel
         mp = h * w / 1e6
         scale = 1.0 if mp <= max_megapixels else math.sqrt(max_megapixels / mp)
         hs, ws = max(1, round(h * scale)), max(1, round(w * scale))
-        img = image[i:i + 1].permute(0, 3, 1, 2).float()
+        img = nchw(image[i]).float()
         t = tri[None, None]
         if scale < 1.0:
             log.info("%s: matting frame %d at %dx%d instead of %dx%d (max_megapixels %.2f)",
                      node, i, ws, hs, w, h, max_megapixels)
-            img = _shrink_to(img, hs, ws)
+            img = shrink(img, hs, ws)
             t = F.interpolate(t, size=(hs, ws), mode="nearest")
         img_np = img[0].permute(1, 2, 0).clamp(0, 1).cpu().double().numpy()
         tri_np = t[0, 0].cpu().double().numpy()
@@ -177,28 +210,34 @@ def temporal_smooth(masks: torch.Tensor, strength: float, image: torch.Tensor | 
     if image is not None:
         # the motion check is smooth by nature: colour change measured at 1/4 size (area)
         f = max(1, min(4, min(h, w) // 8))
-        small = F.avg_pool2d(image.permute(0, 3, 1, 2).float(), f, stride=f, ceil_mode=True) if f > 1 \
-            else image.permute(0, 3, 1, 2).float()
+        # frame by frame, as channels-last views (tensors.nchw): the fast pooling path
+        small = torch.cat([F.avg_pool2d(nchw(image[i]).float(), f, stride=f, ceil_mode=True)
+                           if f > 1 else nchw(image[i]).float() for i in range(n)])
     out = torch.empty_like(masks)
     for t in range(n):
-        acc = masks[t].clone()
-        wsum = torch.ones_like(masks[t])
-        for d in range(-radius, radius + 1):
-            k = t + d
-            if d == 0 or k < 0 or k >= n:
-                continue
-            wgt = strength ** abs(d)
-            if small is not None:
-                diff = (small[t] - small[k]).abs().mean(0)[None, None]
-                diff = F.avg_pool2d(diff, 3, stride=1, padding=1, count_include_pad=False)
-                wmap = torch.exp(-(diff / motion_tolerance) ** 2) * wgt
-                if wmap.shape[-2:] != (h, w):
-                    wmap = F.interpolate(wmap, size=(h, w), mode="bilinear", align_corners=False)
-                wmap = wmap[0, 0]
-                acc.addcmul_(wmap, masks[k])
-                wsum.add_(wmap)
-            else:
+        near = [(t + d, strength ** abs(d)) for d in range(-radius, radius + 1) if d != 0 and 0 <= t + d < n]
+        if small is None:
+            acc = masks[t].clone()
+            wsum = torch.ones((), dtype=acc.dtype, device=acc.device)  # summed in acc's precision, same order
+            for k, wgt in near:
                 acc.add_(masks[k], alpha=wgt)
                 wsum.add_(wgt)
-        out[t] = acc.div_(wsum)
+            out[t] = acc.div_(wsum)
+            continue
+        # neighbour weights at the motion check's size, upsampled a strip of rows at a time
+        wmaps = []
+        for k, wgt in near:
+            diff = (small[t] - small[k]).abs().mean(0)[None, None]
+            diff = F.avg_pool2d(diff, 3, stride=1, padding=1, count_include_pad=False)
+            wmaps.append(torch.exp(-(diff / motion_tolerance) ** 2) * wgt)
+        up = RowUpsampler(torch.cat(wmaps, 1), h, w)
+        for y0 in range(0, h, STRIP_ROWS):
+            y1 = min(h, y0 + STRIP_ROWS)
+            wk = up.rows(y0, y1)  # [r,K,W]
+            acc = masks[t, y0:y1].clone()
+            wsum = torch.ones_like(acc)
+            for j, (k, _) in enumerate(near):  # same order for both: a pixel equal in every frame stays exact
+                acc.addcmul_(wk[:, j], masks[k, y0:y1])
+                wsum.add_(wk[:, j])
+            out[t, y0:y1] = acc.div_(wsum)
     return out.clamp_(0.0, 1.0)

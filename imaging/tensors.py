@@ -118,3 +118,19 @@ def as_mask(mask, node: str, input_name: str = "mask", batch: int | None = None,
 def to_rgba(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """Straight (not premultiplied) RGBA ``[B,H,W,4]`` from RGB and a 1 = opaque alpha."""
     return torch.cat([rgb, alpha.unsqueeze(-1).to(rgb.dtype)], dim=-1)
+
+
+def nchw(frame: torch.Tensor) -> torch.Tensor:
+    """One ``[H,W,C]`` (or ``[1,H,W,C]``) frame as a ``[1,C,H,W]`` view, no copy.
+
+    The view gets the canonical channels-last strides: PyTorch picks its fast channels-last
+    pooling/resizing kernels only then, and a frame sliced out of a broadcast batch (stride 0)
+    or taken with ``[i]`` would otherwise take a strided path 3× slower (12 MP avg_pool2d:
+    69 vs 21 ms).
+    """
+    if frame.dim() == 4:
+        frame = frame[0]
+    if not frame.is_contiguous():
+        frame = frame.contiguous()
+    h, w, c = frame.shape
+    return frame.as_strided((1, c, h, w), (h * w * c, 1, w * c, c))
