@@ -55,8 +55,6 @@ def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black
     elif edge_refinement != "off":
         raise CutoutInputError(node, "image", f"is missing but edge_refinement is '{edge_refinement}'",
                                "the photo the mask was made from (connect the IMAGE input)")
-    if m is mask:  # as_mask may hand back the caller's tensor; never modify it
-        m = m.clone()
 
     if black_point != 0.0 or white_point != 1.0 or threshold > 0.0:
         m = M.levels(m, black_point, white_point, threshold)
@@ -80,4 +78,10 @@ def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black
         m = temporal_smooth(m, temporal, guide)
     if invert:
         m = M.invert(m)
+    # every operation returns a new tensor; with none switched on, m may still be (a view of) the
+    # caller's mask, which must never be handed back to be modified downstream
+    shares_input = isinstance(mask, torch.Tensor) and \
+        m.untyped_storage().data_ptr() == mask.untyped_storage().data_ptr()
+    if shares_input:
+        return m.clone(memory_format=torch.contiguous_format)
     return m.contiguous()  # a broadcast (expanded) batch becomes real frames

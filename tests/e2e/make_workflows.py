@@ -156,9 +156,8 @@ def inpaint_mask(b: Builder):
 
 def refine_and_composite(b: Builder):
     load = b.node("LoadImage", (40, 120), (320, 380), image="example.png")
-    rb = b.node("CutoutRemoveBackground", (400, 120), (320, 110), model="u2netp")
-    mr = b.node("CutoutMaskRefine", (400, 280), (340, 520), fill_holes=True, remove_islands=0.001,
-                edge_refinement="guided filter")
+    rb = b.node("CutoutRemoveBackground", (400, 120), (320, 130), model="u2netp", refine_edges=True)
+    mr = b.node("CutoutMaskRefine", (400, 280), (340, 520), fill_holes=True, remove_islands=0.001)
     c1 = b.node("CutoutCompositeBackground", (780, 120), (320, 250), title="Composite on a colour",
                 background="color", color="#2E7DD7")
     c2 = b.node("CutoutCompositeBackground", (780, 420), (320, 250), title="Composite on an image",
@@ -169,7 +168,8 @@ def refine_and_composite(b: Builder):
     prev = b.node("MaskPreview", (1140, 560), (380, 400), title="Refined mask")
     b.node("MarkdownNote", (40, 540), (320, 280), title="About this workflow", text=(
         "### Refine the mask, then composite\n\n"
-        "**Mask Refine** fills holes, drops specks and re-fits the edge to the photo (guided filter). "
+        "**Remove Background** fits the mask's edge to the photo while scaling it up (`refine_edges`); "
+        "**Mask Refine** fills holes and drops specks. "
         "**Composite Background** puts the subject on a solid colour, and on a second photo "
         "(loaded below, scaled to cover). All operations of Mask Refine are off by default."))
     b.link(load, 0, rb, "image")
