@@ -69,7 +69,10 @@ def remove_background(images: torch.Tensor, model: str, device: str = "cpu", nod
         comfy_glue.check_interrupt()
         frame = sanitize(rgb[i])
         alpha = predict_frame(session, frame, refine_edges)
-        rgba[i, ..., :3] = estimate_foreground(frame, alpha) if decontaminate else frame
+        if decontaminate:  # written straight into the RGBA's colour channels: no full-size copy
+            estimate_foreground(frame, alpha, out=rgba[i, ..., :3])
+        else:
+            rgba[i, ..., :3] = frame
         rgba[i, ..., 3] = alpha
         if masks is None:
             # A single frame's upsampled mask is already a fresh contiguous tensor of its own:

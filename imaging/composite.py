@@ -133,24 +133,37 @@ def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
     """Area-downscale (factor ``s``, ceil) of [α, I·α, I·(1−α), I] for one frame
     (``img`` [H,W,3], ``a`` [H,W]) -> [1,10,ceil(H/s),ceil(W/s)].
 
-    Only α, I·α and I are pooled (I·(1−α) = I − I·α is linear); the photo is pooled in its
-    channels-last layout (no permuted copy)."""
+    Only α, I·α and I are pooled (I·(1−α) = I − I·α is linear). The product I·α is formed and
+    pooled a band of rows at a time, so it never exists at full size (a 12 MP frame: 144 MB less
+    to allocate and fault in), and every frame is read as a channels-last view (tensors.nchw)."""
     img = img.float()
     a = a.float()
-    ia = img * a[..., None]
-    if s > 1:
-        def pool(x):  # [H,W,C] -> [1,C,h2,w2]
-            return F.avg_pool2d(nchw(x), s, stride=s, ceil_mode=True)
-        a_l = pool(a[..., None])
-        ia_l = pool(ia)
-        i_l = pool(img)
-    else:
+    h, w = a.shape
+    if s == 1:
+        ia = img * a[..., None]
         a_l, ia_l, i_l = a[None, None], ia.permute(2, 0, 1)[None], img.permute(2, 0, 1)[None]
-    return torch.cat([a_l, ia_l, i_l - ia_l, i_l], 1).contiguous()
+        return torch.cat([a_l, ia_l, i_l - ia_l, i_l], 1).contiguous()
+
+    def pool(x):  # [rows,W,C] -> [1,C,ceil(rows/s),ceil(W/s)]
+        return F.avg_pool2d(nchw(x), s, stride=s, ceil_mode=True)
+
+    hs = -(-h // s)
+    out = torch.empty((1, 10, hs, -(-w // s)), dtype=torch.float32, device=img.device)
+    step = max(s, (STRIP_PIXELS // max(1, w)) // s * s)  # whole blocks of s rows per band
+    for y0 in range(0, h, step):
+        y1 = min(h, y0 + step)
+        r0, r1 = y0 // s, -(-y1 // s)
+        it, at = img[y0:y1], a[y0:y1, :, None]
+        out[:, 0:1, r0:r1] = pool(at)
+        out[:, 1:4, r0:r1] = pool(it * at)
+        out[:, 7:10, r0:r1] = pool(it)
+    torch.sub(out[:, 7:10], out[:, 1:4], out=out[:, 4:7])
+    return out
 
 
 def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
-                       work_megapixels: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
+                       work_megapixels: float = 1.0, out: torch.Tensor | None = None,
+                       over: torch.Tensor | None = None) -> torch.Tensor:
     """Blur-fusion on one frame (``img`` [H,W,3], ``a`` [H,W]), computed only where it matters.
 
     Both blur passes (radius 90 and 6 px at full resolution) only produce smooth estimates
@@ -162,7 +175,11 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
     ``work_megapixels``, the rest is a fixed number of element-wise passes per pixel, so the
     worst case (the whole frame is edge band) is linear in the pixel count, with ≈ 1 MP of
     temporaries beyond the frame. Writes ``img`` with the band pixels replaced into ``out``
-    (default: a new tensor; ``out`` may be ``img`` itself)."""
+    (default: a new tensor; ``out`` may be ``img`` itself).
+
+    With ``over`` (a background [H,W,3], possibly a broadcast view) the caller has already put
+    the naive composite lerp(over, img, α) into ``out``; only its band pixels are rewritten,
+    as lerp(over, F, α): the decontaminated composite without a full-size foreground copy."""
     h, w = a.shape
     s2 = max(1, math.ceil(math.sqrt(h * w / (work_megapixels * 1e6))))
     st = _pool_stats(img, a, s2)  # [1,10,h2,w2]
@@ -200,12 +217,12 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
     for y0 in range(0, h, step):
         y1 = min(h, y0 + step)
         if not bool(rows_any[y0:y1].any()):
-            if not in_place:
+            if not in_place and over is None:
                 out[y0:y1].copy_(img[y0:y1])
             continue
         cols = band[y0:y1].any(0).nonzero()
         x0, x1 = int(cols[0]), int(cols[-1]) + 1
-        if not in_place:  # the columns outside the band keep the photo
+        if not in_place and over is None:  # the columns outside the band keep the photo
             out[y0:y1, :x0].copy_(img[y0:y1, :x0])
             out[y0:y1, x1:].copy_(img[y0:y1, x1:])
         if s2 == 1:
@@ -222,7 +239,9 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
         at = a[y0:y1, x0:x1, None].float()
         e = torch.lerp(bb, it, at)
         e.addcmul_(dd, 1 - at * at).clamp_(0, 1)
-        src = out[y0:y1, x0:x1] if in_place else img[y0:y1, x0:x1]
+        if over is not None:
+            e = torch.lerp(over[y0:y1, x0:x1].to(e.dtype), e, at)
+        src = out[y0:y1, x0:x1] if in_place or over is not None else img[y0:y1, x0:x1]
         torch.where(band[y0:y1, x0:x1, None], e.to(out.dtype), src, out=out[y0:y1, x0:x1])
     return out
 
@@ -239,7 +258,7 @@ def _crop_box(band: torch.Tensor, margin: int):
 
 
 def estimate_foreground(rgb: torch.Tensor, alpha: torch.Tensor, method: str = "blur_fusion",
-                        work_megapixels: float = 1.0) -> torch.Tensor:
+                        work_megapixels: float = 1.0, out: torch.Tensor | None = None) -> torch.Tensor:
     """The subject's own colour ``[B,H,W,3]`` in the band 0 < alpha < 1; elsewhere ``rgb``.
 
     (Alpha within half an 8-bit step of 0 or 1 counts as outside the band.)
@@ -249,14 +268,17 @@ def estimate_foreground(rgb: torch.Tensor, alpha: torch.Tensor, method: str = "b
     resolution in ≈ 1 MP strips, only on the rows/columns that hold band pixels, so its cost
     follows the edge; the worst case (the whole frame is band) is a fixed number of passes per
     pixel and ≈ 1 MP of temporaries beyond the frame (8192² noise: ≈ 13 s of CPU on the shared
-    2-core machine, was > 15 min).
+    2-core machine, was > 15 min). ``out`` (same shape as ``rgb``, may be a strided view such
+    as an RGBA tensor's colour channels) receives the result instead of a new tensor.
     """
     if method not in FG_METHODS:
         raise ValueError(f"foreground method {method!r}; expected one of {FG_METHODS}")
     single = rgb.dim() == 3
     if single:
         rgb, alpha = rgb[None], alpha[None]
-    out = torch.empty_like(rgb)
+        out = None if out is None else out[None]
+    if out is None:
+        out = torch.empty_like(rgb)
     for i in range(rgb.shape[0]):
         a = alpha[i]
         band = (a > BAND_EPS) & (a < 1 - BAND_EPS)
@@ -368,10 +390,9 @@ def composite_background(rgb: torch.Tensor, alpha: torch.Tensor, background="tra
     if alpha.shape != (b, h, w):
         raise ValueError(f"alpha has shape {list(alpha.shape)}; expected {[b, h, w]} to match rgb")
     alpha = alpha.to(rgb.dtype).clamp(0, 1)
-    fg = estimate_foreground(rgb, alpha) if decontaminate else rgb
 
     if isinstance(background, str) and background.strip().lower() == "transparent":
-        out = to_rgba(fg, alpha)
+        out = to_rgba(estimate_foreground(rgb, alpha) if decontaminate else rgb, alpha)
         return out[0] if single else out
     if isinstance(background, torch.Tensor):
         bg = background if background.dim() == 4 else background[None]
@@ -388,6 +409,12 @@ def composite_background(rgb: torch.Tensor, alpha: torch.Tensor, background="tra
         bg = _gradient(background, color2, angle, b, h, w, rgb.device)
     else:
         bg = _solid(background, b, h, w, rgb.device)
-    a = alpha[..., None]
-    out = torch.lerp(bg.to(fg.dtype), fg, a)
+    bg = bg.to(rgb.dtype)
+    out = torch.lerp(bg, rgb, alpha[..., None])
+    if decontaminate:  # the band pixels again, with the subject's estimated colour (no full-size copy)
+        for i in range(b):
+            a = alpha[i]
+            band = (a > BAND_EPS) & (a < 1 - BAND_EPS)
+            if band.any():
+                _blur_fusion_tiled(rgb[i], a, band, out=out[i], over=bg[i])
     return (out[0] if single else out).clamp_(0, 1)

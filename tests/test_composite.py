@@ -191,3 +191,24 @@ def test_remove_background_decontaminates_by_default():
     solid = (mask > 1 - 1e-3) | (mask < 1e-3)
     assert torch.equal(rgba_on[..., :3][solid], image[solid])
     assert not math.isclose((rgba_on[..., :3] - image).abs().sum().item(), 0.0)
+
+
+def test_decontaminated_composite_is_the_estimated_foreground_over_the_background():
+    """composite_background fuses the estimate into the composite (no full-size copy): same result."""
+    g = torch.Generator().manual_seed(3)
+    img = torch.rand(2, 70, 90, 3, generator=g)
+    alpha = torch.zeros(2, 70, 90)
+    alpha[:, 20:50, 30:70] = 1.0
+    alpha[:, 15:55, 25:75] = torch.maximum(alpha[:, 15:55, 25:75], torch.rand(2, 40, 50, generator=g))
+    fg = estimate_foreground(img, alpha)
+    for bg, colour in (("white", torch.ones(3)), ("#00ff00", torch.tensor([0.0, 1.0, 0.0]))):
+        want = torch.lerp(colour.expand_as(img), fg, alpha[..., None]).clamp(0, 1)
+        assert torch.allclose(composite_background(img, alpha, bg), want, atol=1e-6)
+    backdrop = torch.rand(1, 70, 90, 3, generator=g)
+    want = torch.lerp(backdrop.expand_as(img), fg, alpha[..., None]).clamp(0, 1)
+    assert torch.allclose(composite_background(img, alpha, backdrop, fit="stretch"), want, atol=1e-6)
+    # and Remove Background's RGBA carries the same colours
+    from comfyui_cutout.imaging.composite import estimate_foreground as ef
+    out = torch.zeros(70, 90, 4)
+    ef(img[0], alpha[0], out=out[..., :3])
+    assert torch.equal(out[..., :3], fg[0])
