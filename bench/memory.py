@@ -130,14 +130,14 @@ def main(argv=None) -> int:
             from comfyui_cutout.imaging.composite import composite_background
             from comfyui_cutout.imaging.tensors import sanitize
 
-            out = composite_background(sanitize(rgba[..., :3]), mask, "#FFFFFF")
+            out = (composite_background(sanitize(rgba[..., :3]), mask, "#FFFFFF"),)
         else:
-            out = N["CutoutCompositeBackground"]().run(rgba, "color", color="#FFFFFF", mask=mask)[0]
-        alive.append(out)
+            out = N["CutoutCompositeBackground"]().run(rgba, "color", color="#FFFFFF", mask=mask)
+        alive += list(out)
         report("Composite Background", t0)
     final = (rss_peak() - base_now) / nbytes
     print(f"RESULT peak RSS over baseline = {final:.2f}x the input tensor (target < 2.5x); "
-          f"alive at the end: {sum(t.untyped_storage().nbytes() for t in {id(t): t for t in alive}.values()) / nbytes:.2f}x")
+          f"alive at the end: {sum(t.untyped_storage().nbytes() for t in {t.untyped_storage().data_ptr(): t for t in alive}.values()) / nbytes:.2f}x")
     return 0
 
 

@@ -20,6 +20,8 @@ GUIDED_DEFAULTS = {"radius": 1, "eps": 1e-4, "work_size": 320}
 
 EDGE_MODES = ["off", "guided filter", "matting"]
 
+CHUNK_PIXELS = 16 << 20  # frames per chunk: about 16 MP (8 frames of 1080p, 1 of 12 MP)
+
 ORDER = ("levels → fill holes → remove islands → grow/shrink → edge refinement → feather → "
          "temporal smoothing → invert")
 
@@ -56,28 +58,45 @@ def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black
         raise CutoutInputError(node, "image", f"is missing but edge_refinement is '{edge_refinement}'",
                                "the photo the mask was made from (connect the IMAGE input)")
 
-    if black_point != 0.0 or white_point != 1.0 or threshold > 0.0:
-        m = M.levels(m, black_point, white_point, threshold)
-    check()
-    if fill_holes:
-        m = M.fill_holes(m)
-    if remove_islands > 0:
-        m = M.remove_islands(m, remove_islands)
-    if grow:
-        m = M.grow(m, grow)
-    check()
-    if edge_refinement == "guided filter":
-        m = guided_filter(guide, m, guided_radius, guided_eps, guided_size)
-    elif edge_refinement == "matting":
-        m = matte(guide, m, matting_band, matting_max_megapixels, node=node)
-    elif edge_refinement != "off":
+    if edge_refinement not in EDGE_MODES:
         raise CutoutInputError(node, "edge_refinement", f"is '{edge_refinement}'", " / ".join(EDGE_MODES))
-    if feather > 0:
-        m = M.feather(m, feather)
+
+    def frame_ops(m: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+        """Everything but temporal smoothing and invert, on a chunk of frames."""
+        if black_point != 0.0 or white_point != 1.0 or threshold > 0.0:
+            m = M.levels(m, black_point, white_point, threshold)
+        check()
+        if fill_holes:
+            m = M.fill_holes(m)
+        if remove_islands > 0:
+            m = M.remove_islands(m, remove_islands)
+        if grow:
+            m = M.grow(m, grow)
+        check()
+        if edge_refinement == "guided filter":
+            m = guided_filter(g, m, guided_radius, guided_eps, guided_size)
+        elif edge_refinement == "matting":
+            m = matte(g, m, matting_band, matting_max_megapixels, node=node)
+        if feather > 0:
+            m = M.feather(m, feather)
+        return m
+
+    # Chunks of frames (each op is vectorised over its chunk): the temporaries of a long video
+    # batch stay those of CHUNK_PIXELS, not several copies of the whole batch (issue 6).
+    b, h, w = m.shape
+    step = max(1, CHUNK_PIXELS // max(1, h * w))
+    if step >= b:
+        out = frame_ops(m, guide)
+    else:
+        out = torch.empty((b, h, w), dtype=torch.float32, device=m.device)
+        for i in range(0, b, step):
+            out[i:i + step] = frame_ops(m[i:i + step], None if guide is None else guide[i:i + step])
     if temporal > 0:
-        m = temporal_smooth(m, temporal, guide)
+        out = temporal_smooth(out, temporal, guide)
     if invert:
-        m = M.invert(m)
+        out = M.invert(out)
+    m = out
+
     # every operation returns a new tensor; with none switched on, m may still be (a view of) the
     # caller's mask, which must never be handed back to be modified downstream
     shares_input = isinstance(mask, torch.Tensor) and \

@@ -124,4 +124,6 @@ class CutoutCompositeBackground:
                 out = torch.empty((b, *o.shape[1:]), dtype=o.dtype, device=o.device)
             out[i] = o[0]
             progress.update(1)
-        return (out, alpha.clone())
+        # the MASK used, without a copy when it is already a plain [B,H,W] tensor (ComfyUI node
+        # outputs are never modified in place; a copy would keep 1/3 of an IMAGE alive for nothing)
+        return (out, alpha.contiguous())
