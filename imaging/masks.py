@@ -270,3 +270,46 @@ def remove_islands(mask: torch.Tensor, min_size: float, cut: float = 0.5) -> tor
         near = _near(drop)
         out[i, y0:y1, x0:x1].masked_fill_(drop | (near & (mask[i, y0:y1, x0:x1] < cut)), 0.0)
     return out
+
+
+# --- rembg's post_process_mask (its `ppm` option), in torch: opening with a 3x3 cross, Gaussian σ 2, threshold ---
+
+def _symmetric_pad(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Pad the last two dims by r with scipy's 'reflect' (edge sample repeated)."""
+    def pad(t, dim):
+        n = t.shape[dim]
+        k = min(r, n)
+        lo = t.narrow(dim, 0, k).flip(dim)
+        hi = t.narrow(dim, n - k, k).flip(dim)
+        out = torch.cat([lo, t, hi], dim)
+        while out.shape[dim] < n + 2 * r:  # tiny images: keep reflecting
+            out = torch.cat([out.narrow(dim, 0, 1), out, out.narrow(dim, out.shape[dim] - 1, 1)], dim)
+        return out
+    return pad(pad(x, -1), -2)
+
+
+def _cross(x: torch.Tensor, op) -> torch.Tensor:
+    p = _symmetric_pad(x, 1)
+    h, w = x.shape[-2:]
+    parts = [p[..., 1:h + 1, 1:w + 1], p[..., 0:h, 1:w + 1], p[..., 2:h + 2, 1:w + 1],
+             p[..., 1:h + 1, 0:w], p[..., 1:h + 1, 2:w + 2]]
+    out = parts[0]
+    for q in parts[1:]:
+        out = op(out, q)
+    return out
+
+
+def post_process_mask(mask: torch.Tensor) -> torch.Tensor:
+    """rembg's ``post_process`` on a float mask ``[B,H,W]``: a hard 0/1 mask with a smooth outline."""
+    m = torch.round(mask.double() * 255.0)
+    m = _cross(_cross(m, torch.minimum), torch.maximum)  # grey opening with skimage's disk(1)
+    sigma, radius = 2.0, 8  # scipy's gaussian_filter truncates at 4 sigma
+    xs = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (xs / sigma) ** 2)
+    k = k / k.sum()
+    b, h, w = m.shape
+    t = _symmetric_pad(m.unsqueeze(1), radius)
+    t = F.conv2d(t, k.view(1, 1, 1, -1))
+    t = F.conv2d(t, k.view(1, 1, -1, 1))
+    # rembg blurs 8-bit values, stores the blur back into uint8 (truncation), then thresholds at 127
+    return (torch.floor(t[:, 0]) >= 127).float()

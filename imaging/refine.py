@@ -58,8 +58,12 @@ def guided_coefficients(guide: torch.Tensor, p: torch.Tensor, radius: int, eps: 
     return box_filter(a, radius), box_filter(b, radius)
 
 
-def guided_filter(image: torch.Tensor, mask: torch.Tensor, radius: int = 1, eps: float = 1e-4,
-                  work_size: int = 320) -> torch.Tensor:
+# chosen on shared/eval/dev (bench/refine_quality.py, docs/notes-refine.md); Mask Refine's defaults
+GUIDED_DEFAULTS = {"radius": 1, "eps": 1e-4, "work_size": 320}
+
+
+def guided_filter(image: torch.Tensor, mask: torch.Tensor, radius: int = GUIDED_DEFAULTS["radius"],
+                  eps: float = GUIDED_DEFAULTS["eps"], work_size: int = GUIDED_DEFAULTS["work_size"]) -> torch.Tensor:
     """Refine ``mask`` [B,H,W] along the edges of ``image`` [B,H,W,3] (fast guided filter).
 
     The coefficients are computed with the photo and mask shrunk so that the long side is

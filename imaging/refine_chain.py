@@ -12,11 +12,9 @@ from typing import Callable
 import torch
 
 from . import masks as M
-from .refine import guided_filter, matte, temporal_smooth
+from .refine import GUIDED_DEFAULTS, guided_filter, matte, temporal_smooth
 from .tensors import CutoutInputError, as_image, as_mask
 
-# Guided-filter defaults, chosen on shared/eval/dev (bench/refine_quality.py, docs/notes-refine.md)
-GUIDED_DEFAULTS = {"radius": 1, "eps": 1e-4, "work_size": 320}
 
 EDGE_MODES = ["off", "guided filter", "matting"]
 

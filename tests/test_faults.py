@@ -73,9 +73,9 @@ def test_folder_job_interrupted_leaves_no_partial_file_and_rerun_does_exactly_th
     done_infer = []
     real_infer = pipeline.predict_frame
 
-    def counting(session, frame):
+    def counting(session, frame, *rest):
         done_infer.append(1)
-        return real_infer(session, frame)
+        return real_infer(session, frame, *rest)
 
     from comfyui_cutout.dataset import job as job_mod
 
@@ -92,7 +92,7 @@ def test_folder_job_interrupted_leaves_no_partial_file_and_rerun_does_exactly_th
 def test_remove_background_interrupt_stops_within_a_frame(monkeypatch):
     runs = []
     real = pipeline.predict_frame
-    monkeypatch.setattr(pipeline, "predict_frame", lambda s, f: runs.append(1) or real(s, f))
+    monkeypatch.setattr(pipeline, "predict_frame", lambda s, f, *rest: runs.append(1) or real(s, f, *rest))
     interrupt_after(monkeypatch, 3)
     with pytest.raises(InterruptProcessingException):
         NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(torch.rand(10, 32, 32, 3), "u2netp")
