@@ -70,7 +70,7 @@ def levels(mask: torch.Tensor, black: float = 0.0, white: float = 1.0, threshold
     ``threshold`` > 0 then makes it hard: ≥ threshold -> 1, else 0."""
     m = mask
     if black != 0.0 or white != 1.0:
-        if white <= black:  # degenerate range: a hard cut at the black point
+        if white - black < 1e-6:  # degenerate range (or too narrow for float32): a hard cut at the black point
             m = (m > black).to(mask.dtype)
         else:  # one new tensor, the rest in place (each fresh 12 MP tensor costs ~10 ms of page faults)
             m = torch.sub(m, black).mul_(1.0 / (white - black)).clamp_(0.0, 1.0)
