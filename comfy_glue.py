@@ -123,6 +123,23 @@ def check_interrupt() -> None:
     mm.throw_exception_if_processing_interrupted()
 
 
+def interrupt_requested() -> bool:
+    """True once the user pressed Cancel (the flag is left for ``check_interrupt`` to clear)."""
+    if not _attached():
+        return False
+    try:
+        import comfy.model_management as mm  # type: ignore
+    except ImportError:
+        return False
+    return bool(mm.processing_interrupted())
+
+
+def cancel_hook():
+    """What a long network run polls for Cancel (``ModelSession.run``'s ``should_stop``):
+    ``interrupt_requested`` inside a ComfyUI prompt, None elsewhere (nothing to poll)."""
+    return interrupt_requested if _attached() else None
+
+
 def torch_device():
     """The device ComfyUI computes on (CPU outside ComfyUI)."""
     import torch

@@ -14,7 +14,7 @@ from . import comfy_glue
 from .imaging.composite import estimate_foreground
 from .imaging.model_io import from_model_output, guided_upsample, model_map, normalise, shrink_for_model
 from .imaging.tensors import as_image, sanitize
-from .models.session import ModelSession, get_session
+from .models.session import ModelSession, RunCancelled, get_session
 
 
 def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool = False) -> torch.Tensor:
@@ -26,7 +26,11 @@ def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool
     fam = session.family
     h, w = frame.shape[0], frame.shape[1]
     small = shrink_for_model(frame.unsqueeze(0), fam.size)
-    raw = session.run(normalise(small, fam.mean, fam.std))
+    try:
+        raw = session.run(normalise(small, fam.mean, fam.std), comfy_glue.cancel_hook())
+    except RunCancelled:
+        comfy_glue.check_interrupt()  # ComfyUI's own exception (and it clears the flag)
+        raise
     if refine_edges:
         return guided_upsample(model_map(raw, fam.logits), small, frame.unsqueeze(0))[0]
     return from_model_output(raw, h, w, fam.logits)[0]

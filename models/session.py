@@ -12,6 +12,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -81,14 +82,52 @@ class ModelSession:
         self._output_name = self.inner.get_outputs()[0].name
         self._run_lock = threading.Lock()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         """Raw first output for a prepared ``[B,3,S,S]`` float32 batch.
 
         onnxruntime's ``run`` is thread-safe, but two concurrent runs on a 2-core CPU only
         fight over the cores; one at a time keeps latency predictable.
+
+        ``should_stop`` (ComfyUI's Cancel) is polled every ``STOP_POLL_S`` while the network
+        runs; when it says so, onnxruntime is told to stop (``RunOptions.terminate``) and
+        ``RunCancelled`` is raised: a BiRefNet frame that takes seconds on a CPU need not
+        finish before Cancel takes effect.
         """
+        feed = {self.input_name: batch}
         with self._run_lock:
-            return self.inner.run([self._output_name], {self.input_name: batch})[0]
+            if should_stop is None:
+                return self.inner.run([self._output_name], feed)[0]
+            if should_stop():
+                raise RunCancelled(self.name)
+            options = _ort().RunOptions()
+            done = threading.Event()
+            stopped = threading.Event()
+
+            def watch():
+                while not done.wait(STOP_POLL_S):
+                    if should_stop():
+                        stopped.set()
+                        options.terminate = True
+                        return
+
+            watcher = threading.Thread(target=watch, name="cutout-cancel-watch", daemon=True)
+            watcher.start()
+            try:
+                return self.inner.run([self._output_name], feed, options)[0]
+            except Exception:
+                if stopped.is_set():
+                    raise RunCancelled(self.name) from None
+                raise
+            finally:
+                done.set()
+                watcher.join()
+
+
+STOP_POLL_S = 0.05
+
+
+class RunCancelled(Exception):
+    """The network run was stopped on request (``ModelSession.run``'s ``should_stop``)."""
 
 
 class SessionStore:

@@ -228,3 +228,48 @@ def test_two_different_models_at_once_both_work_and_each_loads_once(models_dir, 
     masks = [m for model, m in results.values()]
     for m in masks[1:]:  # same weights, same input: same masks whichever session ran them
         assert torch.equal(m, masks[0])
+
+
+def test_cancel_stops_the_network_run_itself(monkeypatch):
+    """Cancel during a frame stops onnxruntime mid-run (RunOptions.terminate), not after the frame."""
+    session = session_mod.get_session("u2netp")
+    x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
+    plain = session.run(x)
+    assert np.array_equal(session.run(x, should_stop=lambda: False), plain)  # polled, never stopped
+    with pytest.raises(session_mod.RunCancelled):
+        session.run(x, should_stop=lambda: True)  # already cancelled: the run does not start
+    monkeypatch.setattr(session_mod, "STOP_POLL_S", 0.001)
+    calls = []
+
+    def cancel_once_running():  # False for the check before the run, True at the watcher's first poll
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(session_mod.RunCancelled):
+        session.run(x, should_stop=cancel_once_running)
+    assert len(calls) == 2
+    assert np.array_equal(session.run(x), plain)  # the session is fine afterwards
+
+
+def test_cancel_during_a_frame_raises_comfyuis_interrupt(monkeypatch):
+    flag = {"on": False}
+
+    def check():
+        if flag["on"]:
+            raise InterruptProcessingException()
+
+    monkeypatch.setattr(comfy_glue, "check_interrupt", check)
+    monkeypatch.setattr(comfy_glue, "cancel_hook", lambda: (lambda: flag["on"]))
+    real_run = session_mod.ModelSession.run
+    runs = []
+
+    def run(self, batch, should_stop=None):
+        runs.append(1)
+        if len(runs) == 2:
+            flag["on"] = True  # the user presses Cancel while the second frame is in the network
+        return real_run(self, batch, should_stop)
+
+    monkeypatch.setattr(session_mod.ModelSession, "run", run)
+    with pytest.raises(InterruptProcessingException):
+        NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(torch.rand(5, 32, 32, 3), "u2netp")
+    assert len(runs) == 2

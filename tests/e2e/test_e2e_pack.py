@@ -232,7 +232,9 @@ def test_interrupt_stops_a_long_batch_without_output(comfy_server, photo_name):
     end = events[-1]
     assert end["type"] == "execution_interrupted", end
     latency = end["t"] - state["t_interrupt"]
-    assert state["after"] <= 2, f"{state['after']} frames were still processed after the interrupt"
+    # the frame in flight is stopped inside the network run (RunOptions.terminate); at most a frame
+    # that finished while the POST was on its way is reported
+    assert state["after"] <= 1, f"{state['after']} frames were still processed after the interrupt"
     assert state["last"]["value"] < frames
     entry = comfy_server.wait(pid)
     assert entry["status"]["status_str"] == "error" and entry["outputs"] == {}
@@ -244,7 +246,7 @@ def test_interrupt_stops_a_long_batch_without_output(comfy_server, photo_name):
     frame_s = gaps[len(gaps) // 2] if gaps else float("nan")
     report(f"interrupt: stopped after frame {state['last']['value']}/{frames}, "
            f"{latency:.2f} s from POST /interrupt to execution_interrupted "
-           f"(one frame took {frame_s:.2f} s here: the frame in flight finishes first)")
+           f"(one frame took {frame_s:.2f} s here: the network run in flight is stopped)")
     comfy_server.run(small_photo_graph(photo_name))  # and the queue goes on
 
 
