@@ -117,14 +117,16 @@ def quality_plot(quality_json: Path, out: Path) -> Path | None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
     colors = {}
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for key, m in folder["methods"].items():
+    summaries = {key: m["summary"]["all"] for key, m in folder["methods"].items()}
+    for key, a in summaries.items():
         model, method = (s.strip() for s in key.split("·", 1))
-        a = m["summary"]["all"]
         color = colors.setdefault(model, palette[len(colors) % len(palette)])
         marker = "s" if method.startswith("rembg") else ("o" if method == "cutout" else "^")
         for ax, metric in zip(axes, ("iou", "band")):
             ax.scatter(a["seconds"], a[metric], s=90, color=color, marker=marker, edgecolor="black", zorder=3)
-            below = method.startswith("rembg")  # keep labels of near-equal points apart
+            # keep labels of near-equal points apart: the lower point of a model gets its label below
+            same_model = [b[metric] for k, b in summaries.items() if k.split("·", 1)[0].strip() == model]
+            below = len(same_model) > 1 and a[metric] < max(same_model)
             ax.annotate(key, (a["seconds"], a[metric]), textcoords="offset points",
                         xytext=(7, -13 if below else 6), fontsize=9)
     axes[0].set_ylabel("mean IoU (higher is better)")
