@@ -154,8 +154,9 @@ def download(spec: ModelSpec, dest_dir: Path, progress: Callable[[int, int], Non
 
 
 def variant_filename(spec: ModelSpec, source_md5: str) -> str:
-    """``u2netp.int8-1a2b3c4d.onnx``: keyed by the source file's md5, so new weights mean a new build."""
-    return f"{spec.derived_from}.{spec.recipe.name}-{source_md5[:8]}.onnx"
+    """``u2netp.int8-1a2b3c4d-9f8e7d.onnx``: keyed by the source file's md5 and the recipe's
+    digest, so new weights or a changed recipe mean a new build (the old file is then removed)."""
+    return f"{spec.derived_from}.{spec.recipe.name}-{source_md5[:8]}-{spec.recipe.digest}.onnx"
 
 
 _build_locks: dict[str, threading.Lock] = {}

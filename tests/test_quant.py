@@ -77,7 +77,8 @@ def test_variant_runs_through_the_pipeline_and_is_cached_in_download_dir(tmp_pat
     rgba, mask = pipeline.remove_background(img, "u2netp-int8")
     assert rgba.shape == (1, 200, 300, 4) and mask.shape == (1, 200, 300)
     files = list(tmp_path.glob("u2netp.int8-*.onnx"))
-    assert [f.name for f in files] == [f"u2netp.int8-{catalog.get_spec('u2netp').md5[:8]}.onnx"]
+    spec = catalog.get_spec("u2netp-int8")
+    assert [f.name for f in files] == [f"u2netp.int8-{catalog.get_spec('u2netp').md5[:8]}-{spec.recipe.digest}.onnx"]
     session_mod.STORE.clear()
 
 
@@ -113,14 +114,14 @@ def test_cached_variant_is_rebuilt_when_the_source_hash_changes(tmp_path, monkey
     monkeypatch.setitem(catalog.CATALOG, "testbase-int8", var)
 
     p1 = weights.ensure_variant(var, allow_download=False)
-    assert p1.name == f"testbase.int8-{md5_1[:8]}.onnx" and len(calls) == 1
+    assert p1.name == f"testbase.int8-{md5_1[:8]}-{var.recipe.digest}.onnx" and len(calls) == 1
     assert weights.ensure_variant(var, allow_download=False) == p1 and len(calls) == 1  # cached
 
     md5_2 = _write_source_copy(tmp_path / "testbase.onnx", 2)  # new weights arrive
     assert md5_2 != md5_1
     monkeypatch.setitem(catalog.CATALOG, "testbase", dataclasses.replace(base, md5=md5_2))
     p2 = weights.ensure_variant(var, allow_download=False)
-    assert p2.name == f"testbase.int8-{md5_2[:8]}.onnx" and len(calls) == 2
+    assert p2.name == f"testbase.int8-{md5_2[:8]}-{var.recipe.digest}.onnx" and len(calls) == 2
     assert not p1.exists()  # the stale build is removed
 
     p2.write_bytes(b"not an onnx file")  # a damaged cache is rebuilt when loading fails
@@ -128,3 +129,12 @@ def test_cached_variant_is_rebuilt_when_the_source_hash_changes(tmp_path, monkey
     s = session_mod.get_session("testbase-int8")
     assert s.path == p2 and len(calls) == 3 and p2.stat().st_size > 1000
     session_mod.STORE.clear()
+
+
+def test_a_changed_recipe_is_a_new_cache_file():
+    spec = catalog.get_spec("u2netp-int8")
+    other = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe, float_sensitive=3))
+    md5 = catalog.get_spec("u2netp").md5
+    assert weights.variant_filename(spec, md5) != weights.variant_filename(other, md5)
+    assert weights.variant_filename(spec, md5).startswith(f"u2netp.int8-{md5[:8]}-")  # the stale clean-up's glob
+    assert spec.recipe.digest == dataclasses.replace(spec.recipe).digest  # stable
