@@ -269,3 +269,50 @@ def test_order_threshold_then_feather():
     m = M.feather(disc(20), 4)
     out = refine_masks(m, threshold=0.5, feather=4.0)
     assert ((out > 0.05) & (out < 0.95)).any()
+
+
+@pytest.mark.parametrize("small,big", [((1, 1), (5, 7)), ((3, 4), (3, 4)), ((7, 9), (50, 61)), ((24, 32), (301, 397))])
+def test_row_upsampler_is_bilinear_interpolate(small, big):
+    """The strip-wise upsampling behind the guided filter and temporal smoothing equals F.interpolate."""
+    from comfyui_cutout.imaging.refine import STRIP_ROWS, RowUpsampler, apply_coefficients
+
+    g = torch.Generator().manual_seed(sum(big))
+    maps = torch.rand(1, 4, *small, generator=g)
+    ref = F.interpolate(maps, size=big, mode="bilinear", align_corners=False)[0].permute(1, 0, 2)  # [H,C,W]
+    up = RowUpsampler(maps, *big)
+    got = torch.cat([up.rows(y, min(big[0], y + STRIP_ROWS)) for y in range(0, big[0], STRIP_ROWS)])
+    assert got.shape == ref.shape and (got - ref).abs().max() < 1e-5
+    photo = torch.rand(*big, 3, generator=g)
+    out = apply_coefficients(maps, photo, torch.empty(big))
+    want = (ref[:, 3] + (ref[:, :3] * photo.permute(0, 2, 1)).sum(1)).clamp(0, 1)
+    assert (out - want).abs().max() < 1e-5
+
+
+def _temporal_reference(masks, strength, image, radius=2, tol=0.06):
+    """temporal_smooth as first written: every weight map upsampled to full size, summed frame by frame."""
+    n, h, w = masks.shape
+    f = max(1, min(4, min(h, w) // 8))
+    small = F.avg_pool2d(image.permute(0, 3, 1, 2), f, stride=f, ceil_mode=True)
+    out = torch.empty_like(masks)
+    for t in range(n):
+        acc, wsum = masks[t].clone(), torch.ones_like(masks[t])
+        for d in range(-radius, radius + 1):
+            k = t + d
+            if d == 0 or not 0 <= k < n:
+                continue
+            diff = F.avg_pool2d((small[t] - small[k]).abs().mean(0)[None, None], 3, 1, 1, count_include_pad=False)
+            wmap = F.interpolate(torch.exp(-(diff / tol) ** 2) * strength ** abs(d), size=(h, w), mode="bilinear",
+                                 align_corners=False)[0, 0]
+            acc += wmap * masks[k]
+            wsum += wmap
+        out[t] = acc / wsum
+    return out.clamp(0, 1)
+
+
+def test_temporal_smoothing_with_motion_check_matches_the_plain_formula():
+    g = torch.Generator().manual_seed(5)
+    masks = torch.rand(5, 70, 90, generator=g)
+    image = torch.rand(5, 70, 90, 3, generator=g)
+    image[2:] = image[1]  # a still stretch and a cut: both weight regimes
+    got = temporal_smooth(masks, 0.7, image)
+    assert (got - _temporal_reference(masks, 0.7, image)).abs().max() < 1e-5
