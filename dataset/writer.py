@@ -113,9 +113,11 @@ def target_for(dest: Path, rel: PurePosixPath, opts: WriteOptions) -> Path:
 
 
 def is_done(dest: Path, rel: PurePosixPath, opts: WriteOptions) -> bool:
-    """True when the image of ``rel`` is already in ``dest`` (written last, so complete)."""
+    """True when the image of ``rel`` is already in ``dest`` (written last, so complete) and so is
+    every mask file asked for (a rerun that adds ``--save-mask`` or ``--mask-dir`` is not "done")."""
     try:
-        return target_for(dest, rel, opts).is_file()
+        target = target_for(dest, rel, opts)
+        return target.is_file() and all(m.is_file() for m in mask_path_for(target, output_rel(rel, opts.fmt), opts))
     except UnsafePath:
         return False
 
@@ -227,6 +229,16 @@ def mask_path_for(target: Path, rel_out: PurePosixPath, opts: WriteOptions) -> l
     return out
 
 
+def _write_masks(paths: list[Path], alpha: np.ndarray, opts: WriteOptions) -> None:
+    """The subject mask (white = subject) as an 8-bit PNG at each of ``paths``, atomically."""
+    if not paths:
+        return
+    data = encode((np.clip(alpha, 0, 1) * 255.0 + 0.5).astype(np.uint8), "png", opts)
+    for mp in paths:
+        mp.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(mp, data, opts.fsync)
+
+
 def save_item(dest: Path, item: Item, rgb: np.ndarray, alpha: np.ndarray, opts: WriteOptions,
               icc: bytes | None = None) -> Saved:
     """Write one result under ``dest`` at the item's relative path; captions and mask first, image last.
@@ -242,8 +254,12 @@ def save_item(dest: Path, item: Item, rgb: np.ndarray, alpha: np.ndarray, opts: 
         if os.path.realpath(target) == os.path.realpath(item.path):
             raise WriteError(f"output {target} is the source file itself; refused")
         if target.exists():
-            if opts.existing == "skip":
-                return Saved("skipped", target, [])
+            if opts.existing == "skip":  # the image stays as it is; only mask files asked for and missing
+                missing = [m for m in mask_path_for(target, rel_out, opts) if not m.exists()]
+                if not missing:
+                    return Saved("skipped", target, [])
+                _write_masks(missing, alpha, opts)
+                return Saved("done", target, missing)
             if opts.existing == "keep_both":
                 target = _keep_both_target(target)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -257,13 +273,9 @@ def save_item(dest: Path, item: Item, rgb: np.ndarray, alpha: np.ndarray, opts: 
                         continue
                     atomic_copy(src, dst, opts.fsync)
                     written.append(dst)
-        a8 = None
-        for mp in mask_path_for(target, rel_out, opts):
-            if a8 is None:
-                a8 = (np.clip(alpha, 0, 1) * 255.0 + 0.5).astype(np.uint8)
-            mp.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(mp, encode(a8, "png", opts), opts.fsync)
-            written.append(mp)
+        masks = mask_path_for(target, rel_out, opts)
+        _write_masks(masks, alpha, opts)
+        written += masks
         if opts.mask_only:
             pixels = (np.clip(alpha, 0, 1) * 255.0 + 0.5).astype(np.uint8)
         else:

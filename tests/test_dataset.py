@@ -164,6 +164,23 @@ def test_second_run_writes_nothing(tree, tmp_path):
     assert snapshot(dest) == first
 
 
+def test_rerun_that_adds_masks_writes_only_the_masks(tree, tmp_path):
+    """Resume with --save-mask / --mask-dir added: the images stay byte-for-byte, the masks appear."""
+    src, dest, masks = tree["src"], tmp_path / "clean", tmp_path / "masks"
+    run_job(src, dest, JobOptions())
+    images = snapshot(dest)
+    wopts = writer.WriteOptions(save_mask=True, mask_dir=masks, fsync=False)
+    again = run_job(src, dest, JobOptions(write=wopts))
+    assert sorted(again.done) == sorted(tree["good"]) and again.skipped == []
+    after = snapshot(dest)
+    assert {k: v for k, v in after.items() if k in images} == images  # not one image rewritten
+    added = sorted(set(after) - set(images))
+    assert added and all(name.endswith("_mask.png") for name in added)
+    assert len(added) == len(tree["good"]) == len(list(masks.rglob("*.png")))
+    third = run_job(src, dest, JobOptions(write=wopts))  # now everything is there
+    assert third.done == [] and sorted(third.skipped) == sorted(tree["good"])
+
+
 def test_interrupt_then_rerun_matches_uninterrupted(tree, tmp_path, monkeypatch):
     src = tree["src"]
     reference = tmp_path / "ref"
