@@ -229,11 +229,16 @@ def mask_path_for(target: Path, rel_out: PurePosixPath, opts: WriteOptions) -> l
     return out
 
 
+def _mask8(alpha: np.ndarray) -> np.ndarray:
+    """The subject mask as 8-bit grey (white = subject)."""
+    return (np.clip(alpha, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+
+
 def _write_masks(paths: list[Path], alpha: np.ndarray, opts: WriteOptions) -> None:
-    """The subject mask (white = subject) as an 8-bit PNG at each of ``paths``, atomically."""
+    """The subject mask as an 8-bit PNG at each of ``paths``, atomically."""
     if not paths:
         return
-    data = encode((np.clip(alpha, 0, 1) * 255.0 + 0.5).astype(np.uint8), "png", opts)
+    data = encode(_mask8(alpha), "png", opts)
     for mp in paths:
         mp.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(mp, data, opts.fsync)
@@ -277,7 +282,7 @@ def save_item(dest: Path, item: Item, rgb: np.ndarray, alpha: np.ndarray, opts: 
         _write_masks(masks, alpha, opts)
         written += masks
         if opts.mask_only:
-            pixels = (np.clip(alpha, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+            pixels = _mask8(alpha)
         else:
             background = opts.background
             if opts.fmt == "jpg" and parse_background(background) is None:

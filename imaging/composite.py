@@ -50,6 +50,11 @@ FG_METHODS = ("blur_fusion", "ml")
 BAND_EPS = 0.5 / 255  # alpha this close to 0 or 1 counts as transparent / opaque (invisible in 8 bits)
 
 
+def edge_band(a: torch.Tensor) -> torch.Tensor:
+    """Where a frame's alpha is neither transparent nor opaque: the only pixels decontamination changes."""
+    return (a > BAND_EPS) & (a < 1 - BAND_EPS)
+
+
 def parse_color(color: ColorLike) -> tuple[float, float, float]:
     """A colour as an (r, g, b) tuple of floats 0..1.
 
@@ -207,7 +212,8 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
     hs, ws = b_hat2.shape[-2:]
     if out is None:
         out = torch.empty_like(img)
-    in_place = out.data_ptr() == img.data_ptr()
+    # out already holds the pixels outside the band: it is img itself, or the caller's naive composite
+    prefilled = out.data_ptr() == img.data_ptr() or over is not None
     if s2 == 1:
         coarse = [c[0].permute(1, 2, 0) for c in coarse]  # [H,W,3]
     else:  # channels-last so that each upsampled strip is a contiguous [rows,W,3]
@@ -217,12 +223,12 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
     for y0 in range(0, h, step):
         y1 = min(h, y0 + step)
         if not bool(rows_any[y0:y1].any()):
-            if not in_place and over is None:
+            if not prefilled:
                 out[y0:y1].copy_(img[y0:y1])
             continue
         cols = band[y0:y1].any(0).nonzero()
         x0, x1 = int(cols[0]), int(cols[-1]) + 1
-        if not in_place and over is None:  # the columns outside the band keep the photo
+        if not prefilled:  # the columns outside the band keep the photo
             out[y0:y1, :x0].copy_(img[y0:y1, :x0])
             out[y0:y1, x1:].copy_(img[y0:y1, x1:])
         if s2 == 1:
@@ -241,7 +247,7 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
         e.addcmul_(dd, 1 - at * at).clamp_(0, 1)
         if over is not None:
             e = torch.lerp(over[y0:y1, x0:x1].to(e.dtype), e, at)
-        src = out[y0:y1, x0:x1] if in_place or over is not None else img[y0:y1, x0:x1]
+        src = out[y0:y1, x0:x1] if prefilled else img[y0:y1, x0:x1]
         torch.where(band[y0:y1, x0:x1, None], e.to(out.dtype), src, out=out[y0:y1, x0:x1])
     return out
 
@@ -281,7 +287,7 @@ def estimate_foreground(rgb: torch.Tensor, alpha: torch.Tensor, method: str = "b
         out = torch.empty_like(rgb)
     for i in range(rgb.shape[0]):
         a = alpha[i]
-        band = (a > BAND_EPS) & (a < 1 - BAND_EPS)
+        band = edge_band(a)
         if method == "blur_fusion":
             if band.any():
                 _blur_fusion_tiled(rgb[i], a, band, work_megapixels, out=out[i])
@@ -414,7 +420,7 @@ def composite_background(rgb: torch.Tensor, alpha: torch.Tensor, background="tra
     if decontaminate:  # the band pixels again, with the subject's estimated colour (no full-size copy)
         for i in range(b):
             a = alpha[i]
-            band = (a > BAND_EPS) & (a < 1 - BAND_EPS)
+            band = edge_band(a)
             if band.any():
                 _blur_fusion_tiled(rgb[i], a, band, out=out[i], over=bg[i])
     return (out[0] if single else out).clamp_(0, 1)

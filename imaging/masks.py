@@ -55,6 +55,7 @@ def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
     if r <= 0:
         return x
     h, w = x.shape[-2], x.shape[-1]
+    count = _box_count_1d(h, r, x.device)[:, None] * _box_count_1d(w, r, x.device)[None, :]
     if r <= 12:
         p = F.pad(x, (r, r))  # zeros: the clipped window's sum, divided by its own count below
         acc = p[..., :, 0:w].clone()
@@ -64,10 +65,8 @@ def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
         acc = p[..., 0:h, :].clone()
         for i in range(1, 2 * r + 1):
             acc += p[..., i:i + h, :]
-        count = _box_count_1d(h, r, x.device)[:, None] * _box_count_1d(w, r, x.device)[None, :]
         return acc.div_(count.to(acc.dtype))
     s = _box_sum_1d(_box_sum_1d(x, r, -1), r, -2)
-    count = _box_count_1d(h, r, x.device)[:, None] * _box_count_1d(w, r, x.device)[None, :]
     return s / count.to(s.dtype)
 
 
