@@ -48,3 +48,24 @@ def comfy_dirs(tmp_path, monkeypatch):
     monkeypatch.setattr(comfy_glue, "output_directory", lambda: out)
     monkeypatch.delenv(paths.ALLOW_ENV, raising=False)
     return inp, out
+
+
+@pytest.fixture
+def fresh_store(monkeypatch):
+    """An empty session store in place of the process-wide one (models load anew)."""
+    from comfyui_cutout.models import session as session_mod
+
+    store = session_mod.SessionStore()
+    monkeypatch.setattr(session_mod, "STORE", store)
+    return store
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch):
+    """An empty ComfyUI models/rembg folder, the first place the pack looks for weights."""
+    from comfyui_cutout import comfy_glue
+
+    d = tmp_path / "models_rembg"
+    d.mkdir()
+    monkeypatch.setattr(comfy_glue, "comfy_model_dirs", lambda: [d])
+    return d

@@ -313,19 +313,9 @@ def test_8192_square_works_with_bounded_memory(decontaminate):
 # --------------------------------------------------------------------------- model files
 
 @pytest.fixture
-def store(monkeypatch):
-    fresh = session_mod.SessionStore()
-    monkeypatch.setattr(session_mod, "STORE", fresh)
-    return fresh
-
-
-@pytest.fixture
-def model_dir(tmp_path, monkeypatch):
-    d = tmp_path / "models_rembg"
-    d.mkdir()
-    monkeypatch.setattr(comfy_glue, "comfy_model_dirs", lambda: [d])
+def model_dir(models_dir, monkeypatch):
     monkeypatch.setenv("CUTOUT_OFFLINE", "1")
-    return d
+    return models_dir
 
 
 BAD_MODEL_FILES = {
@@ -337,7 +327,7 @@ BAD_MODEL_FILES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_MODEL_FILES))
-def test_bad_catalog_model_file_is_set_aside_never_loaded(case, model_dir, store, monkeypatch, caplog):
+def test_bad_catalog_model_file_is_set_aside_never_loaded(case, model_dir, fresh_store, monkeypatch, caplog):
     """A bad u2net.onnx in models/rembg: set aside by hash; offline -> a clear error naming node and input."""
     (model_dir / "u2net.onnx").write_bytes(BAD_MODEL_FILES[case]())
     loaded = []
@@ -355,7 +345,7 @@ def test_bad_catalog_model_file_is_set_aside_never_loaded(case, model_dir, store
 
 
 @pytest.mark.parametrize("case", list(BAD_MODEL_FILES)[:3])
-def test_bad_custom_model_file_gives_a_clear_error(case, model_dir, store):
+def test_bad_custom_model_file_gives_a_clear_error(case, model_dir, fresh_store):
     """A user's own ONNX file (no hash known) that onnxruntime cannot load: clear message, no crash."""
     (model_dir / "my_model.onnx").write_bytes(BAD_MODEL_FILES[case]())
     with pytest.raises(ModelNotAvailableError, match=rf"^{RB_RE}: input 'model': model 'my_model.onnx' at .*could not be "
@@ -363,7 +353,7 @@ def test_bad_custom_model_file_gives_a_clear_error(case, model_dir, store):
         NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(torch.rand(1, 8, 8, 3), "my_model.onnx")
 
 
-def test_corrupt_embedded_copy_is_reported_not_loaded(tmp_path, monkeypatch, store):
+def test_corrupt_embedded_copy_is_reported_not_loaded(tmp_path, monkeypatch, fresh_store):
     fake_pack = tmp_path / "pack_models"
     fake_pack.mkdir()
     (fake_pack / "u2netp.onnx").write_bytes(EMBEDDED.read_bytes()[:5000])
@@ -398,7 +388,7 @@ def readonly_dir(tmp_path):
         subprocess.run(["umount", str(d)], capture_output=True)
 
 
-def test_read_only_model_folder_download_target(readonly_dir, monkeypatch, store):
+def test_read_only_model_folder_download_target(readonly_dir, monkeypatch, fresh_store):
     d, freeze = readonly_dir
     freeze()
     monkeypatch.setattr(comfy_glue, "comfy_model_dirs", lambda: [d])
@@ -411,7 +401,7 @@ def test_read_only_model_folder_download_target(readonly_dir, monkeypatch, store
     assert str(d / "u2net.onnx") in msg  # tells where to put it by hand
 
 
-def test_read_only_model_folder_bad_file_is_ignored_not_loaded(readonly_dir, monkeypatch, store, caplog):
+def test_read_only_model_folder_bad_file_is_ignored_not_loaded(readonly_dir, monkeypatch, fresh_store, caplog):
     d, freeze = readonly_dir
     (d / "u2netp.onnx").write_bytes(EMBEDDED.read_bytes()[:3000])
     freeze()
@@ -423,7 +413,7 @@ def test_read_only_model_folder_bad_file_is_ignored_not_loaded(readonly_dir, mon
 
 
 @pytest.mark.parametrize("name", ["u2net_v9_from_an_old_workflow", "isnet-general-use-v2.onnx", ""])
-def test_unknown_model_name(name, store, model_dir):
+def test_unknown_model_name(name, fresh_store, model_dir):
     with pytest.raises(UnknownModelError) as e:
         NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(torch.rand(1, 8, 8, 3), name)
     msg = str(e.value)

@@ -125,21 +125,6 @@ def server(tmp_path, monkeypatch):
     srv.shutdown()
 
 
-@pytest.fixture
-def fresh_store(monkeypatch):
-    store = session_mod.SessionStore()
-    monkeypatch.setattr(session_mod, "STORE", store)
-    return store
-
-
-@pytest.fixture
-def models_dir(tmp_path, monkeypatch):
-    d = tmp_path / "models_rembg"
-    d.mkdir()
-    monkeypatch.setattr(comfy_glue, "comfy_model_dirs", lambda: [d])
-    return d
-
-
 def _register(monkeypatch, base: str, name="relmodel"):
     spec = dataclasses.replace(CATALOG["u2netp"], name=name, url=f"{base}/{name}.onnx", embedded=False)
     monkeypatch.setitem(CATALOG, name, spec)
