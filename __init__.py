@@ -1,12 +1,7 @@
-"""ComfyUI-Cutout: background removal nodes for ComfyUI.
+"""ComfyUI-Cutout: ComfyUI imports this file; the library is the package ``cutout`` beside it."""
 
-ComfyUI imports this file. It must stay cheap: onnxruntime, rembg, pymatting and scipy are
-imported on first use, never here.
-"""
-
-from . import comfy_glue
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from .service import register as _register_service
+from .cutout import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, comfy_glue
+from .cutout.service import register as _register_service
 
 comfy_glue.register_model_folder()
 _register_service()  # /cutout/ page and /cutout/api/*; no-op outside a ComfyUI server

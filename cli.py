@@ -104,15 +104,11 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    sys.path.insert(0, str(ROOT))
-    from cutout_standalone import load_pack
-
-    load_pack()
-    from comfyui_cutout.dataset.job import JobOptions, run_job
-    from comfyui_cutout.dataset.paths import UnsafePath, check_no_overlap
-    from comfyui_cutout.dataset.reader import DEFAULT_PATTERN
-    from comfyui_cutout.dataset.writer import WriteOptions
-    from comfyui_cutout.models import ModelNotAvailableError, UnknownModelError, model_choices
+    from cutout.dataset.job import JobOptions, run_job
+    from cutout.dataset.paths import UnsafePath, check_no_overlap
+    from cutout.dataset.reader import DEFAULT_PATTERN
+    from cutout.dataset.writer import WriteOptions
+    from cutout.models import ModelNotAvailableError, UnknownModelError, model_choices
 
     parser = build_parser(model_choices())
     a = parser.parse_args(argv)
@@ -154,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if a.engine == "ray":
-            from comfyui_cutout.dataset.ray_engine import RayNotInstalled, RayOptions, run_job_ray
+            from cutout.dataset.ray_engine import RayNotInstalled, RayOptions, run_job_ray
 
             ropts = RayOptions(address=a.ray_address, actors=a.actors, batch_size=a.batch_size,
                                cpus_per_actor=a.cpus_per_actor, gpus_per_actor=a.gpus_per_actor,

@@ -26,9 +26,9 @@ if str(ROOT) not in sys.path:
 
 
 def load_pack():
-    from cutout_standalone import load_pack as _load
+    import cutout
 
-    return _load()
+    return cutout
 
 
 def cpu_model() -> str:
@@ -72,9 +72,8 @@ def machine_info() -> dict:
 
 def available_models(names) -> tuple[list[str], dict[str, str]]:
     """(models whose verified weights are on disk, {model: why skipped}). Never downloads."""
-    load_pack()
-    from comfyui_cutout.models.catalog import get_spec
-    from comfyui_cutout.models.weights import find_verified, search_dirs
+    from cutout.models.catalog import get_spec
+    from cutout.models.weights import find_verified, search_dirs
 
     ok, skipped = [], {}
     for name in names:
@@ -102,9 +101,8 @@ def rembg_session(model: str):
     pack's verified files is used, so both sides run identical weights.
     """
     global _REMBG_HOME
-    load_pack()
-    from comfyui_cutout.models.catalog import get_spec
-    from comfyui_cutout.models.weights import find_verified
+    from cutout.models.catalog import get_spec
+    from cutout.models.weights import find_verified
 
     path = find_verified(get_spec(model))
     if path is None:

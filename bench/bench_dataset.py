@@ -61,13 +61,11 @@ def main() -> int:
     ap.add_argument("--chunk", type=int, default=22, help="images per interleaved chunk")
     a = ap.parse_args()
 
-    from cutout_standalone import load_pack
-
-    load_pack()
-    from comfyui_cutout.dataset import job, reader, writer
-    from comfyui_cutout.models import ModelNotAvailableError
-    from comfyui_cutout.models.session import get_session
-    from comfyui_cutout.pipeline import predict_frame
+    import cutout
+    from cutout.dataset import job, reader, writer
+    from cutout.models import ModelNotAvailableError
+    from cutout.models.session import get_session
+    from cutout.pipeline import predict_frame
 
     if not a.photos.is_dir():
         print(f"skipped: photos folder {a.photos} not found")

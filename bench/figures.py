@@ -68,7 +68,7 @@ def before_after(model: str, out: Path) -> Path:
     import matplotlib.pyplot as plt
     import torch
 
-    from comfyui_cutout.pipeline import remove_background
+    from cutout.pipeline import remove_background
 
     photos = sample_photos()
     cols = ["original", f"mask ({model})", "cut-out (transparent)", "on a new background"]
@@ -156,7 +156,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
     ap.add_argument("--only", choices=["grid", "plot"])
     args = ap.parse_args(argv)
-    load_pack()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.only != "plot":
         model = args.model or (available_models(["u2net"])[0] or ["u2netp"])[0]

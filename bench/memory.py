@@ -51,11 +51,9 @@ def main(argv=None) -> int:
 
     import torch
 
-    from cutout_standalone import load_pack
-
-    load_pack()
-    from comfyui_cutout.models.session import get_session
-    from comfyui_cutout.nodes import NODE_CLASS_MAPPINGS as N
+    import cutout
+    from cutout.models.session import get_session
+    from cutout.nodes import NODE_CLASS_MAPPINGS as N
 
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     get_session(args.model)
@@ -127,8 +125,8 @@ def main(argv=None) -> int:
     if "composite" in stages and "CutoutCompositeBackground" in N:
         t0 = time.perf_counter()
         if args.batch_composite:
-            from comfyui_cutout.imaging.composite import composite_background
-            from comfyui_cutout.imaging.tensors import sanitize
+            from cutout.imaging.composite import composite_background
+            from cutout.imaging.tensors import sanitize
 
             out = (composite_background(sanitize(rgba[..., :3]), mask, "#FFFFFF"),)
         else:

@@ -27,7 +27,7 @@ def before_node(img, sess, fam, h, w, raw):
     import torch
     import torch.nn.functional as F
 
-    from comfyui_cutout.imaging.tensors import sanitize
+    from cutout.imaging.tensors import sanitize
 
     frame = sanitize(img[0])
     x = F.interpolate(frame.unsqueeze(0).permute(0, 3, 1, 2), size=(fam.size, fam.size), mode="bilinear",
@@ -54,13 +54,12 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="u2netp")
     ap.add_argument("--eval", type=Path, default=DEFAULT_EVAL)
     a = ap.parse_args(argv)
-    load_pack()
     import numpy as np
     from rembg import remove
 
-    from comfyui_cutout.imaging.model_io import to_model_input
-    from comfyui_cutout.models.session import ModelSession, get_session
-    from comfyui_cutout.nodes.remove_background import CutoutRemoveBackground
+    from cutout.imaging.model_io import to_model_input
+    from cutout.models.session import ModelSession, get_session
+    from cutout.nodes.remove_background import CutoutRemoveBackground
 
     node = CutoutRemoveBackground()
     sess = get_session(a.model)

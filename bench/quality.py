@@ -52,8 +52,8 @@ def evaluate_folder(folder: Path, models: list[str], refiners: dict, use_rembg: 
                     log) -> dict:
     import torch
 
-    from comfyui_cutout import pipeline
-    from comfyui_cutout.imaging import metrics as M
+    from cutout import pipeline
+    from cutout.imaging import metrics as M
 
     video = M.is_video_folder(folder)
     pairs = M.read_video_folder(folder) if video else M.read_manifest(folder)
@@ -167,9 +167,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, help="first N images of each folder (quick checks)")
     ap.add_argument("--out", type=Path, default=RESULTS / "quality", help="output path stem (.json and .md)")
     args = ap.parse_args(argv)
-
-    load_pack()
-    from comfyui_cutout.models.catalog import CATALOG
+    from cutout.models.catalog import CATALOG
 
     folders = args.folders or [DEFAULT_EVAL]
     for f in folders:

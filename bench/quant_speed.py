@@ -27,11 +27,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from cutout_standalone import load_pack  # noqa: E402
-
-load_pack()
-from comfyui_cutout import pipeline  # noqa: E402
-from comfyui_cutout.models import catalog, weights  # noqa: E402
+import cutout  # noqa: E402
+from cutout import pipeline  # noqa: E402
+from cutout.models import catalog, weights  # noqa: E402
 
 PHOTO = ROOT.parent / "shared" / "eval" / "dev" / "alphamatting_GT04.png"
 SIZES = {"1MP": (1152, 864), "12MP": (4000, 3000)}

@@ -25,12 +25,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from cutout_standalone import load_pack  # noqa: E402
-
-load_pack()
-from comfyui_cutout.imaging import metrics  # noqa: E402
-from comfyui_cutout.imaging.model_io import from_model_output, to_model_input  # noqa: E402
-from comfyui_cutout.models import catalog, quantize, weights  # noqa: E402
+import cutout  # noqa: E402
+from cutout.imaging import metrics  # noqa: E402
+from cutout.imaging.model_io import from_model_output, to_model_input  # noqa: E402
+from cutout.models import catalog, quantize, weights  # noqa: E402
 
 EVAL_DEV = ROOT.parent / "shared" / "eval" / "dev"
 CACHE = Path("/tmp/cutout_quant_cache")
@@ -85,7 +83,7 @@ def dev_set():
 def session(path_or_bytes, threads=None):
     import onnxruntime as ort
 
-    from comfyui_cutout.models.session import session_options
+    from cutout.models.session import session_options
 
     opts = session_options()
     if threads:

@@ -88,11 +88,9 @@ def main() -> int:
         return 0
     if a.model != "u2netp":
         sys.path.insert(0, str(ROOT))
-        from cutout_standalone import load_pack
-
-        load_pack()
-        from comfyui_cutout.models import ModelNotAvailableError
-        from comfyui_cutout.models.session import locate
+        import cutout
+        from cutout.models import ModelNotAvailableError
+        from cutout.models.session import locate
 
         try:
             locate(a.model)

@@ -38,7 +38,7 @@ class Refiner:
     """Calls the Mask Refine node with its defaults plus ``options`` (mask [B,H,W], image [B,H,W,3])."""
 
     def __init__(self, options: dict):
-        pack = load_pack()
+        import cutout as pack
         cls = pack.NODE_CLASS_MAPPINGS[NODE_ID]
         self.node = cls()
         self.fn = getattr(self.node, cls.FUNCTION)
@@ -72,7 +72,7 @@ class Refiner:
 
 def get_refiner(options: dict | None = None):
     """(Refiner, None) or (None, reason)."""
-    pack = load_pack()
+    import cutout as pack
     if NODE_ID not in getattr(pack, "NODE_CLASS_MAPPINGS", {}):
         return None, f"skipped: not available ({NODE_ID} is not in this checkout)"
     return Refiner(options or {}), None

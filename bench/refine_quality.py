@@ -22,22 +22,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cutout_standalone import load_pack  # noqa: E402
-
-load_pack()
+import cutout  # noqa: E402
 
 import torch  # noqa: E402
 
-from comfyui_cutout.imaging.metrics import edge_band, iou, load_gray, load_rgb, mae, read_manifest  # noqa: E402
-from comfyui_cutout.imaging.refine import guided_filter  # noqa: E402
-from comfyui_cutout.models import ModelNotAvailableError  # noqa: E402
-from comfyui_cutout.pipeline import predict_masks  # noqa: E402
+from cutout.imaging.metrics import edge_band, iou, load_gray, load_rgb, mae, read_manifest  # noqa: E402
+from cutout.imaging.refine import guided_filter  # noqa: E402
+from cutout.models import ModelNotAvailableError  # noqa: E402
+from cutout.pipeline import predict_masks  # noqa: E402
 
 DEFAULT_EVAL = ROOT.parent / "shared" / "eval" / "dev"
 
 
 def settings(grid: bool):
-    from comfyui_cutout.nodes.mask_refine import GUIDED_DEFAULTS
+    from cutout.nodes.mask_refine import GUIDED_DEFAULTS
 
     d = GUIDED_DEFAULTS
     out = {"raw": None, "Remove Background refine_edges (guided upsampling; its ms include the model run)": "edges",

@@ -58,9 +58,7 @@ OPS = {
 
 
 def _load():
-    from cutout_standalone import load_pack
-
-    load_pack()
+    import cutout
 
 
 def _peak_gb() -> float:
@@ -72,8 +70,8 @@ def _make_inputs(photo: Path, folder: Path):
     import torch
     import torch.nn.functional as F
 
-    from comfyui_cutout.imaging.metrics import load_rgb
-    from comfyui_cutout.pipeline import predict_masks
+    from cutout.imaging.metrics import load_rgb
+    from cutout.pipeline import predict_masks
 
     img = load_rgb(photo)
     img = F.interpolate(img.permute(0, 3, 1, 2), size=SIZE_12MP, mode="bicubic", align_corners=False)
@@ -91,8 +89,8 @@ def _child(op: str, folder: Path) -> dict:
     import torch
 
     _load()
-    from comfyui_cutout.imaging.composite import composite_background
-    from comfyui_cutout.nodes.mask_refine import refine_masks
+    from cutout.imaging.composite import composite_background
+    from cutout.nodes.mask_refine import refine_masks
 
     torch.set_grad_enabled(False)
     img = torch.load(folder / "img.pt")
@@ -104,7 +102,7 @@ def _child(op: str, folder: Path) -> dict:
         img = img.repeat(3, 1, 1, 1)  # three real (contiguous) frames, as a video batch is
         mask = torch.cat([mask, mask.roll(1, -1), mask])
     if spec == "decon_worst":  # a frame whose edge band is everything: bounded cost, not minutes
-        from comfyui_cutout.imaging.composite import estimate_foreground
+        from cutout.imaging.composite import estimate_foreground
 
         g = torch.Generator().manual_seed(0)
         img = torch.rand(1, 8192, 8192, 3, generator=g)
@@ -139,7 +137,7 @@ def _child(op: str, folder: Path) -> dict:
 def _session_run_time() -> tuple[float, float]:
     import numpy as np
 
-    from comfyui_cutout.models.session import get_session
+    from cutout.models.session import get_session
 
     s = get_session("u2netp")
     x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
@@ -157,7 +155,7 @@ def _rembg_matting_time(folder: Path) -> float:
     from PIL import Image
 
     # rembg finds its weights through U2NET_HOME; the pack ships the same u2netp.onnx
-    os.environ.setdefault("U2NET_HOME", str(ROOT / "models"))
+    os.environ.setdefault("U2NET_HOME", str(ROOT / "cutout" / "models"))
     from rembg import new_session, remove
 
     sess = new_session("u2netp")
@@ -171,7 +169,7 @@ def foreground_methods(size: int = 1024) -> dict:
     """Blur-fusion vs multi-level (pymatting) on a synthetic scene with a known foreground."""
     import torch
 
-    from comfyui_cutout.imaging.composite import estimate_foreground
+    from cutout.imaging.composite import estimate_foreground
 
     y, x = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
     fg = torch.stack([0.8 + 0.2 * x, 0.3 + 0.4 * y, 0.5 + 0.3 * torch.sin(6 * x)], -1).clamp(0, 1)[None]

@@ -25,18 +25,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cutout_standalone import load_pack  # noqa: E402
-
-load_pack()
+import cutout  # noqa: E402
 
 from aiohttp import FormData, web  # noqa: E402
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
-from comfyui_cutout.pipeline import predict_masks  # noqa: E402
-from comfyui_cutout.service import params as P  # noqa: E402
-from comfyui_cutout.service.api import mount  # noqa: E402
-from comfyui_cutout.service.finishing import finish  # noqa: E402
-from comfyui_cutout.service.imageio import decode, encode  # noqa: E402
+from cutout.pipeline import predict_masks  # noqa: E402
+from cutout.service import params as P  # noqa: E402
+from cutout.service.api import mount  # noqa: E402
+from cutout.service.finishing import finish  # noqa: E402
+from cutout.service.imageio import decode, encode  # noqa: E402
 
 
 def direct(data: bytes) -> bytes:

@@ -20,10 +20,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from cutout_standalone import load_pack  # noqa: E402
-
-load_pack()
-from comfyui_cutout.models import catalog, session as session_mod, weights  # noqa: E402
+import cutout  # noqa: E402
+from cutout.models import catalog, session as session_mod, weights  # noqa: E402
 
 
 def configs(ort):

@@ -55,7 +55,7 @@ def test_photo(eval_dir: Path, size: tuple[int, int]):
     if src.is_file():
         im = Image.open(src).convert("RGB")
     else:  # any folder: first image of its manifest
-        from comfyui_cutout.imaging.metrics import read_manifest
+        from cutout.imaging.metrics import read_manifest
 
         im = Image.open(read_manifest(eval_dir)[0].image).convert("RGB")
     im = im.resize(size, Image.BICUBIC)
@@ -69,9 +69,9 @@ def bench_node(models, eval_dir, repeats, log) -> dict:
     import torch
     from rembg import remove
 
-    from comfyui_cutout.imaging.model_io import to_model_input
-    from comfyui_cutout.models.session import get_session
-    from comfyui_cutout.nodes.remove_background import CutoutRemoveBackground
+    from cutout.imaging.model_io import to_model_input
+    from cutout.models.session import get_session
+    from cutout.nodes.remove_background import CutoutRemoveBackground
 
     node = CutoutRemoveBackground()
     out = {}
@@ -138,9 +138,9 @@ def bench_breakdown(model, eval_dir, repeats, log) -> dict:
     """Where the node's time beyond ``session.run`` goes at 12 MP (the steps of pipeline.remove_background)."""
     import torch
 
-    from comfyui_cutout.imaging.model_io import from_model_output, to_model_input
-    from comfyui_cutout.imaging.tensors import sanitize
-    from comfyui_cutout.models.session import get_session
+    from cutout.imaging.model_io import from_model_output, to_model_input
+    from cutout.imaging.tensors import sanitize
+    from cutout.models.session import get_session
 
     sess = get_session(model)
     fam = sess.family
@@ -183,7 +183,7 @@ def bench_refine(eval_dir, repeats, matting, log) -> dict:
         return {"skipped": why}
     opts = {k: v for k, v in GUIDED.items() if k in refiner.defaults}
     refiner = Refiner(opts)
-    from comfyui_cutout.pipeline import predict_masks
+    from cutout.pipeline import predict_masks
 
     _, img = test_photo(eval_dir, SIZES["12MP"])
     mask = predict_masks(img, "u2netp")
@@ -209,7 +209,7 @@ def make_photos(eval_dir: Path, dest: Path, n: int, seed: int = 7) -> list[Path]
     """``n`` JPEGs of mixed sizes (0.2–6 MP) cut and scaled from the eval photos."""
     from PIL import Image
 
-    from comfyui_cutout.imaging.metrics import read_manifest
+    from cutout.imaging.metrics import read_manifest
 
     rng = random.Random(seed)
     srcs = [p.image for p in read_manifest(eval_dir)]
@@ -233,9 +233,9 @@ def make_photos(eval_dir: Path, dest: Path, n: int, seed: int = 7) -> list[Path]
 
 def model_only(photos, model) -> float:
     """Seconds of ``session.run`` alone over the photos (inputs decoded and prepared beforehand)."""
-    from comfyui_cutout.imaging.metrics import load_rgb
-    from comfyui_cutout.imaging.model_io import to_model_input
-    from comfyui_cutout.models.session import get_session
+    from cutout.imaging.metrics import load_rgb
+    from cutout.imaging.model_io import to_model_input
+    from cutout.models.session import get_session
 
     sess = get_session(model)
     fam = sess.family
@@ -278,7 +278,7 @@ def bench_folder(eval_dir, n, model, cli: Path, log) -> dict:
         subprocess.run([sys.executable, "-c",
                         "import sys; sys.path.insert(0, sys.argv[1]); import torch; "
                         "from cutout_standalone import load_pack; load_pack(); "
-                        "from comfyui_cutout.models.session import get_session; get_session(sys.argv[2])",
+                        "from cutout.models.session import get_session; get_session(sys.argv[2])",
                         str(cli.parent), model], check=True, env=env)
         startup = time.perf_counter() - t0
         dest = tmp / "dest"
@@ -312,8 +312,8 @@ import sys, time, json
 sys.path.insert(0, sys.argv[1])
 import torch  # ComfyUI has imported torch long before it loads custom nodes
 c0, t0 = time.process_time(), time.perf_counter()
-from cutout_standalone import load_pack
-pack = load_pack()
+import cutout
+pack = cutout
 dt, cpu = time.perf_counter() - t0, time.process_time() - c0
 heavy = [m for m in ("onnxruntime", "rembg", "pymatting", "scipy", "numba", "cv2", "skimage", "matplotlib")
          if m in sys.modules]
@@ -370,8 +370,7 @@ MEM_STAGES = ["predict_masks", "remove_background_node", "refine_guided", "rembg
 
 def run_mem_stage(stage: str, eval_dir: Path, model: str) -> dict:
     """Runs in its own process: set-up (pack, 12 MP input, warm session), then the stage alone."""
-    load_pack()
-    from comfyui_cutout.pipeline import predict_masks
+    from cutout.pipeline import predict_masks
 
     pil, img = test_photo(eval_dir, SIZES["12MP"])
     info = {"stage": stage, "model": model, "input_mb": img.numel() * 4 / 2**20}
@@ -387,7 +386,7 @@ def run_mem_stage(stage: str, eval_dir: Path, model: str) -> dict:
         if stage == "predict_masks":
             fn = lambda: predict_masks(img, model)  # noqa: E731
         elif stage == "remove_background_node":
-            from comfyui_cutout.nodes.remove_background import CutoutRemoveBackground
+            from cutout.nodes.remove_background import CutoutRemoveBackground
 
             node = CutoutRemoveBackground()
             fn = lambda: node.run(img, model)  # noqa: E731
@@ -454,7 +453,6 @@ def main(argv=None) -> int:
         return 0
 
     skip = set(filter(None, args.skip.split(",")))
-    load_pack()
     models, skipped = available_models(args.models.split(","))
     report = {"machine": machine_info(), "note": "absolute seconds are noisy (shared CPU); compare the ratios",
               "models": models, "skipped_models": skipped, "repeats": args.repeats}

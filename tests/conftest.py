@@ -1,20 +1,13 @@
-"""Load the pack as ``comfyui_cutout`` (no ComfyUI needed) and locate the shared eval data."""
+"""Fixtures shared by the tests (no ComfyUI needed) and where the shared eval data lives."""
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from cutout_standalone import load_pack  # noqa: E402
-
-load_pack()
-
 SHARED = Path(os.environ.get("CUTOUT_SHARED", ROOT.parent / "shared"))
 EVAL_DEV = SHARED / "eval" / "dev"
 
@@ -38,8 +31,8 @@ def _isolated_model_dirs(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def comfy_dirs(tmp_path, monkeypatch):
     """ComfyUI's input/output folders for the folder nodes' path guard, without ComfyUI."""
-    from comfyui_cutout import comfy_glue
-    from comfyui_cutout.dataset import paths
+    from cutout import comfy_glue
+    from cutout.dataset import paths
 
     inp, out = tmp_path / "comfy" / "input", tmp_path / "comfy" / "output"
     inp.mkdir(parents=True)
@@ -53,7 +46,7 @@ def comfy_dirs(tmp_path, monkeypatch):
 @pytest.fixture
 def fresh_store(monkeypatch):
     """An empty session store in place of the process-wide one (models load anew)."""
-    from comfyui_cutout.models import session as session_mod
+    from cutout.models import session as session_mod
 
     store = session_mod.SessionStore()
     monkeypatch.setattr(session_mod, "STORE", store)
@@ -63,7 +56,7 @@ def fresh_store(monkeypatch):
 @pytest.fixture
 def models_dir(tmp_path, monkeypatch):
     """An empty ComfyUI models/rembg folder, the first place the pack looks for weights."""
-    from comfyui_cutout import comfy_glue
+    from cutout import comfy_glue
 
     d = tmp_path / "models_rembg"
     d.mkdir()

@@ -20,14 +20,14 @@ import pytest
 import torch
 from PIL import Image
 
-from comfyui_cutout import comfy_glue
-from comfyui_cutout.dataset import writer as writer_mod
-from comfyui_cutout.dataset.job import JobOptions, run_job
-from comfyui_cutout.imaging.tensors import CutoutInputError
-from comfyui_cutout.models import ModelNotAvailableError, UnknownModelError, weights
-from comfyui_cutout.models import session as session_mod
-from comfyui_cutout.models.catalog import get_spec
-from comfyui_cutout.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from cutout import comfy_glue
+from cutout.dataset import writer as writer_mod
+from cutout.dataset.job import JobOptions, run_job
+from cutout.imaging.tensors import CutoutInputError
+from cutout.models import ModelNotAvailableError, UnknownModelError, weights
+from cutout.models import session as session_mod
+from cutout.models.catalog import get_spec
+from cutout.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = Path(weights.EMBEDDED_DIR) / "u2netp.onnx"
@@ -276,10 +276,9 @@ def test_wrong_types_and_shapes_name_node_and_input(kind, bad):
 _BIG = r"""
 import resource, sys, torch
 sys.path.insert(0, sys.argv[1])
-from cutout_standalone import load_pack
-load_pack()
-from comfyui_cutout.nodes import NODE_CLASS_MAPPINGS
-from comfyui_cutout.models.session import get_session
+import cutout
+from cutout.nodes import NODE_CLASS_MAPPINGS
+from cutout.models.session import get_session
 get_session("u2netp")
 torch.set_num_threads(2)
 img = torch.rand(1, 8192, 8192, 3)
@@ -624,7 +623,7 @@ def test_save_through_symlinked_subfolder_is_refused(comfy_dirs, tmp_path):
                                               ("image", {})])
 def test_composite_node_frame_by_frame_equals_the_batch_function(background, extra):
     """The node runs one frame at a time (bounded memory); the result is the batch function's."""
-    from comfyui_cutout.imaging.composite import composite_background
+    from cutout.imaging.composite import composite_background
 
     g = torch.Generator().manual_seed(5)
     image = torch.rand(3, 30, 26, 3, generator=g)

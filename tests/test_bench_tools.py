@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from comfyui_cutout.imaging import metrics as M
+from cutout.imaging import metrics as M
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,7 +109,7 @@ def test_refine_options_parse_and_missing_node_is_reported_not_faked(monkeypatch
         "edge_refinement": "guided filter", "guided_radius": 4, "guided_eps": 1e-3, "invert": True}
     with pytest.raises(SystemExit):
         refine_adapter.parse_options("radius")
-    pack = sys.modules["comfyui_cutout"]
+    pack = sys.modules["cutout"]
     monkeypatch.setattr(pack, "NODE_CLASS_MAPPINGS", {k: v for k, v in pack.NODE_CLASS_MAPPINGS.items()
                                                        if k != refine_adapter.NODE_ID})
     refiner, why = refine_adapter.get_refiner({})

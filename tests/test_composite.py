@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from comfyui_cutout.imaging.composite import composite_background, estimate_foreground, fit_image, parse_color
-from comfyui_cutout.imaging.tensors import CutoutInputError
-from comfyui_cutout.nodes import NODE_CLASS_MAPPINGS
-from comfyui_cutout.nodes.composite import CutoutCompositeBackground
+from cutout.imaging.composite import composite_background, estimate_foreground, fit_image, parse_color
+from cutout.imaging.tensors import CutoutInputError
+from cutout.nodes import NODE_CLASS_MAPPINGS
+from cutout.nodes.composite import CutoutCompositeBackground
 
 
 def known_scene(h=160, w=160, bg_color=(0.1, 0.8, 0.1)):
@@ -40,7 +40,7 @@ def test_decontamination_recovers_foreground_colour(bg_color, method):
 
 
 def test_tiled_blur_fusion_matches_whole_frame_reference():
-    from comfyui_cutout.imaging.composite import _blur_fusion
+    from cutout.imaging.composite import _blur_fusion
 
     image, fg, _, alpha = known_scene(300, 560)  # several 256² tiles
     band = (alpha > 0.02) & (alpha < 0.98)
@@ -133,7 +133,7 @@ def test_blur_background_keeps_subject_colour_out():
     alpha = torch.zeros(1, 64, 64)
     image[0, 16:48, 16:48] = torch.tensor([1.0, 0, 0])
     alpha[0, 16:48, 16:48] = 1
-    from comfyui_cutout.imaging.composite import _blurred_backdrop
+    from cutout.imaging.composite import _blurred_backdrop
 
     bd = _blurred_backdrop(image, alpha, 12)
     assert bd[0, 12, 32, 0] < 0.05 and bd[0, 12, 32, 2] > 0.95
@@ -181,7 +181,7 @@ def test_nodes_registered_with_tooltips():
 
 
 def test_remove_background_decontaminates_by_default():
-    from comfyui_cutout.pipeline import remove_background
+    from cutout.pipeline import remove_background
 
     image, _, _, _ = known_scene(96, 96)
     rgba_on, mask = remove_background(image, "u2netp")
@@ -208,7 +208,7 @@ def test_decontaminated_composite_is_the_estimated_foreground_over_the_backgroun
     want = torch.lerp(backdrop.expand_as(img), fg, alpha[..., None]).clamp(0, 1)
     assert torch.allclose(composite_background(img, alpha, backdrop, fit="stretch"), want, atol=1e-6)
     # and Remove Background's RGBA carries the same colours
-    from comfyui_cutout.imaging.composite import estimate_foreground as ef
+    from cutout.imaging.composite import estimate_foreground as ef
     out = torch.zeros(70, 90, 4)
     ef(img[0], alpha[0], out=out[..., :3])
     assert torch.equal(out[..., :3], fg[0])

@@ -18,11 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
-from comfyui_cutout import comfy_glue
-from comfyui_cutout.dataset import job, paths, reader, writer
-from comfyui_cutout.dataset.job import JobOptions, run_job
-from comfyui_cutout.imaging.tensors import CutoutInputError
-from comfyui_cutout.nodes.dataset_folder import CutoutLoadImageFolder, CutoutSaveImageFolder
+from cutout import comfy_glue
+from cutout.dataset import job, paths, reader, writer
+from cutout.dataset.job import JobOptions, run_job
+from cutout.imaging.tensors import CutoutInputError
+from cutout.nodes.dataset_folder import CutoutLoadImageFolder, CutoutSaveImageFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTION_TXT = "a photo of sks person, smiling\r\nsecond line ✓ é\n".encode("utf-8")
@@ -292,9 +292,9 @@ def test_cli_refine_flags_map_onto_mask_refine(cli):
 
 def test_infer_item_refine_is_the_mask_refine_node(tree):
     """The dataset job's refinement is Mask Refine's function: same order, same result as the node."""
-    from comfyui_cutout.models.session import get_session
-    from comfyui_cutout.nodes.mask_refine import CutoutMaskRefine
-    from comfyui_cutout.nodes.remove_background import CutoutRemoveBackground
+    from cutout.models.session import get_session
+    from cutout.nodes.mask_refine import CutoutMaskRefine
+    from cutout.nodes.remove_background import CutoutRemoveBackground
 
     session = get_session("u2netp", "cpu")
     items, _ = reader.list_images(tree["src"] / "10_subject", recursive=False, pattern="img001.jpg")
@@ -480,7 +480,7 @@ def test_colours_and_backgrounds():
 @pytest.mark.parametrize("decontaminate", [True, False])
 def test_writer_background_is_the_composite_background_function(background, decontaminate):
     """One background implementation: the dataset writer gives what Composite Background gives."""
-    from comfyui_cutout.imaging.composite import composite_background
+    from cutout.imaging.composite import composite_background
 
     g = torch.Generator().manual_seed(3)
     rgb = (torch.rand(40, 56, 3, generator=g) * 255).round().to(torch.uint8).numpy()
@@ -558,7 +558,7 @@ def test_nodes_load_list_and_save_tree(tree, comfy_dirs):
     for img, rel in zip(images, rels):
         w, h = tree["good"][rel]
         assert img.shape == (1, h, w, 3) and img.dtype == torch.float32
-    from comfyui_cutout.pipeline import remove_background
+    from cutout.pipeline import remove_background
 
     cut = [remove_background(img, "u2netp")[0] for img in images]
     res = saver.save(cut, ["clean"], ["png"], ["skip"], ["transparent"], relative_path=rels,
@@ -590,7 +590,7 @@ def test_nodes_load_list_and_save_tree(tree, comfy_dirs):
 
 def test_example_workflow_matches_the_nodes():
     """Every Cutout node of example_workflows/dataset_prep.json has the widgets and links its class declares."""
-    from comfyui_cutout import NODE_CLASS_MAPPINGS
+    from cutout import NODE_CLASS_MAPPINGS
 
     wf = json.loads((ROOT / "example_workflows" / "dataset_prep.json").read_text(encoding="utf-8"))
     by_id = {n["id"]: n for n in wf["nodes"]}

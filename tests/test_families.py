@@ -18,8 +18,8 @@ import torch
 
 onnx = pytest.importorskip("onnx")
 
-from comfyui_cutout.models import catalog, session as session_mod  # noqa: E402
-from comfyui_cutout.nodes import NODE_CLASS_MAPPINGS  # noqa: E402
+from cutout.models import catalog, session as session_mod  # noqa: E402
+from cutout.nodes import NODE_CLASS_MAPPINGS  # noqa: E402
 
 
 # How rembg 2.0.86 feeds and reads these networks (rembg/sessions/dis_general_use.py, dis_anime.py,

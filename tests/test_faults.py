@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from comfyui_cutout import comfy_glue
-from comfyui_cutout import pipeline
-from comfyui_cutout.dataset.job import JobOptions, run_job
-from comfyui_cutout.models import ModelNotAvailableError, weights
-from comfyui_cutout.models import session as session_mod
-from comfyui_cutout.models.catalog import CATALOG
-from comfyui_cutout.nodes import NODE_CLASS_MAPPINGS
+from cutout import comfy_glue
+from cutout import pipeline
+from cutout.dataset.job import JobOptions, run_job
+from cutout.models import ModelNotAvailableError, weights
+from cutout.models import session as session_mod
+from cutout.models.catalog import CATALOG
+from cutout.nodes import NODE_CLASS_MAPPINGS
 
 EMBEDDED = Path(weights.EMBEDDED_DIR) / "u2netp.onnx"
 
@@ -77,7 +77,7 @@ def test_folder_job_interrupted_leaves_no_partial_file_and_rerun_does_exactly_th
         done_infer.append(1)
         return real_infer(session, frame, *rest)
 
-    from comfyui_cutout.dataset import job as job_mod
+    from cutout.dataset import job as job_mod
 
     monkeypatch.setattr(job_mod, "predict_frame", counting)
     again = run_job(src, dest, JobOptions())

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comfyui_cutout.imaging import masks as M
-from comfyui_cutout.imaging.refine import auto_trimap, guided_filter, matte, temporal_smooth
-from comfyui_cutout.imaging.tensors import CutoutInputError
-from comfyui_cutout.nodes.mask_refine import CutoutMaskRefine, refine_masks
+from cutout.imaging import masks as M
+from cutout.imaging.refine import auto_trimap, guided_filter, matte, temporal_smooth
+from cutout.imaging.tensors import CutoutInputError
+from cutout.nodes.mask_refine import CutoutMaskRefine, refine_masks
 
 
 def disc(radius: float, size: int = 96, center=None) -> torch.Tensor:
@@ -166,7 +166,7 @@ def test_guided_filter_snaps_blurry_mask_to_photo_edge():
 
 def test_guided_upsampling_puts_the_small_maps_edge_on_the_photos_edge():
     """Remove Background's refine_edges: the model's 32² map of a disc, upsampled to 256²."""
-    from comfyui_cutout.imaging.model_io import from_model_output, guided_upsample, shrink_for_model
+    from cutout.imaging.model_io import from_model_output, guided_upsample, shrink_for_model
 
     truth = disc(70, 256, center=(120.3, 133.7))
     photo = torch.stack([0.2 + 0.7 * truth, 0.6 - 0.4 * truth, 0.3 + 0.0 * truth], -1)  # orange disc on green
@@ -274,7 +274,7 @@ def test_order_threshold_then_feather():
 @pytest.mark.parametrize("small,big", [((1, 1), (5, 7)), ((3, 4), (3, 4)), ((7, 9), (50, 61)), ((24, 32), (301, 397))])
 def test_row_upsampler_is_bilinear_interpolate(small, big):
     """The strip-wise upsampling behind the guided filter and temporal smoothing equals F.interpolate."""
-    from comfyui_cutout.imaging.refine import STRIP_ROWS, RowUpsampler, apply_coefficients
+    from cutout.imaging.refine import STRIP_ROWS, RowUpsampler, apply_coefficients
 
     g = torch.Generator().manual_seed(sum(big))
     maps = torch.rand(1, 4, *small, generator=g)

@@ -5,10 +5,10 @@ Speed itself is measured by bench/speed.py, never asserted here.
 import torch
 import torch.nn.functional as F
 
-import comfyui_cutout.imaging.model_io as model_io
-from comfyui_cutout.imaging.model_io import from_model_output, snap_ends, to_model_input
-from comfyui_cutout.models.catalog import IMAGENET_MEAN, IMAGENET_STD
-from comfyui_cutout.nodes.remove_background import CutoutRemoveBackground
+import cutout.imaging.model_io as model_io
+from cutout.imaging.model_io import from_model_output, snap_ends, to_model_input
+from cutout.models.catalog import IMAGENET_MEAN, IMAGENET_STD
+from cutout.nodes.remove_background import CutoutRemoveBackground
 
 
 def _one_step(frames, size):

@@ -7,10 +7,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from comfyui_cutout.imaging import masks as M
-from comfyui_cutout.imaging.composite import composite_background, estimate_foreground
-from comfyui_cutout.imaging.model_io import from_model_output, to_model_input
-from comfyui_cutout.imaging.tensors import as_image, as_mask, sanitize
+from cutout.imaging import masks as M
+from cutout.imaging.composite import composite_background, estimate_foreground
+from cutout.imaging.model_io import from_model_output, to_model_input
+from cutout.imaging.tensors import as_image, as_mask, sanitize
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

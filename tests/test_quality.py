@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_cutout.imaging.metrics import band_error, iou, load_gray, load_rgb, mae, read_manifest
-from comfyui_cutout.models import weights
-from comfyui_cutout.models.catalog import get_spec
-from comfyui_cutout.pipeline import predict_masks
+from cutout.imaging.metrics import band_error, iou, load_gray, load_rgb, mae, read_manifest
+from cutout.models import weights
+from cutout.models.catalog import get_spec
+from cutout.pipeline import predict_masks
 
 pytestmark = [pytest.mark.quality, pytest.mark.slow]
 

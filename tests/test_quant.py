@@ -11,9 +11,9 @@ import torch
 
 pytest.importorskip("onnx")
 
-from comfyui_cutout import models, pipeline  # noqa: E402
-from comfyui_cutout.imaging.model_io import from_model_output, to_model_input  # noqa: E402
-from comfyui_cutout.models import catalog, quantize, session as session_mod, weights  # noqa: E402
+from cutout import models, pipeline  # noqa: E402
+from cutout.imaging.model_io import from_model_output, to_model_input  # noqa: E402
+from cutout.models import catalog, quantize, session as session_mod, weights  # noqa: E402
 
 EMBEDDED = weights.EMBEDDED_DIR / "u2netp.onnx"
 

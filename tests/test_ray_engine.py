@@ -17,9 +17,9 @@ ray = pytest.importorskip("ray")
 
 from test_dataset import CAPTION_TXT, assert_same_tree, snapshot, tree, tree_pixels  # noqa: E402,F401 (tree: fixture)
 
-from comfyui_cutout.dataset import ray_engine, writer  # noqa: E402
-from comfyui_cutout.dataset.job import JobOptions, run_job  # noqa: E402
-from comfyui_cutout.dataset.ray_engine import RayOptions, run_job_ray  # noqa: E402
+from cutout.dataset import ray_engine, writer  # noqa: E402
+from cutout.dataset.job import JobOptions, run_job  # noqa: E402
+from cutout.dataset.ray_engine import RayOptions, run_job_ray  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -118,8 +118,8 @@ def test_cli_engine_ray(tree, tmp_path):
 
 
 def test_pack_import_never_imports_ray():
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from cutout_standalone import load_pack; "
-            "p = load_pack(); import comfyui_cutout.nodes, comfyui_cutout.dataset.job; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import cutout as p; "
+            "import cutout.nodes, cutout.dataset.job; "
             "assert 'ray' not in sys.modules, 'ray imported'; print('ok')")
     p = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "ok" in p.stdout, p.stderr

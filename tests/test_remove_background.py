@@ -1,18 +1,18 @@
 import pytest
 import torch
 
-import comfyui_cutout
-from comfyui_cutout.imaging.metrics import load_rgb
-from comfyui_cutout.imaging.tensors import CutoutInputError
-from comfyui_cutout.nodes.remove_background import CutoutRemoveBackground
+import cutout
+from cutout.imaging.metrics import load_rgb
+from cutout.imaging.tensors import CutoutInputError
+from cutout.nodes.remove_background import CutoutRemoveBackground
 
 SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "samples"
 
 
 def test_mappings_and_metadata():
-    m = comfyui_cutout.NODE_CLASS_MAPPINGS
+    m = cutout.NODE_CLASS_MAPPINGS
     assert "CutoutRemoveBackground" in m
-    assert comfyui_cutout.NODE_DISPLAY_NAME_MAPPINGS["CutoutRemoveBackground"] == "Remove Background (Cutout)"
+    assert cutout.NODE_DISPLAY_NAME_MAPPINGS["CutoutRemoveBackground"] == "Remove Background (Cutout)"
     for node_id, cls in m.items():
         assert node_id.startswith("Cutout") and cls.CATEGORY == "Cutout" and cls.DESCRIPTION
         inputs = cls.INPUT_TYPES()

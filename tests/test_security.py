@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_cutout import comfy_glue
-from comfyui_cutout.models import UnknownModelError, weights
-from comfyui_cutout.models import session as session_mod
-from comfyui_cutout.models.catalog import CATALOG
+from cutout import comfy_glue
+from cutout.models import UnknownModelError, weights
+from cutout.models import session as session_mod
+from cutout.models.catalog import CATALOG
 
 ROOT = Path(__file__).resolve().parents[1]
 NOT_PACK = {"tests", "bench", "docs", "node_modules", "site-packages"}
@@ -29,7 +29,8 @@ FORBIDDEN_ATTRS = {("os", "system"), ("os", "popen"), ("os", "execv"), ("os", "e
 
 def test_pack_modules_found():
     names = {p.relative_to(ROOT).as_posix() for p in PACK_MODULES}
-    assert {"pipeline.py", "models/weights.py", "models/session.py", "cli.py", "nodes/remove_background.py"} <= names
+    assert {"cutout/pipeline.py", "cutout/models/weights.py", "cutout/models/session.py", "cli.py",
+            "cutout/nodes/remove_background.py"} <= names
 
 
 @pytest.mark.parametrize("path", PACK_MODULES, ids=lambda p: p.relative_to(ROOT).as_posix())
@@ -59,9 +60,9 @@ def test_no_shell_eval_or_unpickling_in_pack_code(path):
 def test_only_weights_py_touches_the_network():
     users = [p.relative_to(ROOT).as_posix() for p in PACK_MODULES
              if re.search(r"\burlopen\b|\brequests\b|\bhttp\.client\b|\bsocket\b", p.read_text(encoding="utf-8"))]
-    allowed = {"models/weights.py"}
+    allowed = {"cutout/models/weights.py"}
     # the HTTP service (another branch) serves requests; it must not fetch anything itself
-    assert set(users) <= allowed | {u for u in users if u.startswith("service/") or u.startswith("api/")}, users
+    assert set(users) <= allowed | {u for u in users if u.startswith("cutout/service/")}, users
 
 
 def test_catalog_urls_are_https_from_the_rembg_releases():
@@ -110,7 +111,7 @@ def test_only_onnx_files_in_the_model_folders_are_ever_loaded(name, tmp_path, mo
 
 
 def test_model_choices_lists_only_onnx(monkeypatch):
-    from comfyui_cutout.models import model_choices
+    from cutout.models import model_choices
 
     monkeypatch.setattr(comfy_glue, "comfy_model_files", lambda: ["mine.onnx"])
     assert all(c in CATALOG or c.endswith(".onnx") for c in model_choices())
@@ -119,6 +120,6 @@ def test_model_choices_lists_only_onnx(monkeypatch):
 
 def test_session_is_built_by_onnxruntime_from_a_path(monkeypatch):
     """The only loader is onnxruntime.InferenceSession (protobuf, no code execution)."""
-    src = (ROOT / "models" / "session.py").read_text()
+    src = (ROOT / "cutout" / "models" / "session.py").read_text()
     assert "InferenceSession(str(path)" in src
     assert "torch.load" not in src and "pickle" not in src

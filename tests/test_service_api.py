@@ -26,12 +26,12 @@ from aiohttp import FormData, web  # noqa: E402
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from comfyui_cutout import comfy_glue  # noqa: E402
-from comfyui_cutout.models.session import STORE  # noqa: E402
-from comfyui_cutout.nodes.remove_background import CutoutRemoveBackground  # noqa: E402
-from comfyui_cutout.service import api as api_mod  # noqa: E402
-from comfyui_cutout.service import params as P  # noqa: E402
-from comfyui_cutout.service.api import CutoutService, Limits, mount  # noqa: E402
+from cutout import comfy_glue  # noqa: E402
+from cutout.models.session import STORE  # noqa: E402
+from cutout.nodes.remove_background import CutoutRemoveBackground  # noqa: E402
+from cutout.service import api as api_mod  # noqa: E402
+from cutout.service import params as P  # noqa: E402
+from cutout.service.api import CutoutService, Limits, mount  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -354,11 +354,11 @@ def test_refinement_options_run(photo):
 
 def test_finish_uses_the_shared_functions():
     """The service's background and refinement are exactly the pack's (no private copies)."""
-    from comfyui_cutout.imaging.composite import composite_background
-    from comfyui_cutout.imaging.refine import guided_filter
-    from comfyui_cutout.service.finishing import finish
-    from comfyui_cutout.service.imageio import to_uint8
-    from comfyui_cutout.service.params import Options
+    from cutout.imaging.composite import composite_background
+    from cutout.imaging.refine import guided_filter
+    from cutout.service.finishing import finish
+    from cutout.service.imageio import to_uint8
+    from cutout.service.params import Options
 
     g = torch.Generator().manual_seed(5)
     rgb = torch.rand(1, 30, 40, 3, generator=g)
@@ -378,7 +378,7 @@ def test_finish_uses_the_shared_functions():
 def test_models_route(tmp_path, monkeypatch):
     home = tmp_path / "u2net"
     home.mkdir()
-    shutil.copyfile(ROOT / "models" / "u2netp.onnx", home / "my_net.onnx")
+    shutil.copyfile(ROOT / "cutout" / "models" / "u2netp.onnx", home / "my_net.onnx")
     monkeypatch.setenv("U2NET_HOME", str(home))
     photo = synthetic_photo(64, 48)
 
@@ -534,7 +534,7 @@ def test_detached_worker_never_touches_comfy_interrupt_or_progress(monkeypatch):
 
 
 def test_register_routes_on_a_comfy_like_server(monkeypatch):
-    from comfyui_cutout import service as service_pkg
+    from cutout import service as service_pkg
 
     table = web.RouteTableDef()
     fake_server = types.ModuleType("server")
@@ -562,7 +562,7 @@ def test_register_routes_on_a_comfy_like_server(monkeypatch):
 
 
 def test_service_can_be_switched_off(monkeypatch):
-    from comfyui_cutout import service as service_pkg
+    from cutout import service as service_pkg
 
     monkeypatch.setenv("CUTOUT_SERVICE", "0")
     monkeypatch.setattr(comfy_glue, "register_routes", lambda add: pytest.fail("registered although switched off"))
@@ -570,7 +570,7 @@ def test_service_can_be_switched_off(monkeypatch):
 
 
 def test_register_is_a_no_op_outside_comfy(monkeypatch):
-    from comfyui_cutout import service as service_pkg
+    from cutout import service as service_pkg
 
     monkeypatch.setattr(comfy_glue, "IN_COMFY", False)
     assert comfy_glue.register_routes(lambda table: pytest.fail("called")) is False

@@ -22,7 +22,7 @@ from _page_driver import check_page_result, chromium_or_skip, drive_page  # noqa
 pytest.importorskip("aiohttp")
 from aiohttp import web  # noqa: E402
 
-from comfyui_cutout.service.api import mount  # noqa: E402
+from cutout.service.api import mount  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from comfyui_cutout.models import session as session_mod
+from cutout.models import session as session_mod
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_gpu_request_without_gpu_provider_warns_and_runs_on_cpu(store, caplog):
 
 
 def test_broken_model_file_gives_a_clear_error(tmp_path, monkeypatch, store):
-    from comfyui_cutout import comfy_glue
+    from cutout import comfy_glue
 
     monkeypatch.setattr(comfy_glue, "comfy_model_dirs", lambda: [tmp_path])
     (tmp_path / "my_custom_model.onnx").write_bytes(b"this is not an onnx file")
@@ -73,7 +73,7 @@ def test_pack_import_is_cheap():
 
     code = (
         "import sys; sys.path.insert(0, %r); import torch\n"
-        "from cutout_standalone import load_pack; load_pack()\n"
+        "import cutout\n"
         "heavy = [m for m in ('onnxruntime', 'rembg', 'pymatting', 'scipy', 'numba', 'cv2') if m in sys.modules]\n"
         "print(heavy)" % str(__import__("pathlib").Path(__file__).resolve().parents[1])
     )

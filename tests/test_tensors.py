@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_cutout.imaging.model_io import from_model_output, to_model_input
-from comfyui_cutout.imaging.tensors import CutoutInputError, as_image, as_mask, sanitize, to_rgba
-from comfyui_cutout.models.catalog import IMAGENET_MEAN, IMAGENET_STD
+from cutout.imaging.model_io import from_model_output, to_model_input
+from cutout.imaging.tensors import CutoutInputError, as_image, as_mask, sanitize, to_rgba
+from cutout.models.catalog import IMAGENET_MEAN, IMAGENET_STD
 
 
 @pytest.mark.parametrize("b,h,w", [(1, 64, 64), (3, 37, 91), (2, 101, 17), (1, 1, 1), (1, 2, 3)])

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_cutout import comfy_glue
-from comfyui_cutout.models import weights
-from comfyui_cutout.models.catalog import CATALOG, UnknownModelError, get_spec
+from cutout import comfy_glue
+from cutout.models import weights
+from cutout.models.catalog import CATALOG, UnknownModelError, get_spec
 
 EMBEDDED = Path(weights.EMBEDDED_DIR) / "u2netp.onnx"
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 PACK_MODULE = f"custom_nodes.{PACK_DIR_NAME}"
 IMAGE_TYPES = {"IMAGE", "MASK"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-U2NETP = comfy_env.PACK_ROOT / "models" / "u2netp.onnx"
+U2NETP = comfy_env.PACK_ROOT / "cutout" / "models" / "u2netp.onnx"
 
 
 def pack_nodes(info: dict) -> dict:

@@ -37,7 +37,7 @@ from . import ray_stages, writer
 log = logging.getLogger("comfyui_cutout")
 
 MAX_BLOCKS = 10_000
-ROOT = str(Path(__file__).resolve().parents[1])  # the pack's folder (holds cutout_standalone.py)
+ROOT = str(Path(__file__).resolve().parents[2])  # the pack's folder (holds the package cutout/)
 
 
 class RayNotInstalled(RuntimeError):
@@ -115,7 +115,7 @@ def build_dataset(todo, dest: Path, opts: JobOptions, ropts: RayOptions):
     ctx.print_on_execution_start = False
     ctx.execution_options.preserve_order = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    # cloudpickle ships the stages by value: workers cannot import 'comfyui_cutout' by name.
+    # cloudpickle ships the stages by value: workers import 'cutout' only once _pack has put ROOT on sys.path.
     ray.cloudpickle.register_pickle_by_value(ray_stages)
 
     # absolute paths: workers do not run in the driver's current folder

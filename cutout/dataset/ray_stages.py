@@ -1,7 +1,7 @@
 """The three stages of the Ray engine, as they run inside Ray worker processes.
 
-Ray workers are fresh Python processes: they cannot import ``comfyui_cutout`` by name (the
-pack is loaded through ``cutout_standalone.load_pack``). So this module imports only the
+Ray workers are fresh Python processes that may not have the pack's folder on ``sys.path``
+(a cluster's working_dir, or the driver's path on a shared disk). So this module imports only the
 standard library and numpy at module level, ``ray_engine`` asks Ray's cloudpickle to ship
 it *by value*, and each stage calls ``_pack(root)`` first, which puts the pack's folder on
 ``sys.path`` and loads it, then uses the pack's own per-item functions:
@@ -26,23 +26,21 @@ import numpy as np
 
 
 def _pack(root: str):
-    """Load the pack in this worker (once per process); ``root`` is the pack's folder on the driver."""
-    if "comfyui_cutout" in sys.modules:
-        return sys.modules["comfyui_cutout"]
+    """Import the pack in this worker; ``root`` is the folder holding ``cutout/`` on the driver."""
     for cand in (root, os.getcwd()):  # the driver's folder (shared disk / same machine), or Ray's working_dir
-        if cand and os.path.isfile(os.path.join(cand, "cutout_standalone.py")):
+        if cand and os.path.isdir(os.path.join(cand, "cutout")):
             if cand not in sys.path:
                 sys.path.insert(0, cand)
             break
-    from cutout_standalone import load_pack
+    import cutout
 
-    return load_pack()
+    return cutout
 
 
 def _item(row):
     from pathlib import Path, PurePosixPath
 
-    from comfyui_cutout.dataset.reader import Item
+    from cutout.dataset.reader import Item
 
     return Item(Path(str(row["path"])), PurePosixPath(str(row["rel"])))
 
@@ -54,7 +52,7 @@ def _empty(rel, path, error=""):
 def decode_row(row: dict, root: str) -> dict:
     """Stage 1 (tasks): one file -> its 8-bit RGB (+ own alpha, ICC) as bytes, or the reason it failed."""
     _pack(root)
-    from comfyui_cutout.dataset import reader
+    from cutout.dataset import reader
 
     rel, path = str(row["rel"]), str(row["path"])
     try:
@@ -82,7 +80,7 @@ class InferActor:
         if ort_threads and ort_threads > 0:
             os.environ["CUTOUT_ORT_THREADS"] = str(int(ort_threads))  # read by models.session.session_options
         _pack(root)
-        from comfyui_cutout.models.session import get_session
+        from cutout.models.session import get_session
 
         self.session = get_session(model, device)
         self.fault = fault  # tests: (marker file, n): die on the n-th image once, as a killed node would
@@ -99,8 +97,8 @@ class InferActor:
                 os._exit(1)  # no cleanup, no exception: the process is simply gone
 
     def __call__(self, batch: dict) -> dict:
-        from comfyui_cutout.dataset.job import infer_item
-        from comfyui_cutout.dataset.reader import Decoded
+        from cutout.dataset.job import infer_item
+        from cutout.dataset.reader import Decoded
 
         n = len(batch["rel"])
         masks, errors = [], []
@@ -143,7 +141,7 @@ def write_row(row: dict, root: str, dest: str, wopts: dict, planned_fresh: bool)
     _pack(root)
     from pathlib import Path
 
-    from comfyui_cutout.dataset import writer
+    from cutout.dataset import writer
 
     rel = str(row["rel"])
     err = str(row["error"])
