@@ -19,21 +19,27 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-REFINE_CHOICES = {"off": "off", "guided": "guided filter", "matting": "matting"}  # -> refine_masks' edge_refinement
+REFINE_CHOICES = ("off", "guided", "matting")  # spellings of options.parse_refine_mode
 
 
-def refine_options(a: argparse.Namespace) -> dict:
-    """The CLI's refine flags as keyword arguments of ``imaging.refine_chain.refine_masks`` ({} = nothing to do)."""
-    if not 0.0 <= a.threshold <= 1.0:
-        raise ValueError(f"--threshold {a.threshold}: expected 0..1")
-    if a.remove_islands < 0 or a.feather < 0:
-        raise ValueError("--remove-islands and --feather must be >= 0")
-    opts = {"threshold": a.threshold, "fill_holes": a.fill_holes, "remove_islands": a.remove_islands,
-            "grow": a.grow, "edge_refinement": REFINE_CHOICES[a.refine], "feather": a.feather,
-            "refine_edges": a.refine_edges}
-    defaults = {"threshold": 0.0, "fill_holes": False, "remove_islands": 0.0, "grow": 0,
-                "edge_refinement": "off", "feather": 0.0, "refine_edges": False}
-    return {k: v for k, v in opts.items() if v != defaults[k]}
+def cutout_options(a: argparse.Namespace):
+    """The CLI's flags as the pipeline's ``CutoutOptions`` (raises ValueError naming the flag)."""
+    from cutout.options import CutoutOptions, RefineOptions, flattened_for_jpeg, parse_background
+
+    refine = RefineOptions(threshold=a.threshold, fill_holes=a.fill_holes, remove_islands=a.remove_islands,
+                           grow=a.grow, edge_refinement=a.refine, feather=a.feather)
+    try:
+        background = parse_background(a.background)
+    except ValueError as e:
+        raise ValueError(f"--background: {e}") from None
+    opts = CutoutOptions(model=a.model, device=a.device, refine_edges=a.refine_edges, refine=refine,
+                         decontaminate=a.decontaminate, background=background, mask_only=a.mask_only)
+    if a.format == "jpg":
+        try:
+            opts = flattened_for_jpeg(opts, parse_background(a.jpeg_background))
+        except ValueError as e:
+            raise ValueError(f"--jpeg-background: {e}") from None
+    return opts
 
 
 def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
@@ -44,7 +50,8 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--model", default="u2netp", help="default u2netp (embedded, offline); one of: " + ", ".join(model_names) + " (or an .onnx file in models/rembg)")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="default cpu; gpu needs onnxruntime-gpu")
     p.add_argument("--background", default="transparent",
-                   help="transparent (default), a colour name (white, black, gray, ...), #RRGGBB or r,g,b")
+                   help="transparent (default), a colour name (white, black, gray, ...), #RRGGBB, r,g,b, "
+                        "gradient:COLOUR1:COLOUR2[:ANGLE], blur or checkerboard")
     p.add_argument("--format", default="png", choices=["png", "webp", "jpg"],
                    help="png (default) and webp (lossless) keep transparency; jpg is flattened onto --jpeg-background")
     p.add_argument("--jpeg-background", default="white", help="colour a transparent result is flattened onto for --format jpg (default white)")
@@ -82,7 +89,7 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
     f.add_argument("--remove-islands", type=float, default=0.0, metavar="N",
                    help="remove subject specks smaller than N pixels (below 1: a fraction of the image area)")
     f.add_argument("--grow", type=int, default=0, metavar="N", help="grow the subject by N px (negative shrinks)")
-    f.add_argument("--refine", default="off", choices=list(REFINE_CHOICES),
+    f.add_argument("--refine", default="off", choices=REFINE_CHOICES,
                    help="edge refinement against the photo: guided (fast guided filter) or matting (closed-form, "
                         "slow, hair/fur; needs pymatting); default off")
     f.add_argument("--feather", type=float, default=0.0, metavar="N", help="blur the mask edge by N px (default 0)")
@@ -120,16 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         check_no_overlap(a.source, a.dest)
         if a.mask_dir is not None:
             check_no_overlap(a.source, a.mask_dir)
-        wopts = WriteOptions(fmt=a.format, background=a.background, jpeg_background=a.jpeg_background,
-                             mask_only=a.mask_only, save_mask=a.save_mask, mask_dir=a.mask_dir,
-                             existing=a.existing, copy_captions=a.captions, png_compress=a.png_compress,
-                             jpeg_quality=a.jpeg_quality, decontaminate=a.decontaminate)
-        refine = refine_options(a)
+        wopts = WriteOptions(fmt=a.format, save_mask=a.save_mask, mask_dir=a.mask_dir, existing=a.existing,
+                             copy_captions=a.captions, png_compress=a.png_compress, jpeg_quality=a.jpeg_quality)
+        opts = JobOptions(cutout=cutout_options(a), recursive=a.recursive, pattern=a.pattern or DEFAULT_PATTERN,
+                          start=a.start, limit=a.limit, write=wopts, read_workers=a.workers,
+                          write_workers=a.workers)
     except (UnsafePath, ValueError) as e:
         parser.error(str(e))
-    opts = JobOptions(model=a.model, device=a.device, recursive=a.recursive, pattern=a.pattern or DEFAULT_PATTERN,
-                      start=a.start, limit=a.limit, write=wopts, read_workers=a.workers, write_workers=a.workers,
-                      refine=refine)
 
     bar = None
 

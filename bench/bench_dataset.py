@@ -66,6 +66,7 @@ def main() -> int:
     from cutout.models import ModelNotAvailableError
     from cutout.models.session import get_session
     from cutout.pipeline import predict_frame
+    from cutout.options import CutoutOptions
 
     if not a.photos.is_dir():
         print(f"skipped: photos folder {a.photos} not found")
@@ -92,7 +93,7 @@ def main() -> int:
         # per chunk, 1. the model alone on its frames, 2. the folder job on the same files,
         # 3. (optional) the same work without overlap. The job restarts its pipeline per chunk
         # (first decode and last encode not overlapped), which counts against it.
-        opts = job.JobOptions(model=a.model, read_workers=a.workers, write_workers=a.workers)
+        opts = job.JobOptions(CutoutOptions(model=a.model), read_workers=a.workers, write_workers=a.workers)
         t_model = t_job = 0.0
         t_serial = None if a.no_serial else 0.0
         for start in range(0, len(items), a.chunk):
@@ -111,8 +112,9 @@ def main() -> int:
                 t0 = time.perf_counter()
                 for it in chunk:
                     d = reader.decode(it)
-                    alpha = job.infer_item(session, d)
-                    writer.save_item(tmp / "serial", d.item, d.rgb, alpha, opts.write, d.icc)
+                    alpha = job.infer_item(session, d, None, opts.cutout)
+                    pixels = job.render_item(d.rgb, alpha, opts.cutout)
+                    writer.save_item(tmp / "serial", d.item, pixels, alpha, opts.write, d.icc)
                 t_serial += time.perf_counter() - t0
             print(f"  {start + len(chunk)}/{len(items)}: model {t_model:.1f} s, job {t_job:.1f} s"
                   + (f", serial {t_serial:.1f} s" if t_serial is not None else ""), flush=True)

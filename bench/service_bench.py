@@ -30,17 +30,16 @@ import cutout  # noqa: E402
 from aiohttp import FormData, web  # noqa: E402
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
 
-from cutout.pipeline import predict_masks  # noqa: E402
+from cutout.codec import decode_image, encode_image, to_uint8  # noqa: E402
+from cutout.pipeline import cut_out  # noqa: E402
 from cutout.service import params as P  # noqa: E402
 from cutout.service.api import mount  # noqa: E402
-from cutout.service.finishing import finish  # noqa: E402
-from cutout.service.imageio import decode, encode  # noqa: E402
 
 
 def direct(data: bytes) -> bytes:
-    image, pixels = decode(io.BytesIO(data), "x", 10**9)
-    mask = predict_masks(image, "u2netp")
-    return encode(finish(image, pixels, mask, P.Options()), "png")
+    d = decode_image(io.BytesIO(data), "x", 10**9)
+    r = cut_out(d.frame()[None], P.cutout_options(P.parse({}), "u2netp", "cpu"))
+    return encode_image(to_uint8(r.image[0]), "png", P.API_ENCODE, d.icc)
 
 
 def form(name: str, data: bytes) -> FormData:

@@ -1,28 +1,42 @@
-"""The one code path from IMAGE to subject mask, shared by the nodes, the CLI and the API.
+"""THE cut-out, below every front door: network → post-process → refine → own alpha →
+decontaminate → background → pixels.
+
+``cut_out(images, opts)`` does all of it for an IMAGE batch (the nodes, the HTTP API). The
+folder engines run the same two halves on different threads — ``frame_alpha`` (the mask:
+network, post-process, Mask Refine, the file's own alpha) where the model is, ``render``
+(decontamination, background, output form) in their writer threads — so decoding, inference
+and encoding overlap. No front door orders these steps itself; docs/design.md has the map.
 
 Frames go through the network one at a time: on a CPU batching gains nothing, and it keeps
-memory bounded (never B full-resolution float copies of a video batch).
+memory bounded (never B full-resolution float copies of a video batch). Outputs are
+allocated once and filled frame by frame.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from . import comfy_glue
-from .imaging.composite import estimate_foreground
+from .imaging.composite import composite_background, estimate_foreground
 from .imaging.model_io import from_model_output, guided_upsample, model_map, normalise, shrink_for_model
 from .imaging.tensors import as_image, sanitize
 from .models.session import ModelSession, RunCancelled, get_session
+from .options import QUALITIES, Background, CutoutOptions
 
 
-def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool = False) -> torch.Tensor:
-    """One sanitised ``[H,W,3]`` frame -> its ``[H,W]`` subject mask (1 = subject).
+def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool = False,
+                  quality: str = "fast") -> torch.Tensor:
+    """The network step: one sanitised ``[H,W,3]`` frame -> its ``[H,W]`` subject mask (1 = subject).
 
     ``refine_edges``: upsample the network's map with ``guided_upsample`` (edges fitted to
-    the photo) instead of plain bicubic.
+    the photo) instead of plain bicubic. ``quality``: the prediction strategy (``QUALITIES``).
     """
+    if quality not in QUALITIES:
+        raise ValueError(f"quality '{quality}' unknown; expected one of {', '.join(QUALITIES)}")
     fam = session.family
     h, w = frame.shape[0], frame.shape[1]
     small = shrink_for_model(frame.unsqueeze(0), fam.size)
@@ -36,53 +50,189 @@ def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool
     return from_model_output(raw, h, w, fam.logits)[0]
 
 
+def frame_alpha(session: ModelSession, frame: torch.Tensor, opts: CutoutOptions,
+                own_alpha: torch.Tensor | None = None, node: str = "Cutout") -> torch.Tensor:
+    """The mask half for one frame: network → post-process → Mask Refine → × the image's own alpha.
+
+    ``frame`` float ``[H,W,3]`` 0..1; ``own_alpha`` ``[H,W]`` (what was transparent in the file
+    stays transparent). Returns float32 ``[H,W]``, 1 = subject.
+    """
+    alpha = predict_frame(session, frame, opts.refine_edges, opts.quality)
+    if opts.post_process:  # rembg's ppm
+        from .imaging.masks import post_process_mask
+
+        alpha = post_process_mask(alpha[None])[0]
+    if opts.refine.active:
+        from .imaging.refine_chain import refine_masks
+
+        alpha = refine_masks(alpha[None], frame[None], node=node, check_interrupt=comfy_glue.check_interrupt,
+                             **opts.refine.kwargs())[0]
+    if own_alpha is not None:
+        alpha = alpha * own_alpha.to(alpha.dtype)
+    return alpha
+
+
+def _background_arg(bg: Background, index: int):
+    """``composite_background``'s (background, color2) for a ``Background``."""
+    if bg.kind == "color":
+        return bg.color, None
+    if bg.kind == "gradient":
+        return bg.color, bg.color2
+    if bg.kind == "image":
+        img = bg.image
+        return (img[index:index + 1] if img.shape[0] > 1 else img[:1]), bg.color2
+    return bg.kind, None  # blur, checkerboard, transparent
+
+
+def render(frame: torch.Tensor, alpha: torch.Tensor, opts: CutoutOptions, index: int = 0,
+           out: torch.Tensor | None = None) -> torch.Tensor:
+    """The pixel half for one frame: decontaminate → background → the output form, float 0..1.
+
+    ``frame`` ``[H,W,3]``, ``alpha`` ``[H,W]``. Returns ``[H,W,4]`` (straight RGBA: transparent,
+    or a translucent colour layer), ``[H,W,3]`` (composite) or ``[H,W]`` (mask), written into
+    ``out`` when given. ``index``: the frame's place in the batch (which background image).
+    """
+    form = opts.form
+    if form == "mask":
+        if out is None:
+            return alpha
+        out.copy_(alpha)
+        return out
+    bg = opts.background
+    if bg.kind == "transparent":
+        if out is None:
+            out = torch.empty((*alpha.shape, 4), dtype=torch.float32, device=frame.device)
+        if opts.decontaminate:  # written straight into the RGBA's colour channels: no full-size copy
+            estimate_foreground(frame, alpha, out=out[..., :3])
+        else:
+            out[..., :3] = frame
+        out[..., 3] = alpha
+        return out
+    if bg.opacity is not None:  # rembg's bgc: the colour as a translucent layer under the cut-out
+        fg = estimate_foreground(frame, alpha) if opts.decontaminate else frame
+        a = alpha.clamp(0, 1)[..., None]
+        under = torch.tensor(bg.color, dtype=torch.float32, device=frame.device) * bg.opacity
+        total = a + bg.opacity * (1 - a)
+        rgb = (fg * a + under * (1 - a)) / total.clamp_min(1e-6)
+        res = torch.cat([rgb.clamp_(0, 1), total], -1)
+    else:
+        background, color2 = _background_arg(bg, index)
+        res = composite_background(frame[None], alpha[None], background, color2=color2, angle=bg.angle,
+                                   fit=bg.fit, blur_radius=bg.blur_radius, decontaminate=opts.decontaminate)[0]
+    if out is None:
+        return res
+    out.copy_(res)
+    return out
+
+
+@dataclass
+class CutoutResult:
+    """``image``: float RGBA ``[B,H,W,4]`` (form 'rgba'), RGB ``[B,H,W,3]`` ('composite') or the
+    mask ``[B,H,W]`` ('mask'); ``mask``: the subject mask ``[B,H,W]`` used (1 = subject)."""
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    form: str
+
+
+def _channels(opts: CutoutOptions) -> int:
+    return {"rgba": 4, "composite": 3, "mask": 0}[opts.form]
+
+
+def split_alpha(images, node: str, input_name: str = "image") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An IMAGE ``[B,H,W,3|4]`` -> (its RGB view, its own alpha ``[B,H,W]`` or None)."""
+    rgb = as_image(images, node, input_name)
+    own = None
+    if isinstance(images, torch.Tensor) and images.shape[-1] == 4 and images.dim() in (3, 4):
+        own = images[..., 3] if images.dim() == 4 else images[None, ..., 3]
+    return rgb, own
+
+
+def cut_out(images: torch.Tensor, opts: CutoutOptions, progress: Callable[[int, int], None] | None = None,
+            node: str = "Cutout") -> CutoutResult:
+    """Cut the subject out of every frame of an IMAGE ``[B,H,W,3|4]`` (a 4th channel is the image's
+    own alpha: what was transparent stays transparent).
+
+    Peak memory is the input plus the outputs plus one frame of work. ComfyUI's Cancel is
+    checked between frames; ``progress(done, total)`` is called after each.
+    """
+    rgb, own = split_alpha(images, node)
+    b, h, w, _ = rgb.shape
+    session = get_session(opts.model, opts.device)
+    bar = comfy_glue.Progress(b, progress)
+    temporal = opts.refine.temporal > 0
+    frame_opts = opts.replace(refine=dataclasses.replace(opts.refine, temporal=0.0, invert=False)) \
+        if temporal else opts
+    c = _channels(opts)
+    image = None if c == 0 else torch.empty((b, h, w, c), dtype=torch.float32)
+    masks = None if (b == 1 and not temporal) else torch.empty((b, h, w), dtype=torch.float32)
+
+    def own_of(i):
+        return None if own is None else sanitize(own[i])
+
+    def finish(i, frame, alpha):
+        nonlocal masks
+        if masks is None:
+            # a single frame's mask is already a fresh contiguous tensor of its own: it is the
+            # MASK output as is (no copy back out of the RGBA's strided alpha plane)
+            masks = alpha.unsqueeze(0)
+        elif masks[i].data_ptr() != alpha.data_ptr():
+            masks[i] = alpha
+        if image is not None:
+            render(frame, alpha, opts, i, out=image[i])
+
+    if temporal:  # smoothing needs every frame's mask first: masks, smooth, then the pixels
+        from .imaging.masks import invert
+        from .imaging.refine import temporal_smooth
+
+        for i in range(b):
+            comfy_glue.check_interrupt()
+            masks[i] = frame_alpha(session, sanitize(rgb[i]), frame_opts, own_of(i), node)
+        masks = temporal_smooth(masks, opts.refine.temporal, rgb)
+        if opts.refine.invert:
+            masks = invert(masks)
+        for i in range(b):
+            comfy_glue.check_interrupt()
+            finish(i, sanitize(rgb[i]), masks[i])
+            bar.update(1)
+    else:
+        for i in range(b):
+            comfy_glue.check_interrupt()
+            frame = sanitize(rgb[i])
+            finish(i, frame, frame_alpha(session, frame, opts, own_of(i), node))
+            bar.update(1)
+    return CutoutResult(masks if image is None else image, masks, opts.form)
+
+
+def composite(images: torch.Tensor, alpha: torch.Tensor, opts: CutoutOptions,
+              progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """The pixel half for a batch whose mask is already known (Composite Background, Save Image Folder):
+    ``images`` ``[B,H,W,3]``, ``alpha`` ``[B,H,W]`` -> ``render`` of every frame, one output tensor."""
+    b, h, w, _ = images.shape
+    c = _channels(opts)
+    out = torch.empty((b, h, w, c) if c else (b, h, w), dtype=torch.float32, device=images.device)
+    bar = comfy_glue.Progress(b, progress)
+    for i in range(b):
+        comfy_glue.check_interrupt()
+        render(sanitize(images[i]), alpha[i], opts, i, out=out[i])
+        bar.update(1)
+    return out
+
+
+# ------------------------------------------------------------------ kept for bench/ and tests
+
 def predict_masks(images: torch.Tensor, model: str, device: str = "cpu", node: str = "Cutout",
                   on_progress: Callable[[int, int], None] | None = None,
                   refine_edges: bool = False) -> torch.Tensor:
-    """MASK ``[B,H,W]`` for an IMAGE batch, one mask per frame, always."""
-    rgb = as_image(images, node)
-    session = get_session(model, device)
-    progress = comfy_glue.Progress(rgb.shape[0], on_progress)
-    out = torch.empty(rgb.shape[:3], dtype=torch.float32)
-    for i in range(rgb.shape[0]):
-        comfy_glue.check_interrupt()
-        out[i] = predict_frame(session, sanitize(rgb[i]), refine_edges)
-        progress.update(1)
-    return out
+    """MASK ``[B,H,W]`` for an IMAGE batch: ``cut_out`` with mask_only."""
+    opts = CutoutOptions(model=model, device=device, refine_edges=refine_edges, mask_only=True)
+    return cut_out(images, opts, on_progress, node).mask
 
 
 def remove_background(images: torch.Tensor, model: str, device: str = "cpu", node: str = "Cutout",
                       on_progress: Callable[[int, int], None] | None = None,
                       decontaminate: bool = True, refine_edges: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(RGBA ``[B,H,W,4]`` with straight alpha, MASK ``[B,H,W]``).
-
-    With ``decontaminate`` the colours of semi-transparent edge pixels are replaced by the
-    estimated subject colour (``imaging.composite.estimate_foreground``), so the cut-out shows
-    no fringe of the old background on a new one; otherwise the original colours are kept.
-
-    Outputs are allocated once and filled frame by frame, so peak memory is the input plus
-    the outputs plus one frame of work.
-    """
-    rgb = as_image(images, node)
-    b, h, w, _ = rgb.shape
-    session = get_session(model, device)
-    progress = comfy_glue.Progress(b, on_progress)
-    rgba = torch.empty((b, h, w, 4), dtype=torch.float32)
-    masks = None if b == 1 else torch.empty((b, h, w), dtype=torch.float32)
-    for i in range(b):
-        comfy_glue.check_interrupt()
-        frame = sanitize(rgb[i])
-        alpha = predict_frame(session, frame, refine_edges)
-        if decontaminate:  # written straight into the RGBA's colour channels: no full-size copy
-            estimate_foreground(frame, alpha, out=rgba[i, ..., :3])
-        else:
-            rgba[i, ..., :3] = frame
-        rgba[i, ..., 3] = alpha
-        if masks is None:
-            # A single frame's upsampled mask is already a fresh contiguous tensor of its own:
-            # it is the MASK output as is (no copy back out of the RGBA's strided alpha plane).
-            masks = alpha.unsqueeze(0)
-        else:
-            masks[i] = alpha
-        progress.update(1)
-    return rgba, masks
+    """(RGBA ``[B,H,W,4]``, MASK ``[B,H,W]``): ``cut_out`` with a transparent background."""
+    opts = CutoutOptions(model=model, device=device, decontaminate=decontaminate, refine_edges=refine_edges)
+    r = cut_out(images, opts, on_progress, node)
+    return r.image, r.mask

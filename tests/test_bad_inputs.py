@@ -134,15 +134,17 @@ def test_odd_shapes_save_folder(case, comfy_dirs):
         assert im.size == (image.shape[2], image.shape[1]) and im.mode == "RGBA"
 
 
-def test_grey_is_treated_as_grey_and_fourth_channel_ignored():
+def test_grey_is_treated_as_grey_and_fourth_channel_is_own_alpha():
     grey = torch.rand(1, 24, 20, 1)
     _, m_grey = NODES_RB_MASK(grey)
     _, m_rgb = NODES_RB_MASK(grey.expand(-1, -1, -1, 3).contiguous())
     assert torch.equal(m_grey, m_rgb)
     rgb = torch.rand(1, 24, 20, 3)
     _, a = NODES_RB_MASK(rgb)
-    _, b = NODES_RB_MASK(torch.cat([rgb, torch.zeros(1, 24, 20, 1)], -1))
-    assert torch.equal(a, b)
+    _, b = NODES_RB_MASK(torch.cat([rgb, torch.ones(1, 24, 20, 1)], -1))
+    assert torch.equal(a, b)  # opaque alpha: the same mask
+    _, c = NODES_RB_MASK(torch.cat([rgb, torch.zeros(1, 24, 20, 1)], -1))
+    assert (c == 0).all()  # what was transparent stays transparent
 
 
 def NODES_RB_MASK(image):

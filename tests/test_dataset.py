@@ -21,6 +21,7 @@ from PIL import Image
 from cutout import comfy_glue
 from cutout.dataset import job, paths, reader, writer
 from cutout.dataset.job import JobOptions, run_job
+from cutout.options import CutoutOptions
 from cutout.imaging.tensors import CutoutInputError
 from cutout.nodes.dataset_folder import CutoutLoadImageFolder, CutoutSaveImageFolder
 
@@ -276,22 +277,29 @@ def test_cli_refine_flags_map_onto_mask_refine(cli):
     import cli as cli_module
 
     parser = cli_module.build_parser(["u2netp"])
+    from cutout.options import CutoutOptions, RefineOptions, parse_background
+
     a = parser.parse_args(["--source", "s", "--dest", "d"])
-    assert a.decontaminate is True and cli_module.refine_options(a) == {}  # defaults: nothing to refine
+    assert cli_module.cutout_options(a) == CutoutOptions()  # the CLI's defaults are the nodes'
+    assert not cli_module.cutout_options(a).refine.active
     a = parser.parse_args(["--source", "s", "--dest", "d", "--no-decontaminate", "--refine", "guided", "--fill-holes",
                            "--remove-islands", "200", "--grow", "-2", "--feather", "1.5", "--threshold", "0.4",
-                           "--refine-edges"])
-    assert a.decontaminate is False
-    assert cli_module.refine_options(a) == {"threshold": 0.4, "fill_holes": True, "remove_islands": 200.0,
-                                            "grow": -2, "edge_refinement": "guided filter", "feather": 1.5,
-                                            "refine_edges": True}
-    for bad in (["--threshold", "2"], ["--feather", "-1"], ["--refine", "magic"]):
+                           "--refine-edges", "--background", "gradient:white:#000:45"])
+    o = cli_module.cutout_options(a)
+    assert o.decontaminate is False and o.refine_edges is True
+    assert o.refine == RefineOptions(threshold=0.4, fill_holes=True, remove_islands=200.0, grow=-2,
+                                     edge_refinement="guided filter", feather=1.5)
+    assert o.background == parse_background("gradient:white:black:45")
+    a = parser.parse_args(["--source", "s", "--dest", "d", "--format", "jpg", "--jpeg-background", "red"])
+    assert cli_module.cutout_options(a).background == parse_background("red")  # JPEG: flattened
+    for bad in (["--threshold", "2"], ["--feather", "-1"], ["--refine", "magic"], ["--background", "gradient:red"]):
         r = cli("--source", ".", "--dest", "/nonexistent-out", *bad)
         assert r.returncode == 2, (bad, r.stderr)
 
 
 def test_infer_item_refine_is_the_mask_refine_node(tree):
     """The dataset job's refinement is Mask Refine's function: same order, same result as the node."""
+    from cutout.options import CutoutOptions, RefineOptions
     from cutout.models.session import get_session
     from cutout.nodes.mask_refine import CutoutMaskRefine
     from cutout.nodes.remove_background import CutoutRemoveBackground
@@ -300,27 +308,31 @@ def test_infer_item_refine_is_the_mask_refine_node(tree):
     items, _ = reader.list_images(tree["src"] / "10_subject", recursive=False, pattern="img001.jpg")
     d = reader.decode(items[0])
     frame = reader.to_frame(d.rgb)
-    raw = job.infer_item(session, d)
+
+    def infer(**changes):
+        return job.infer_item(session, d, None, CutoutOptions(**changes))
+
+    raw = infer()
     opts = {"threshold": 0.5, "fill_holes": True, "grow": 2, "edge_refinement": "guided filter", "feather": 1.0}
-    got = job.infer_item(session, d, refine=opts)
+    got = infer(refine=RefineOptions(**opts))
     node = CutoutMaskRefine().run(torch.from_numpy(raw)[None], image=frame[None], **opts)[0][0].numpy()
     assert got.shape == raw.shape and got.dtype == np.float32
     assert np.allclose(got, node, atol=1e-6)
     assert np.abs(got - raw).max() > 0.05  # the refinement really ran
-    thr = job.infer_item(session, d, refine={"threshold": 0.5})
+    thr = infer(refine=RefineOptions(threshold=0.5))
     assert set(np.unique(thr)) <= {0.0, 1.0}
     # --refine-edges is Remove Background's refine_edges (guided upsampling), then the rest
-    edges = job.infer_item(session, d, refine={"refine_edges": True, "threshold": 0.5})
+    edges = infer(refine_edges=True, refine=RefineOptions(threshold=0.5))
     rb = CutoutRemoveBackground().run(frame[None], "u2netp", refine_edges=True)[1]
     node = CutoutMaskRefine().run(rb, threshold=0.5)[0][0].numpy()
     assert np.array_equal(edges, node)
-    assert not np.array_equal(job.infer_item(session, d, refine={"refine_edges": True}), raw)
+    assert not np.array_equal(infer(refine_edges=True), raw)
 
 
 def test_job_no_decontaminate_keeps_original_colours(tree, tmp_path):
     src = tree["src"]
-    run_job(src, tmp_path / "plain", JobOptions(write=writer.WriteOptions(decontaminate=False, fsync=False),
-                                                pattern="*.webp"))
+    run_job(src, tmp_path / "plain", JobOptions(CutoutOptions(decontaminate=False),
+                                                write=writer.WriteOptions(fsync=False), pattern="*.webp"))
     rgba = np.asarray(Image.open(tmp_path / "plain/5_other/a.png")).astype(int)
     orig = np.asarray(Image.open(src / "5_other/a.webp").convert("RGB")).astype(int)
     assert np.abs(rgba[..., :3] - orig).max() <= 1
@@ -458,19 +470,24 @@ def test_listing_order_paging_and_exif(tree):
 
 
 def test_colours_and_backgrounds():
-    assert writer.parse_background("#ff8000") == pytest.approx((1.0, 128 / 255, 0.0))
-    assert writer.parse_background("#fff") == (1.0, 1.0, 1.0)
-    assert writer.parse_background("10, 20,30") == pytest.approx((10 / 255, 20 / 255, 30 / 255))
-    assert writer.parse_background("White") == (1.0, 1.0, 1.0)
-    assert writer.parse_background("Transparent") is None
-    for bad in ("#12345", "300,0,0", "mauve", ""):
-        with pytest.raises(ValueError):
-            writer.parse_background(bad)
+    from cutout.options import TRANSPARENT, Background, CutoutOptions, parse_background
+
+    assert parse_background("#ff8000").color == pytest.approx((1.0, 128 / 255, 0.0))
+    assert parse_background("#fff") == Background("color", color=(1.0, 1.0, 1.0))
+    assert parse_background("10, 20,30").color == pytest.approx((10 / 255, 20 / 255, 30 / 255))
+    assert parse_background("White") == parse_background("white")
+    assert parse_background("Transparent") == parse_background("none") == TRANSPARENT
+    assert parse_background("gradient:red:blue:0") == Background("gradient", color=(1, 0, 0), color2=(0, 0, 1),
+                                                                 angle=0.0)
+    assert parse_background("blur").kind == "blur" and parse_background("checkerboard").kind == "checkerboard"
+    for bad in ("#12345", "300,0,0", "mauve", "", "gradient:red", "gradient:red:blue:north"):
+        with pytest.raises(ValueError, match="expected transparent"):
+            parse_background(bad)
     rgb = np.full((2, 2, 3), 200, np.uint8)
     alpha = np.array([[1.0, 0.0], [0.5, 0.25]], np.float32)
-    t = writer.apply_background(rgb, alpha, "transparent")
+    t = job.render_item(rgb, alpha, CutoutOptions(decontaminate=False))
     assert t.shape == (2, 2, 4) and t[0, 0, 3] == 255 and t[0, 1, 3] == 0 and (t[..., :3] == 200).all()
-    c = writer.apply_background(rgb, alpha, "0,0,100")
+    c = job.render_item(rgb, alpha, CutoutOptions(decontaminate=False, background=parse_background("0,0,100")))
     assert c.shape == (2, 2, 3)
     assert tuple(c[0, 0]) == (200, 200, 200) and tuple(c[0, 1]) == (0, 0, 100)
     assert tuple(c[1, 0]) == (100, 100, 150)
@@ -479,7 +496,7 @@ def test_colours_and_backgrounds():
 @pytest.mark.parametrize("background", ["transparent", "#208040"])
 @pytest.mark.parametrize("decontaminate", [True, False])
 def test_writer_background_is_the_composite_background_function(background, decontaminate):
-    """One background implementation: the dataset writer gives what Composite Background gives."""
+    """One background implementation: the dataset job's pixels are what Composite Background gives."""
     from cutout.imaging.composite import composite_background
 
     g = torch.Generator().manual_seed(3)
@@ -487,12 +504,18 @@ def test_writer_background_is_the_composite_background_function(background, deco
     alpha = torch.zeros(40, 56)
     alpha[10:30, 12:40] = 1.0
     alpha[8:32, 10:42] = torch.maximum(alpha[8:32, 10:42], torch.full((24, 32), 0.5))
-    got = writer.apply_background(rgb, alpha.numpy(), background, decontaminate)
+    from cutout.options import CutoutOptions, parse_background
+
+    def render(dc):
+        return job.render_item(rgb, alpha.numpy(), CutoutOptions(decontaminate=dc,
+                                                                background=parse_background(background)))
+
+    got = render(decontaminate)
     ref = composite_background(torch.from_numpy(rgb).float() / 255, alpha, background, decontaminate=decontaminate)
     assert got.shape == (40, 56, 4 if background == "transparent" else 3)
     assert np.abs(got.astype(int) - (ref.numpy() * 255 + 0.5).astype(int)).max() <= 1
     if decontaminate:  # it does change the half-transparent edge, and only there
-        plain = writer.apply_background(rgb, alpha.numpy(), background, False)
+        plain = render(False)
         edge = (alpha > 0) & (alpha < 1)
         assert (got != plain)[edge.numpy()].any()
         assert (got == plain)[(alpha == 1).numpy()].all()
@@ -557,7 +580,8 @@ def test_nodes_load_list_and_save_tree(tree, comfy_dirs):
     assert "corrupt.jpg" in report
     for img, rel in zip(images, rels):
         w, h = tree["good"][rel]
-        assert img.shape == (1, h, w, 3) and img.dtype == torch.float32
+        channels = 4 if rel == "10_subject/img002.png" else 3  # an RGBA file keeps its own alpha
+        assert img.shape == (1, h, w, channels) and img.dtype == torch.float32
     from cutout.pipeline import remove_background
 
     cut = [remove_background(img, "u2netp")[0] for img in images]

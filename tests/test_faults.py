@@ -77,9 +77,7 @@ def test_folder_job_interrupted_leaves_no_partial_file_and_rerun_does_exactly_th
         done_infer.append(1)
         return real_infer(session, frame, *rest)
 
-    from cutout.dataset import job as job_mod
-
-    monkeypatch.setattr(job_mod, "predict_frame", counting)
+    monkeypatch.setattr(pipeline, "predict_frame", counting)
     again = run_job(src, dest, JobOptions())
     assert sorted(again.skipped) == first  # nothing redone
     assert sorted(again.done) == sorted(set(f"f{i:02d}.png" for i in range(9)) - set(first))  # exactly the rest

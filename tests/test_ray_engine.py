@@ -19,6 +19,7 @@ from test_dataset import CAPTION_TXT, assert_same_tree, snapshot, tree, tree_pix
 
 from cutout.dataset import ray_engine, writer  # noqa: E402
 from cutout.dataset.job import JobOptions, run_job  # noqa: E402
+from cutout.options import CutoutOptions, RefineOptions, parse_background  # noqa: E402
 from cutout.dataset.ray_engine import RayOptions, run_job_ray  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,10 +65,11 @@ def test_ray_matches_local_engine(local_ray, tree, tmp_path):
 def test_ray_options_jpg_masks_match_local(local_ray, tree, tmp_path):
     src = tree["src"]
     for name in ("local", "ray"):
-        w = writer.WriteOptions(fmt="jpg", background="#102030", save_mask=True,
-                                mask_dir=tmp_path / f"{name}_masks", fsync=False)
+        w = writer.WriteOptions(fmt="jpg", save_mask=True, mask_dir=tmp_path / f"{name}_masks", fsync=False)
         # refine options travel to the Ray actors (cli.py --fill-holes --refine guided)
-        opts = JobOptions(write=w, refine={"fill_holes": True, "edge_refinement": "guided filter"})
+        cut = CutoutOptions(refine=RefineOptions(fill_holes=True, edge_refinement="guided"),
+                            background=parse_background("#102030"))
+        opts = JobOptions(cut, write=w)
         if name == "local":
             run_job(src, tmp_path / name, opts)
         else:

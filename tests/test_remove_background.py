@@ -53,12 +53,16 @@ def test_odd_sizes_and_rgba_input(shape):
     assert torch.equal(rgba[..., :3], img[..., :3])
 
 
-def test_fourth_channel_is_ignored():
+def test_fourth_channel_is_the_images_own_alpha():
+    """An RGBA input keeps its transparency (as the CLI and the API keep a file's own alpha)."""
     img = load_rgb(SAMPLES / "coffee.png")[:, ::4, ::4]
-    with_alpha = torch.cat([img, torch.zeros_like(img[..., :1])], dim=-1)
+    own = torch.ones_like(img[..., :1])
+    own[:, :, : img.shape[2] // 2] = 0.0  # left half transparent
     _, m1 = CutoutRemoveBackground().run(img, "u2netp")
-    _, m2 = CutoutRemoveBackground().run(with_alpha, "u2netp")
-    assert torch.equal(m1, m2)
+    _, m2 = CutoutRemoveBackground().run(torch.cat([img, own], dim=-1), "u2netp")
+    assert m1.max() > 0.5 and torch.equal(m2, m1 * own[..., 0])
+    _, m3 = CutoutRemoveBackground().run(torch.cat([img, torch.ones_like(own)], dim=-1), "u2netp")
+    assert torch.equal(m3, m1)
 
 
 def test_bad_inputs_name_the_node():

@@ -1,8 +1,10 @@
 """The folder job: list -> decode (reader threads) -> inference (this thread) -> save (writer threads).
 
 Decoding and encoding overlap with inference, so the job runs close to the speed of the
-model alone. Per-item work is three plain functions (``reader.decode``, ``infer_item``,
-``writer.save_item``) that the ComfyUI nodes and any other engine reuse. A failure of one item
+model alone. Per-item work is plain functions that the Ray engine reuses: ``reader.decode``,
+``infer_item`` (the pipeline's mask half, ``pipeline.frame_alpha``, in this thread),
+``render_item`` (its pixel half, ``pipeline.render``) and ``writer.save_item`` (writer threads).
+A failure of one item
 (unreadable file, write error) is recorded in the report and the job goes on; an interrupt
 (Ctrl-C, ComfyUI's Cancel) stops it after the writes in flight have finished, and as every
 write is atomic the next run resumes with what is missing.
@@ -23,8 +25,9 @@ import numpy as np
 import torch
 
 from .. import comfy_glue
-from ..imaging.refine_chain import refine_masks
-from ..pipeline import predict_frame
+from ..codec import to_uint8
+from ..options import CutoutOptions
+from ..pipeline import frame_alpha, render
 from . import reader, writer
 from .reader import DEFAULT_PATTERN, Decoded, Item, ReadError
 from .writer import WriteError, WriteOptions
@@ -34,8 +37,7 @@ log = logging.getLogger("comfyui_cutout")
 
 @dataclass
 class JobOptions:
-    model: str = "u2netp"
-    device: str = "cpu"
+    cutout: CutoutOptions = field(default_factory=CutoutOptions)  # what each image gets (model, refine, background …)
     recursive: bool = True
     pattern: str = DEFAULT_PATTERN
     start: int = 0
@@ -44,7 +46,17 @@ class JobOptions:
     read_workers: int = 2
     write_workers: int = 2
     prefetch: int = 4  # decoded images waiting for the model (bounds memory)
-    refine: dict = field(default_factory=dict)  # keyword arguments of imaging.refine_chain.refine_masks ({} = off)
+
+    def __post_init__(self):
+        if self.write.fmt == "jpg" and self.cutout.form == "rgba":
+            raise ValueError("format jpg has no alpha channel: give an opaque background "
+                             "(options.flattened_for_jpeg) or use png/webp")
+        if self.cutout.refine.temporal > 0:
+            raise ValueError("temporal smoothing is for video batches (Mask Refine), not a folder of photos")
+
+    @property
+    def model(self) -> str:
+        return self.cutout.model
 
 
 @dataclass
@@ -55,6 +67,7 @@ class Report:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # done, with a remark (e.g. only TIFF page 1)
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -76,6 +89,8 @@ class Report:
         lines = [f"done {len(self.done)}, skipped {len(self.skipped)} (already there), failed {len(self.failed)}"
                  f" — {self.seconds:.1f} s, {rate:.2f} images/s"
                  + (" — INTERRUPTED: run the same command again to finish" if self.interrupted else "")]
+        for rel, note in self.notes[:max_failed]:
+            lines.append(f"  note: {rel}: {note}")
         for rel, reason in self.failed[:max_failed]:
             lines.append(f"  failed: {rel}: {reason}")
         if len(self.failed) > max_failed:
@@ -85,6 +100,7 @@ class Report:
     def to_json(self) -> str:
         return json.dumps({"source": self.source, "dest": self.dest, "total": self.total, "done": self.done,
                            "skipped": self.skipped, "failed": [{"file": r, "reason": w} for r, w in self.failed],
+                           "notes": [{"file": r, "note": n} for r, n in self.notes],
                            "seconds": round(self.seconds, 3), "interrupted": self.interrupted}, indent=1)
 
 
@@ -94,26 +110,21 @@ def prepare(item: Item) -> tuple[Decoded, torch.Tensor]:
     return d, reader.to_frame(d.rgb)
 
 
-def infer_item(session, decoded: Decoded, frame: torch.Tensor | None = None,
-               refine: dict | None = None) -> np.ndarray:
-    """Subject alpha float32 ``[H,W]`` for one decoded image (through ``pipeline.predict_frame``).
+def infer_item(session, decoded: Decoded, frame: torch.Tensor | None, opts: CutoutOptions) -> np.ndarray:
+    """The mask half of the pipeline (``pipeline.frame_alpha``) for one decoded image: float32 ``[H,W]``.
 
-    ``refine``: keyword arguments of ``imaging.refine_chain.refine_masks`` (the Mask Refine
-    node's function, same order and meaning), applied to the model's mask with the photo as
-    guide, plus ``refine_edges`` (``pipeline.predict_frame``'s guided upsampling); empty or
-    None = the model's mask as it is.
     A file that had its own alpha channel keeps it: what was transparent stays transparent.
     """
     if frame is None:
         frame = reader.to_frame(decoded.rgb)
-    refine = dict(refine or {})
-    alpha = predict_frame(session, frame, refine.pop("refine_edges", False))
-    if refine:
-        alpha = refine_masks(alpha[None], frame[None], node="cli.py refine", **refine)[0]
-    alpha = alpha.numpy()
-    if decoded.alpha is not None:
-        alpha = alpha * (decoded.alpha.astype(np.float32) / 255.0)
-    return alpha
+    own = None if decoded.alpha is None else reader.to_frame(decoded.alpha)
+    return frame_alpha(session, frame, opts, own, node="cli.py").numpy()
+
+
+def render_item(rgb: np.ndarray, alpha: np.ndarray, opts: CutoutOptions) -> np.ndarray:
+    """The pixel half of the pipeline (``pipeline.render``) for one image, as the uint8 pixels to encode."""
+    out = render(reader.to_frame(rgb), torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32)), opts)
+    return to_uint8(out)
 
 
 def plan(source: Path, dest: Path, opts: JobOptions, report: Report) -> list[Item]:
@@ -136,8 +147,10 @@ def plan(source: Path, dest: Path, opts: JobOptions, report: Report) -> list[Ite
     return todo
 
 
-def _save(dest: Path, decoded: Decoded, alpha: np.ndarray, wopts: WriteOptions) -> writer.Saved:
-    return writer.save_item(dest, decoded.item, decoded.rgb, alpha, wopts, decoded.icc)
+def _save(dest: Path, decoded: Decoded, alpha: np.ndarray, opts: JobOptions) -> writer.Saved:
+    """Writer-thread work for one item: the pipeline's pixel half, then the atomic writes."""
+    return writer.save_item(dest, decoded.item, render_item(decoded.rgb, alpha, opts.cutout), alpha, opts.write,
+                            decoded.icc)
 
 
 def begin(source: Path, dest: Path, opts: JobOptions, report: Report, on_start=None):
@@ -172,7 +185,7 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
     source, dest = Path(source), Path(dest)
     t0 = time.perf_counter()
     report = Report(str(source), str(dest))
-    session = get_session(opts.model, opts.device)
+    session = get_session(opts.cutout.model, opts.cutout.device)
     todo, progress = begin(source, dest, opts, report, on_start)
     finished = 0
 
@@ -228,7 +241,7 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
                 finish(rel, "failed", f"cannot read ({type(e).__name__}: {str(e)[:200]})")
                 continue
             try:
-                alpha = infer_item(session, decoded, frame, opts.refine)
+                alpha = infer_item(session, decoded, frame, opts.cutout)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as e:
@@ -239,7 +252,9 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
             del frame
             while len(writes) >= max_writes:
                 collect(*writes.popleft())
-            writes.append((rel, writers.submit(_save, dest, decoded, alpha, opts.write)))
+            for note in decoded.notes:
+                report.notes.append((rel, note))
+            writes.append((rel, writers.submit(_save, dest, decoded, alpha, opts)))
             while writes and writes[0][1].done():
                 collect(*writes.popleft())
         while writes:

@@ -130,14 +130,13 @@ def build_dataset(todo, dest: Path, opts: JobOptions, ropts: RayOptions):
     # is restarted (model loaded again) and its batch is run again.
     ds = ds.map_batches(
         ray_stages.InferActor,
-        fn_constructor_kwargs={"root": ROOT, "model": opts.model, "device": opts.device,
-                               "ort_threads": ropts.ort_threads, "fault": ropts.fault,
-                               "refine": dict(opts.refine)},
+        fn_constructor_kwargs={"root": ROOT, "cutout": opts.cutout.to_dict(),
+                               "ort_threads": ropts.ort_threads, "fault": ropts.fault},
         batch_size=max(1, ropts.batch_size), batch_format="numpy", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=max(1, ropts.actors)), num_cpus=ropts.cpus_per_actor, num_gpus=ropts.gpus_per_actor or None)
     ds = ds.map(ray_stages.write_row,
                 fn_kwargs={"root": ROOT, "dest": str(Path(dest).absolute()), "wopts": _wopts_dict(opts.write),
-                           "planned_fresh": opts.write.existing == "skip"}, **io)
+                           "cutout": opts.cutout.to_dict(), "planned_fresh": opts.write.existing == "skip"}, **io)
     return ds
 
 
@@ -172,6 +171,8 @@ def run_job_ray(source: Path, dest: Path, opts: JobOptions, ropts: RayOptions | 
             if rel in results:  # a retried task's second answer: never count an item twice
                 continue
             results[rel] = (status, reason)
+            for note in filter(None, str(row.get("notes", "")).split("\n")):
+                report.notes.append((rel, note))
             progress.update(1)
             if on_item is not None:
                 on_item(rel, status, len(results), len(todo))

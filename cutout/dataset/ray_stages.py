@@ -8,8 +8,11 @@ it *by value*, and each stage calls ``_pack(root)`` first, which puts the pack's
 
 * ``decode_row``   -> ``dataset.reader.decode`` (EXIF, 16-bit, the file's own alpha, ICC);
 * ``InferActor``   -> ``models.session.get_session`` once per actor, ``dataset.job.infer_item``
-  (which is ``pipeline.predict_frame``) per image;
-* ``write_row``    -> ``dataset.writer.save_item`` (captions, masks, atomic writes, policy).
+  (the pipeline's mask half, ``pipeline.frame_alpha``) per image;
+* ``write_row``    -> ``dataset.job.render_item`` (the pipeline's pixel half, ``pipeline.render``),
+  then ``dataset.writer.save_item`` (captions, masks, atomic writes, policy).
+
+The ``CutoutOptions`` travel as plain values (``to_dict`` / ``from_dict``).
 
 Rows carry only plain values (str, int, bytes): pixels travel as raw bytes plus their shape,
 so they go through the object store without any pack class in them. The predicted mask
@@ -46,7 +49,8 @@ def _item(row):
 
 
 def _empty(rel, path, error=""):
-    return {"rel": rel, "path": path, "h": 0, "w": 0, "rgb": b"", "alpha": b"", "icc": b"", "error": error}
+    return {"rel": rel, "path": path, "h": 0, "w": 0, "rgb": b"", "alpha": b"", "icc": b"", "notes": "",
+            "error": error}
 
 
 def decode_row(row: dict, root: str) -> dict:
@@ -65,14 +69,14 @@ def decode_row(row: dict, root: str) -> dict:
         return _empty(rel, path, f"cannot read ({type(e).__name__}: {str(e)[:200]})")
     h, w = d.rgb.shape[:2]
     return {"rel": rel, "path": path, "h": int(h), "w": int(w), "rgb": d.rgb.tobytes(),
-            "alpha": b"" if d.alpha is None else d.alpha.tobytes(), "icc": d.icc or b"", "error": ""}
+            "alpha": b"" if d.alpha is None else d.alpha.tobytes(), "icc": d.icc or b"", "notes": "\n".join(d.notes),
+            "error": ""}
 
 
 class InferActor:
     """Stage 2 (actors): loads the model once through the pack's session store, runs the tensor path per image."""
 
-    def __init__(self, root: str, model: str, device: str, ort_threads: int = 0, fault: tuple | None = None,
-                 refine: dict | None = None):
+    def __init__(self, root: str, cutout: dict, ort_threads: int = 0, fault: tuple | None = None):
         import warnings
 
         # rows arrive as read-only buffers; reader.to_frame copies them into a new float tensor anyway
@@ -81,11 +85,12 @@ class InferActor:
             os.environ["CUTOUT_ORT_THREADS"] = str(int(ort_threads))  # read by models.session.session_options
         _pack(root)
         from cutout.models.session import get_session
+        from cutout.options import CutoutOptions
 
-        self.session = get_session(model, device)
+        self.opts = CutoutOptions.from_dict(cutout)
+        self.session = get_session(self.opts.model, self.opts.device)
         self.fault = fault  # tests: (marker file, n): die on the n-th image once, as a killed node would
         self.seen = 0
-        self.refine = dict(refine or {})  # imaging.refine_chain.refine_masks options (cli.py --refine ...)
 
     def _maybe_die(self):
         self.seen += 1
@@ -115,14 +120,14 @@ class InferActor:
             alpha = np.frombuffer(a, np.uint8).reshape(h, w) if len(a) else None
             try:
                 m = infer_item(self.session, Decoded(_item({"path": batch["path"][i], "rel": batch["rel"][i]}),
-                                                     rgb, alpha, None), refine=self.refine)
+                                                     rgb, alpha, None), None, self.opts)
                 masks.append(np.ascontiguousarray(m, dtype=np.float32).tobytes())
                 errors.append("")
             except Exception as e:  # one bad image must not fail the batch (and be retried forever)
                 masks.append(b"")
                 errors.append(f"inference failed ({type(e).__name__}: {str(e)[:200]})")
         return {"rel": batch["rel"], "path": batch["path"], "h": batch["h"], "w": batch["w"], "rgb": batch["rgb"],
-                "icc": batch["icc"], "mask": _objects(masks), "error": _objects(errors)}
+                "icc": batch["icc"], "notes": batch["notes"], "mask": _objects(masks), "error": _objects(errors)}
 
 
 def _objects(values: list) -> np.ndarray:
@@ -131,7 +136,7 @@ def _objects(values: list) -> np.ndarray:
     return out
 
 
-def write_row(row: dict, root: str, dest: str, wopts: dict, planned_fresh: bool) -> dict:
+def write_row(row: dict, root: str, dest: str, wopts: dict, cutout: dict, planned_fresh: bool) -> dict:
     """Stage 3 (tasks): encode and write one result atomically; returns its status for the report.
 
     ``planned_fresh``: the driver planned this item as not yet done (resume policy 'skip'), so an
@@ -142,23 +147,27 @@ def write_row(row: dict, root: str, dest: str, wopts: dict, planned_fresh: bool)
     from pathlib import Path
 
     from cutout.dataset import writer
+    from cutout.dataset.job import render_item
+    from cutout.options import CutoutOptions
 
     rel = str(row["rel"])
     err = str(row["error"])
+    notes = str(row["notes"])
     if err:
-        return {"rel": rel, "status": "failed", "reason": err}
+        return {"rel": rel, "status": "failed", "reason": err, "notes": ""}
     opts = writer.WriteOptions(**{**wopts, "mask_dir": Path(wopts["mask_dir"]) if wopts.get("mask_dir") else None})
     h, w = int(row["h"]), int(row["w"])
     rgb = np.frombuffer(row["rgb"], np.uint8).reshape(h, w, 3)
     alpha = np.frombuffer(row["mask"], np.float32).reshape(h, w)
     icc = bytes(row["icc"]) or None
     try:
-        saved = writer.save_item(Path(dest), _item(row), rgb, alpha, opts, icc)
+        pixels = render_item(rgb, alpha, CutoutOptions.from_dict(cutout))
+        saved = writer.save_item(Path(dest), _item(row), pixels, alpha, opts, icc)
     except writer.WriteError as e:
-        return {"rel": rel, "status": "failed", "reason": str(e)}
+        return {"rel": rel, "status": "failed", "reason": str(e), "notes": ""}
     except Exception as e:  # a bug in one item must not lose the others
-        return {"rel": rel, "status": "failed", "reason": f"{type(e).__name__}: {e}"}
+        return {"rel": rel, "status": "failed", "reason": f"{type(e).__name__}: {e}", "notes": ""}
     status = saved.status
     if status == "skipped" and planned_fresh:
         status = "done"
-    return {"rel": rel, "status": status, "reason": ""}
+    return {"rel": rel, "status": status, "reason": "", "notes": notes}

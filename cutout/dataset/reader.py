@@ -2,8 +2,8 @@
 
 ``list_images`` walks a folder (optionally recursively) in a stable order and returns the
 images with their paths relative to the folder, plus the entries it refused (a symlink that
-leads outside the folder, a name with a newline). ``decode`` opens one file, applies its EXIF
-orientation and returns 8-bit RGB plus the file's own alpha channel if it has one; any
+leads outside the folder, a name with a newline). ``decode`` opens one file with the pack's
+decoder (``codec.decode_image``: EXIF, 16-bit, float, palette, the file's own alpha, ICC); any
 failure becomes a ``ReadError`` with a short reason, so a bad file is reported, never fatal.
 """
 
@@ -47,6 +47,7 @@ class Decoded:
     rgb: np.ndarray  # uint8 [H,W,3]
     alpha: np.ndarray | None  # uint8 [H,W] when the file had an alpha channel
     icc: bytes | None = None  # the file's colour profile, carried over to the output
+    notes: tuple[str, ...] = ()  # e.g. 'only page 1 of a multi-page TIFF was used' (goes into the report)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -111,38 +112,19 @@ def list_images(root: Path, recursive: bool = True, pattern: str = DEFAULT_PATTE
 
 
 def decode(item: Item) -> Decoded:
-    """Open one image: EXIF orientation applied, 8-bit RGB (+ its alpha, if any)."""
-    from PIL import Image, ImageOps
+    """Open one image with the pack's one decoder (``codec.decode_image``); a bad file raises ``ReadError``."""
+    from ..codec import DecodeError, decode_image
 
     try:
-        with Image.open(item.path) as im:
-            im.load()
-            # an RGB profile only: a CMYK or grey profile would be wrong on the RGB(A) output
-            icc = (im.info.get("icc_profile") or None) if im.mode in ("RGB", "RGBA", "RGBX", "P") else None
-            im = ImageOps.exif_transpose(im)
-            alpha = None
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                a = np.asarray(im, dtype=np.float64)
-                top = 65535.0 if a.max() > 255 else 255.0
-                im = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-            has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-                im.mode == "P" and "transparency" in im.info)
-            if has_alpha:
-                rgba = np.array(im.convert("RGBA"))
-                rgb, alpha = np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
-            else:
-                rgb = np.array(im.convert("RGB"))
-    except Exception as e:  # anything PIL raises on a bad file: report it, go on
-        msg = str(e).splitlines()[0][:200] if str(e) else ""
-        raise ReadError(f"cannot decode ({type(e).__name__}{': ' + msg if msg else ''})") from None
-    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise ReadError("image has no pixels")
-    return Decoded(item, rgb, alpha, icc)
+        d = decode_image(item.path, str(item.rel))
+    except DecodeError as e:
+        raise ReadError(f"cannot decode: {e.reason}") from None
+    return Decoded(item, d.rgb, d.alpha, d.icc, d.notes)
 
 
-def to_frame(rgb: np.ndarray) -> torch.Tensor:
-    """uint8 ``[H,W,3]`` -> float32 ``[H,W,3]`` 0..1, the frame ``pipeline.predict_frame`` takes."""
-    return torch.from_numpy(np.ascontiguousarray(rgb)).to(torch.float32).div_(255.0)
+def to_frame(pixels: np.ndarray) -> torch.Tensor:
+    """uint8 ``[H,W]`` / ``[H,W,C]`` -> float32 0..1: the frame (or own alpha) the pipeline takes."""
+    return torch.from_numpy(np.ascontiguousarray(pixels)).to(torch.float32).div_(255.0)
 
 
 def sidecars(path: Path) -> list[Path]:

@@ -1,7 +1,7 @@
-"""Saving one result: background, output name, collision policy, caption sidecars, atomic writes.
+"""Saving one result: output name, collision policy, caption sidecars, atomic writes.
 
-Every background goes through ``apply_background``, a thin uint8 wrapper of the shared
-``imaging.composite.composite_background`` (the Composite Background node's function). Every file goes through
+The pixels arrive finished (``pipeline.render``: background, decontamination, output form) and
+are encoded by the pack's one encoder (``codec.encode_image``). Every file goes through
 ``atomic_write``: it is written to a hidden temporary file beside its target and renamed
 over it, so an interrupted run never leaves a half-written image; ``clean_stale_temps``
 removes what a killed run left behind. The image is written last: when it exists, its
@@ -10,7 +10,6 @@ caption copies and its mask are already complete, which is what resume relies on
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
@@ -21,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-import torch
 
-from ..imaging.composite import composite_background, parse_color
+from ..codec import EncodeSettings, encode_image, to_uint8
 from .paths import UnsafePath, safe_target
 from .reader import CAPTION_EXTENSIONS, Item
 
@@ -34,48 +32,13 @@ EXISTING = ("skip", "overwrite", "keep_both")
 TMP_SUFFIX = ".cutout-tmp"
 _TMP_RE = re.compile(r"^\..+\.(\d+)\.\d+" + re.escape(TMP_SUFFIX) + r"$")
 
-TRANSPARENT = ("transparent", "none", "alpha")
-
-
 class WriteError(Exception):
     """A result that could not be written; ``str(e)`` is the reason shown in the report."""
-
-
-def parse_background(text: str) -> tuple[float, float, float] | None:
-    """None for transparent, else the colour as (r, g, b) 0..1 (``imaging.composite.parse_color``:
-    names, #RRGGBB, #RGB, r,g,b, rgb(…)); raises ValueError with the accepted forms."""
-    if (text or "").strip().lower() in TRANSPARENT:
-        return None
-    try:
-        return parse_color(text)
-    except ValueError as e:
-        raise ValueError(f"background '{text}': {e}; expected transparent, a colour name (white, black, …), "
-                         "#RRGGBB or r,g,b with 0..255") from None
-
-
-def apply_background(rgb: np.ndarray, alpha: np.ndarray, background: str, decontaminate: bool = False) -> np.ndarray:
-    """THE background function of the dataset job: uint8 ``[H,W,3]`` + alpha -> uint8 ``[H,W,3|4]``.
-
-    ``alpha`` is float 0..1 ``[H,W]`` (1 = subject). 'transparent' gives straight RGBA; a colour
-    gives RGB flattened onto it (``rgb·a + colour·(1−a)``). Both go through
-    ``imaging.composite.composite_background`` (the Composite Background node's function), so
-    ``decontaminate`` means the same as there: edge colours are re-estimated without the old
-    background's tint (opaque and fully transparent pixels are unchanged).
-    """
-    colour = parse_background(background)
-    x = torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).to(torch.float32).div_(255.0)
-    a = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32)).nan_to_num_(0.0).clamp_(0.0, 1.0)
-    out = composite_background(x, a, "transparent" if colour is None else colour, decontaminate=decontaminate)
-    return out.mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
 
 
 @dataclass(frozen=True)
 class WriteOptions:
     fmt: str = "png"  # png | webp | jpg
-    background: str = "transparent"
-    jpeg_background: str = "white"  # JPEG has no alpha: a transparent result is flattened onto this
-    decontaminate: bool = True  # edge colours without the old background's tint (as Remove Background)
-    mask_only: bool = False  # write the mask (grey) instead of the cut-out
     save_mask: bool = False  # also write <stem>_mask.png beside the image
     mask_dir: Path | None = None  # or: also write masks into this tree, same relative path and stem
     existing: str = "skip"  # skip | overwrite | keep_both
@@ -91,9 +54,11 @@ class WriteOptions:
             raise ValueError(f"format '{self.fmt}' unknown; expected one of {', '.join(FORMATS)}")
         if self.existing not in EXISTING:
             raise ValueError(f"existing '{self.existing}' unknown; expected one of {', '.join(EXISTING)}")
-        parse_background(self.background)
-        if parse_background(self.jpeg_background) is None:
-            raise ValueError("jpeg_background cannot be transparent (JPEG has no alpha); expected a colour")
+
+    @property
+    def settings(self) -> EncodeSettings:
+        return EncodeSettings(png_compress=self.png_compress, jpeg_quality=self.jpeg_quality,
+                              webp_quality=self.webp_effort, webp_method=self.webp_method)
 
 
 @dataclass
@@ -194,21 +159,8 @@ def clean_stale_temps(dest: Path) -> int:
 
 
 def encode(pixels: np.ndarray, fmt: str, opts: WriteOptions, icc: bytes | None = None) -> bytes:
-    """uint8 ``[H,W]`` (grey), ``[H,W,3]`` or ``[H,W,4]`` -> file bytes in ``fmt``."""
-    from PIL import Image
-
-    if pixels.ndim == 3 and pixels.shape[-1] == 4 and fmt == "jpg":
-        pixels = apply_background(pixels[..., :3], pixels[..., 3].astype(np.float32) / 255.0, opts.jpeg_background)
-    im = Image.fromarray(np.ascontiguousarray(pixels))
-    buf = io.BytesIO()
-    extra = {"icc_profile": icc} if icc and im.mode != "L" else {}
-    if fmt == "png":
-        im.save(buf, "PNG", compress_level=opts.png_compress, **extra)
-    elif fmt == "webp":
-        im.save(buf, "WEBP", lossless=True, quality=opts.webp_effort, method=opts.webp_method, exact=True, **extra)
-    else:
-        im.save(buf, "JPEG", quality=opts.jpeg_quality, subsampling=0 if opts.jpeg_quality >= 90 else 2, **extra)
-    return buf.getvalue()
+    """uint8 ``[H,W]`` (grey), ``[H,W,3]`` or ``[H,W,4]`` -> file bytes in ``fmt`` (``codec.encode_image``)."""
+    return encode_image(pixels, fmt, opts.settings, icc)
 
 
 def _keep_both_target(target: Path) -> Path:
@@ -229,26 +181,22 @@ def mask_path_for(target: Path, rel_out: PurePosixPath, opts: WriteOptions) -> l
     return out
 
 
-def _mask8(alpha: np.ndarray) -> np.ndarray:
-    """The subject mask as 8-bit grey (white = subject)."""
-    return (np.clip(alpha, 0, 1) * 255.0 + 0.5).astype(np.uint8)
-
-
 def _write_masks(paths: list[Path], alpha: np.ndarray, opts: WriteOptions) -> None:
     """The subject mask as an 8-bit PNG at each of ``paths``, atomically."""
     if not paths:
         return
-    data = encode(_mask8(alpha), "png", opts)
+    data = encode(to_uint8(alpha), "png", opts)
     for mp in paths:
         mp.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(mp, data, opts.fsync)
 
 
-def save_item(dest: Path, item: Item, rgb: np.ndarray, alpha: np.ndarray, opts: WriteOptions,
+def save_item(dest: Path, item: Item, pixels: np.ndarray, alpha: np.ndarray, opts: WriteOptions,
               icc: bytes | None = None) -> Saved:
     """Write one result under ``dest`` at the item's relative path; captions and mask first, image last.
 
-    ``rgb`` uint8 ``[H,W,3]``; ``alpha`` float ``[H,W]`` 0..1, 1 = subject. Raises ``WriteError``.
+    ``pixels`` the finished uint8 image (``pipeline.render`` through ``codec.to_uint8``);
+    ``alpha`` float ``[H,W]`` 0..1, 1 = subject (for the mask files). Raises ``WriteError``.
     """
     rel_out = output_rel(item.rel, opts.fmt)
     try:
@@ -281,13 +229,6 @@ def save_item(dest: Path, item: Item, rgb: np.ndarray, alpha: np.ndarray, opts: 
         masks = mask_path_for(target, rel_out, opts)
         _write_masks(masks, alpha, opts)
         written += masks
-        if opts.mask_only:
-            pixels = _mask8(alpha)
-        else:
-            background = opts.background
-            if opts.fmt == "jpg" and parse_background(background) is None:
-                background = opts.jpeg_background
-            pixels = apply_background(rgb, alpha, background, opts.decontaminate)
         atomic_write(target, encode(pixels, opts.fmt, opts, icc), opts.fsync)
         written.append(target)
         return Saved("done", target, written)

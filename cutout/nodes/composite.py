@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import comfy_glue
-from ..imaging.composite import FIT_MODES, composite_background, parse_color
+from ..imaging.composite import FIT_MODES, parse_color
+from ..options import Background, CutoutOptions
+from ..pipeline import composite
 from ..imaging.tensors import CutoutInputError, as_image, as_mask, sanitize
 from .common import CATEGORY, MASK_CONVENTION
 
@@ -82,48 +83,36 @@ class CutoutCompositeBackground:
             alpha = as_mask(mask, node, "mask", batch=b, size=(h, w))
         alpha = alpha.to(rgb.device)
 
-        for name, value in (("color", color), ("color2", color2)):
-            if background in ("color", "gradient") or (name == "color2" and background == "image"):
-                try:
-                    parse_color(value)
-                except ValueError as e:
-                    raise CutoutInputError(node, name, f"is {value!r} ({e})",
-                                           "a colour name, #RRGGBB, #RGB, rgb(r, g, b) or r,g,b") from None
+        if background not in MODES:
+            raise CutoutInputError(node, "background", f"is {background!r}", " / ".join(MODES))
 
+        def colour(name, value):
+            try:
+                return parse_color(value)
+            except ValueError as e:
+                raise CutoutInputError(node, name, f"is {value!r} ({e})",
+                                       "a colour name, #RRGGBB, #RGB, rgb(r, g, b) or r,g,b") from None
+
+        bg_image = None
         if background == "image":
             if background_image is None:
                 raise CutoutInputError(node, "background_image", "is not connected but background is 'image'",
                                        "an IMAGE to put behind the subject")
-            bg = as_image(background_image, node, "background_image", sanitize_values=True)
-            if bg.shape[0] not in (1, b):
-                raise CutoutInputError(node, "background_image", f"has a batch of {bg.shape[0]} images but "
+            bg_image = as_image(background_image, node, "background_image", sanitize_values=True)
+            if bg_image.shape[0] not in (1, b):
+                raise CutoutInputError(node, "background_image", f"has a batch of {bg_image.shape[0]} images but "
                                        f"image has {b}", f"1 background (used for every image) or {b}")
-
-            def one(fr, a, i):
-                return composite_background(fr, a, bg[i:i + 1] if bg.shape[0] > 1 else bg[:1], fit=fit, color2=color2,
-                                            decontaminate=decontaminate)
-        elif background == "color":
-            def one(fr, a, i):
-                return composite_background(fr, a, color, decontaminate=decontaminate)
-        elif background == "gradient":
-            def one(fr, a, i):
-                return composite_background(fr, a, color, color2=color2, angle=angle, decontaminate=decontaminate)
-        elif background in ("transparent", "blur", "checkerboard"):
-            def one(fr, a, i):
-                return composite_background(fr, a, background, blur_radius=blur_radius, decontaminate=decontaminate)
-        else:
-            raise CutoutInputError(node, "background", f"is {background!r}", " / ".join(MODES))
-        # One frame at a time into a preallocated output: peak memory is the output plus one
-        # frame of work, not several whole-batch copies (issue 6, bench/memory.py).
-        out = None
-        progress = comfy_glue.Progress(b)
-        for i in range(b):
-            comfy_glue.check_interrupt()
-            o = one(sanitize(rgb[i])[None], alpha[i:i + 1], i)
-            if out is None:
-                out = torch.empty((b, *o.shape[1:]), dtype=o.dtype, device=o.device)
-            out[i] = o[0]
-            progress.update(1)
+        extra = {}
+        if background in ("color", "gradient"):
+            extra["color"] = colour("color", color)
+        if background in ("gradient", "image"):
+            extra["color2"] = colour("color2", color2)
+        try:
+            bg = Background(background, angle=float(angle), fit=fit, blur_radius=float(blur_radius), image=bg_image,
+                            **extra)
+        except ValueError as e:
+            raise CutoutInputError(node, "fit", f"is {fit!r} ({e})", " / ".join(FIT_MODES)) from None
+        out = composite(rgb, alpha, CutoutOptions(decontaminate=decontaminate, background=bg))
         # the MASK used, without a copy when it is already a plain [B,H,W] tensor (ComfyUI node
         # outputs are never modified in place; a copy would keep 1/3 of an IMAGE alive for nothing)
         return (out, alpha.contiguous())

@@ -18,7 +18,10 @@ import torch
 
 from .. import comfy_glue
 from ..dataset import paths, reader, writer
+from ..codec import to_uint8
+from ..dataset.job import render_item
 from ..imaging.tensors import CutoutInputError, as_image, as_mask
+from ..options import CutoutOptions, flattened_for_jpeg, parse_background
 from .common import CATEGORY, MASK_CONVENTION
 
 log = logging.getLogger("comfyui_cutout")
@@ -54,8 +57,8 @@ class CutoutLoadImageFolder:
     RETURN_NAMES = ("images", "relative_path", "source_folder", "report")
     OUTPUT_IS_LIST = (True, True, False, False)
     OUTPUT_TOOLTIPS = (
-        "One IMAGE [1,H,W,3] per file (or one batch per size with 'stack_same_size'), RGB; "
-        "a file's own alpha channel is not used here.",
+        "One IMAGE [1,H,W,C] per file (or one batch per size with 'stack_same_size'): RGB, or RGBA when the "
+        "file has its own alpha channel (Remove Background keeps that transparency, as cli.py and the API do).",
         "Path of each image relative to the folder, e.g. '10_subject/img001.jpg' (one line per image of a stacked batch).",
         "The resolved folder, for Save Image Folder's caption copying.",
         "What was loaded and which files were skipped, and why.",
@@ -119,6 +122,7 @@ class CutoutLoadImageFolder:
                     f.cancel()
                 raise
         lines = [f"{LOAD_NAME}: {root}: loaded {len(decoded)} image(s), skipped {len(failed)}"]
+        lines += [f"  note: {d.item.rel}: {note}" for d in decoded for note in d.notes]
         lines += [f"  skipped: {rel}: {why}" for rel, why in failed]
         report = "\n".join(lines)
         if failed:
@@ -127,12 +131,14 @@ class CutoutLoadImageFolder:
             raise CutoutInputError(LOAD_NAME, "folder", f"'{folder}' ({root}) has no readable image matching "
                                    f"'{pattern}' (start {start_index}, limit {limit}); {report}",
                                    "a folder with at least one image")
-        frames = [torch.from_numpy(d.rgb).to(torch.float32).div_(255.0).unsqueeze(0) for d in decoded]
+        # a file's own alpha travels as a 4th channel: Remove Background keeps that transparency
+        frames = [reader.to_frame(d.rgb if d.alpha is None else np.dstack([d.rgb, d.alpha])).unsqueeze(0)
+                  for d in decoded]
         rels = [str(d.item.rel) for d in decoded]
         if stack_same_size:
             groups: dict[tuple[int, int], list[int]] = {}
             for i, f in enumerate(frames):
-                groups.setdefault(tuple(f.shape[1:3]), []).append(i)
+                groups.setdefault(tuple(f.shape[1:]), []).append(i)
             frames, rels = ([torch.cat([frames[i] for i in idx]) for idx in groups.values()],
                             ["\n".join(rels[i] for i in idx) for idx in groups.values()])
         return (frames, rels, str(root), report)
@@ -194,11 +200,18 @@ class CutoutSaveImageFolder:
             src_root = _guard(_first(source_folder), node, "source_folder", comfy_glue.input_directory(),
                               must_exist=True)
         try:
-            opts = writer.WriteOptions(fmt=fmt, background=background, jpeg_background=jpeg_background,
-                                       existing=existing, save_mask=save_mask, copy_captions=src_root is not None,
-                                       decontaminate=False)  # Remove Background's RGBA is already decontaminated
+            opts = writer.WriteOptions(fmt=fmt, existing=existing, save_mask=save_mask,
+                                       copy_captions=src_root is not None)
         except ValueError as e:
-            raise CutoutInputError(node, "background", str(e), "a valid option") from None
+            raise CutoutInputError(node, "format", str(e), "a valid option") from None
+        copts = CutoutOptions(decontaminate=False)  # Remove Background's RGBA is already decontaminated
+        for name, value in (("background", background), ("jpeg_background", jpeg_background)):
+            try:
+                bg = parse_background(value)
+                copts = copts.replace(background=bg) if name == "background" else \
+                    (flattened_for_jpeg(copts, bg) if fmt == "jpg" else copts)
+            except ValueError as e:
+                raise CutoutInputError(node, name, str(e), "a valid option") from None
         rels = list(relative_path or [])
         masks = list(mask or [])
         jobs = []  # (Item, rgb uint8, alpha float)
@@ -232,7 +245,7 @@ class CutoutSaveImageFolder:
                     src = paths.safe_target(src_root, relp) if src_root is not None else dest / ".none" / relp
                 except paths.UnsafePath as e:
                     raise CutoutInputError(node, "relative_path", str(e), "a path inside source_folder") from None
-                u8 = (rgb[k].numpy() * 255.0 + 0.5).astype(np.uint8)
+                u8 = to_uint8(rgb[k])
                 jobs.append((reader.Item(src, relp), u8, alpha[k].numpy()))
         progress = comfy_glue.Progress(len(jobs))
         done, skipped, failed = [], [], []
@@ -246,7 +259,7 @@ class CutoutSaveImageFolder:
         if jobs:
             writer.clean_stale_temps(dest)
         with ThreadPoolExecutor(2, thread_name_prefix="cutout-save") as pool:
-            futures = [pool.submit(writer.save_item, dest, it, u8, a, opts) for it, u8, a in jobs]
+            futures = [pool.submit(_save_one, dest, it, u8, a, opts, copts) for it, u8, a in jobs]
             for (it, _u8, _a), fut in zip(jobs, futures):
                 try:
                     saved = fut.result()
@@ -259,6 +272,12 @@ class CutoutSaveImageFolder:
         report = "\n".join(lines)
         (log.warning if failed else log.info)("%s", report)
         return {"ui": {"text": [report]}, "result": (report,)}
+
+
+def _save_one(dest: Path, item: reader.Item, rgb: np.ndarray, alpha: np.ndarray, opts: writer.WriteOptions,
+              copts: CutoutOptions) -> writer.Saved:
+    """One image: the pipeline's pixel half (background, form), then the writer."""
+    return writer.save_item(dest, item, render_item(rgb, alpha, copts), alpha, opts)
 
 
 NODES = {"CutoutLoadImageFolder": CutoutLoadImageFolder, "CutoutSaveImageFolder": CutoutSaveImageFolder}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..pipeline import remove_background
+from ..options import CutoutOptions
+from ..pipeline import cut_out
 from .common import CATEGORY, MASK_CONVENTION, device_input, model_inputs, node_errors
 
 DISPLAY_NAME = "Remove Background (Cutout)"
@@ -28,8 +29,9 @@ class CutoutRemoveBackground:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "image": ("IMAGE", {"tooltip": "Images [B,H,W,C], any size and batch; RGB or RGBA "
-                                               "(an existing alpha channel is ignored)."}),
+                "image": ("IMAGE", {"tooltip": "Images [B,H,W,C], any size and batch; RGB or RGBA (an "
+                                               "existing alpha channel is kept: what was transparent stays "
+                                               "transparent)."}),
                 **model_inputs(),
             },
             "optional": {
@@ -52,6 +54,6 @@ class CutoutRemoveBackground:
 
     @node_errors(DISPLAY_NAME)
     def run(self, image, model, device="cpu", decontaminate=True, refine_edges=False):
-        rgba, mask = remove_background(image, model, device, node=DISPLAY_NAME, decontaminate=decontaminate,
-                                       refine_edges=refine_edges)
-        return (rgba, mask)
+        opts = CutoutOptions(model=model, device=device, decontaminate=decontaminate, refine_edges=refine_edges)
+        result = cut_out(image, opts, node=DISPLAY_NAME)
+        return (result.image, result.mask)

@@ -2,8 +2,8 @@
 
 Inside ComfyUI, ``comfy_glue.register_routes`` hands us the PromptServer's route table; in
 tests, ``mount(web.Application())`` does the same on a bare app. Model work runs through the
-pack's one code path (``pipeline.predict_masks`` + ``finishing.finish``) in ONE worker
-thread, so the event loop stays free, requests are served one at a time in arrival order,
+pack's one code path (``codec.decode_image`` → ``pipeline.cut_out`` → ``codec.encode_image``,
+options from ``params.cutout_options``) in ONE worker thread, so the event loop stays free, requests are served one at a time in arrival order,
 sessions are the shared ones of ``models.session.STORE``, and before each image the worker
 waits while ComfyUI is running a prompt.
 """
@@ -30,8 +30,6 @@ from ..models import CATALOG, DEFAULT_MODEL, ModelNotAvailableError, UnknownMode
 from ..models.session import STORE, locate
 from . import params as P
 from .errors import ApiError
-from .finishing import NODE, features, finish
-from .imageio import decode, encode
 
 log = logging.getLogger("comfyui_cutout")
 
@@ -39,6 +37,31 @@ PREFIX = "/cutout"
 PAGE_DIR = Path(__file__).resolve().parent / "page"
 PAGE_FILES = {"index.html": "text/html", "app.js": "application/javascript", "style.css": "text/css"}
 FILE_FIELDS = ("file", "files", "image")
+NODE = "Cutout API"
+
+
+def features() -> dict:
+    """What this build can do (the page offers exactly this)."""
+    return {
+        "refine": list(P.REFINE_CHOICES),
+        "decontaminate": True,
+        "backgrounds": ["transparent", "colour", "blur", "checkerboard"],  # the page's choices
+    }
+
+
+_DECODE_STATUS = {"not_an_image": 415, "too_many_pixels": 413, "corrupt": 400}
+_DECODE_CODE = {"not_an_image": "not_an_image", "too_many_pixels": "too_many_pixels", "corrupt": "corrupt_image"}
+
+
+def decode_upload(fp, name: str, max_pixels: int):
+    """``codec.decode_image`` with its errors as the API's (status, code)."""
+    from ..codec import DecodeError, decode_image
+
+    try:
+        return decode_image(fp, name, max_pixels)
+    except DecodeError as e:
+        msg = e.reason + (" (CUTOUT_API_MAX_MEGAPIXELS)" if e.kind == "too_many_pixels" else "")
+        raise ApiError(_DECODE_STATUS[e.kind], _DECODE_CODE[e.kind], msg, file=name) from None
 _SPOOL = 8 << 20  # uploads and zips above this size spill to the temp folder
 
 
@@ -222,15 +245,18 @@ class CutoutService:
         try:
             opts = P.parse(raw)
             t0 = time.perf_counter()
-            bodies, names = await self._run(self._process, uploads, opts)
+            bodies, names, notes = await self._run(self._process, uploads, opts)
         finally:
             for u in uploads:
                 u.data.close()
-        return web.Response(body=bodies[0], content_type=opts.content_type, headers={
+        headers = {
             "Content-Disposition": f'inline; filename="{names[0]}"',
             "X-Cutout-Model": opts.model or DEFAULT_MODEL,
             "X-Cutout-Seconds": f"{time.perf_counter() - t0:.3f}",
-        })
+        }
+        if notes:  # e.g. only the first frame of an animated GIF was cut out
+            headers["X-Cutout-Notes"] = "; ".join(notes).encode("ascii", "replace").decode("ascii")
+        return web.Response(body=bodies[0], content_type=opts.content_type, headers=headers)
 
     @_json_errors
     async def batch(self, request: web.Request) -> web.StreamResponse:
@@ -408,27 +434,32 @@ class CutoutService:
             raise ApiError(400, "unknown_model", f"unknown model '{name}'; installed models: {', '.join(names)} "
                            f"(see {self.prefix}/api/models)", model=name, valid=names) from None
 
-    def _mask_and_pixels(self, up: Upload, opts: P.Options):
-        from ..pipeline import predict_masks
+    def _cut_one(self, up: Upload, opts: P.Options) -> tuple[bytes, tuple[str, ...]]:
+        """One upload through the one pipeline: decode, cut out, encode."""
+        from ..codec import encode_image, to_uint8
+        from ..pipeline import cut_out
 
-        image, pixels = decode(up.data, up.name, self.limits.max_pixels)
+        decoded = decode_upload(up.data, up.name, self.limits.max_pixels)
         self._wait_for_comfy()
         model = opts.model or DEFAULT_MODEL
+        copts = P.cutout_options(opts, model, self.limits.device)
         try:
-            mask = predict_masks(image, model, self.limits.device, node=NODE)
+            result = cut_out(decoded.frame()[None], copts, node=NODE)
         except (ModelNotAvailableError, UnknownModelError) as e:
             raise ApiError(503, "model_not_available", str(e), model=model) from None
-        return image, pixels, mask
+        body = encode_image(to_uint8(result.image[0]), opts.format, P.API_ENCODE, decoded.icc)
+        return body, decoded.notes
 
-    def _process(self, uploads: list[Upload], opts: P.Options) -> tuple[list[bytes], list[str]]:
+    def _process(self, uploads: list[Upload], opts: P.Options) -> tuple[list[bytes], list[str], list[str]]:
         self._check_model(opts.model or DEFAULT_MODEL)
-        bodies, names = [], []
+        bodies, names, notes = [], [], []
         for up in uploads:
-            image, pixels, mask = self._mask_and_pixels(up, opts)
-            bodies.append(encode(finish(image, pixels, mask, opts), opts.format))
+            body, note = self._cut_one(up, opts)
+            bodies.append(body)
+            notes += note
             names.append(f"{_safe_stem(up.name)}.{opts.extension}")
             self.images_done += 1
-        return bodies, names
+        return bodies, names, notes
 
     def _process_zip(self, uploads: list[Upload], opts: P.Options):
         self._check_model(opts.model or DEFAULT_MODEL)
@@ -437,8 +468,7 @@ class CutoutService:
         try:
             with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as z:
                 for up in uploads:
-                    image, pixels, mask = self._mask_and_pixels(up, opts)
-                    data = encode(finish(image, pixels, mask, opts), opts.format)
+                    data, _notes = self._cut_one(up, opts)
                     stem, n = _safe_stem(up.name), 1
                     name = f"{stem}.{opts.extension}"
                     while name.lower() in used:

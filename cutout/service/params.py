@@ -2,14 +2,29 @@
 
 The parser, the error messages and the OpenAPI description are all made from ``PARAMS``, so
 they cannot drift apart. Names follow rembg's server (``rembg s``) where they mean the same
-thing; the pack's own options have long names.
+thing; the pack's own options have long names. ``cutout_options`` turns a request into the
+pipeline's ``CutoutOptions`` with the pack's shared parsers (``options``); where the API's
+defaults differ from the nodes' (rembg's meaning of its parameters) that is ``API_DEFAULTS``,
+the one table (docs/api.md shows it).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
+from ..codec import EncodeSettings
+from ..options import Background, CutoutOptions, RefineOptions, parse_background, parse_refine_mode
 from .errors import ApiError
+
+log = logging.getLogger("comfyui_cutout")
+
+# The API's defaults where they differ from the nodes' (CutoutOptions' defaults), and why:
+API_DEFAULTS = {
+    "decontaminate": False,  # rembg returns the photo's own colours unless asked (dc=true / decontaminate=true)
+}
+# Encoding for HTTP: smaller files than the folder job's (which favours speed); JPEG 4:2:0 as Pillow's default.
+API_ENCODE = EncodeSettings(png_compress=4, jpeg_quality=92, jpeg_subsampling=2, webp_quality=80, webp_method=4)
 
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
@@ -49,11 +64,11 @@ PARAMS: tuple[Param, ...] = (
     Param("dc", "bool", False, "Decontaminate edges (rembg's name): the same as decontaminate=true.", rembg=True),
     Param("refine", "choice", "none", "Edge refinement of the mask at full resolution: none, guided (fast guided "
           "filter against the photo) or matting (closed-form matting on a trimap; slow).", choices=REFINE_CHOICES),
-    Param("decontaminate", "bool", False, "Estimate the true foreground colour in semi-transparent edge pixels, "
+    Param("decontaminate", "bool", API_DEFAULTS["decontaminate"], "Estimate the true foreground colour in semi-transparent edge pixels, "
           "so no fringe of the old background shows on a new one."),
     Param("background", "str", "transparent", "What goes behind the subject: 'transparent' (RGBA PNG), a colour "
-          "('#rrggbb', a CSS name such as 'white', or 'r,g,b'), 'blur' (the photo, blurred) or 'checkerboard'; "
-          "anything but transparent gives an opaque RGB image."),
+          "('#rrggbb', a CSS name such as 'white', or 'r,g,b'), 'gradient:COLOUR1:COLOUR2[:ANGLE]', 'blur' (the "
+          "photo, blurred) or 'checkerboard'; anything but transparent gives an opaque RGB image."),
     Param("format", "choice", "png", "Output format: png, webp (lossless, keeps alpha) or jpeg (needs an opaque "
           "background: background=<colour> or bgc with a = 255).", choices=tuple(FORMATS)),
 )
@@ -79,7 +94,7 @@ class Options:
     ab: int = 10
     ae: int = 10
     bgc: tuple[int, int, int, int] | None = None
-    decontaminate: bool = False
+    decontaminate: bool = API_DEFAULTS["decontaminate"]
     background: str = "transparent"
     format: str = "png"
     given: dict = field(default_factory=dict)
@@ -162,6 +177,12 @@ def parse(raw: dict[str, str]) -> Options:
             v = value.strip()
             if not v:
                 raise ApiError(400, "bad_parameter", f"parameter '{name}' is empty", parameter=name)
+            if name == "background":
+                try:
+                    parse_background(v)
+                except ValueError as e:
+                    raise ApiError(400, "bad_parameter", f"parameter 'background' is '{v}': {e}",
+                                   parameter="background") from None
             setattr(o, name, v)
     if aliases.get("a"):
         if o.refine not in ("none", "matting"):
@@ -184,3 +205,17 @@ def parse(raw: dict[str, str]) -> Options:
             raise ApiError(400, "bad_parameter", "format=jpeg has no alpha channel: give an opaque background "
                            "(background=white, or bgc=r,g,b,255), or use png/webp", parameter="format")
     return o
+
+
+def cutout_options(o: Options, model: str, device: str) -> CutoutOptions:
+    """A parsed request as the pipeline's options (the same parsers as the CLI and the nodes)."""
+    if o.refine == "matting" and (o.ab, o.af) != (10, 240):
+        log.warning("Cutout API: ab/af are not used: Mask Refine's matting builds its trimap at 0.05 / 0.95")
+    refine = RefineOptions(edge_refinement=parse_refine_mode(o.refine), matting_band=o.ae)
+    if o.bgc is not None:  # rembg: the colour alpha-composited under the cut-out, alpha channel kept
+        r, g, b, a = o.bgc
+        background = Background("color", color=(r / 255, g / 255, b / 255), opacity=a / 255)
+    else:
+        background = parse_background(o.background)
+    return CutoutOptions(model=model, device=device, post_process=o.ppm, refine=refine,
+                         decontaminate=o.decontaminate, background=background, mask_only=o.om)

@@ -1,0 +1,176 @@
+"""Image files in and out: THE decoder and THE encoder of the CLI, the folder nodes and the HTTP API.
+
+``decode_image`` opens a file (a path or a file object) the same way for every front door:
+EXIF orientation applied; 16-bit samples scaled by 65535; float samples (e.g. a float32 TIFF)
+read as 0..1 (or 0..255 / 0..65535 when their range says so); CMYK, palette, grey and
+grey+alpha converted to RGB; the file's own alpha kept (palette transparency included); the
+colour profile kept when it is an RGB one; of a multi-frame file (animated GIF, multi-page
+TIFF) the first frame, with a note saying so. ``encode_image`` writes PNG / lossless WebP /
+JPEG with the caller's ``EncodeSettings``. Pillow is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+log = logging.getLogger("comfyui_cutout")
+
+ENCODE_FORMATS = ("png", "webp", "jpg")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+
+
+class DecodeError(Exception):
+    """A file that could not be decoded. ``kind``: not_an_image | too_many_pixels | corrupt."""
+
+    def __init__(self, kind: str, reason: str):
+        self.kind, self.reason = kind, reason
+        super().__init__(reason)
+
+
+@dataclass
+class DecodedImage:
+    rgb: np.ndarray  # uint8 [H,W,3]
+    alpha: np.ndarray | None  # uint8 [H,W] when the file has an alpha channel (palette transparency too)
+    icc: bytes | None = None  # the file's RGB colour profile, carried over to the output
+    notes: tuple[str, ...] = ()  # what the caller should tell the user (e.g. only page 1 of a TIFF was used)
+
+    def frame(self) -> torch.Tensor:
+        """float32 ``[H,W,3]`` 0..1 (or ``[H,W,4]`` with the file's alpha): the pipeline's input."""
+        rgb = torch.from_numpy(np.ascontiguousarray(self.rgb))
+        if self.alpha is not None:
+            rgb = torch.cat([rgb, torch.from_numpy(np.ascontiguousarray(self.alpha))[..., None]], -1)
+        return rgb.to(torch.float32).div_(255.0)
+
+
+def _first_line(e: Exception) -> str:
+    msg = str(e).splitlines()[0][:200] if str(e) else ""
+    return f"{type(e).__name__}{': ' + msg if msg else ''}"
+
+
+def _scaled_to_8bit(a: np.ndarray, top: float) -> np.ndarray:
+    return np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _grey_8bit(im):
+    """A 16-bit, 32-bit integer or float single-channel image as 8-bit grey ('L')."""
+    from PIL import Image
+
+    a = np.asarray(im)
+    if im.mode.startswith("I;16"):
+        top = 65535.0  # 16 bits per sample: full scale is 65535 whatever the values
+    elif im.mode == "F":
+        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        peak = float(a.max()) if a.size else 0.0
+        top = 1.0 if peak <= 1.0 else 255.0 if peak <= 255.0 else 65535.0
+    else:  # 'I' (32-bit integers): 8-, 16- or 32-bit data, by range
+        a = a.astype(np.float64)
+        peak = float(a.max()) if a.size else 0.0
+        top = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else 2.0 ** 31 - 1
+    return Image.fromarray(_scaled_to_8bit(a.astype(np.float64), top), "L")
+
+
+def decode_image(source, name: str = "image", max_pixels: int | None = None) -> DecodedImage:
+    """Open one image file (path or binary file object); raises ``DecodeError``."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        im = Image.open(source)
+    except UnidentifiedImageError:
+        raise DecodeError("not_an_image", f"'{name}' is not an image this can read "
+                          "(PNG, JPEG, WebP, GIF, BMP, TIFF, ...)") from None
+    except Image.DecompressionBombError as e:
+        raise DecodeError("too_many_pixels", f"'{name}': {e}") from None
+    except Exception as e:
+        raise DecodeError("corrupt", f"'{name}' could not be opened as an image ({_first_line(e)})") from None
+    try:
+        w, h = im.size
+        if max_pixels is not None and w * h > max_pixels:
+            raise DecodeError("too_many_pixels", f"'{name}' is {w}x{h} = {w * h / 1e6:.1f} megapixels; the "
+                              f"limit is {max_pixels / 1e6:.1f} megapixels")
+        if w == 0 or h == 0:
+            raise DecodeError("corrupt", f"'{name}' has no pixels ({w}x{h})")
+        notes = []
+        frames = getattr(im, "n_frames", 1) or 1
+        if frames > 1:
+            what = "page" if im.format == "TIFF" else "frame"
+            notes.append(f"{im.format or 'multi-frame'} file with {frames} {what}s: only {what} 1 was used")
+        try:
+            im.seek(0)
+            im.load()
+            # an RGB profile only: a CMYK or grey profile would be wrong on the RGB(A) output
+            icc = (im.info.get("icc_profile") or None) if im.mode in ("RGB", "RGBA", "RGBX", "P") else None
+            im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I") or im.mode == "F":
+                im = _grey_8bit(im)
+            if im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info):
+                rgba = np.array(im.convert("RGBA"))
+                rgb, alpha = np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+            else:
+                rgb, alpha = np.array(im.convert("RGB")), None
+        except DecodeError:
+            raise
+        except MemoryError:
+            raise
+        except Exception as e:  # anything Pillow raises on a damaged file
+            raise DecodeError("corrupt", f"'{name}' is damaged or truncated and could not be decoded "
+                              f"({_first_line(e)})") from None
+    finally:
+        im.close()
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise DecodeError("corrupt", f"'{name}' has no pixels")
+    for note in notes:
+        log.info("Cutout: %s: %s", name, note)
+    return DecodedImage(rgb, alpha, icc, tuple(notes))
+
+
+def to_uint8(x) -> np.ndarray:
+    """Float 0..1 (tensor or array) -> uint8, rounded to nearest; the one float -> 8-bit step of every door."""
+    if isinstance(x, torch.Tensor):
+        return x.float().mul(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).cpu().numpy()
+    return np.clip(np.asarray(x, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Speed/size knobs of the encoder; the folder job and the API each have their own (docs/design.md)."""
+
+    png_compress: int = 1  # zlib level: 1 encodes much faster than Pillow's 6 for files a little larger
+    jpeg_quality: int = 95
+    jpeg_subsampling: int | None = None  # None: 4:4:4 from quality 90 up, else 4:2:0
+    webp_quality: int = 25  # lossless: Pillow's effort; with method 0 about as fast as PNG level 1
+    webp_method: int = 0
+
+
+def encode_image(pixels: np.ndarray, fmt: str, settings: EncodeSettings = EncodeSettings(),
+                 icc: bytes | None = None) -> bytes:
+    """uint8 ``[H,W]`` (grey), ``[H,W,3]`` or ``[H,W,4]`` -> file bytes in ``fmt`` (png | webp | jpg/jpeg).
+
+    JPEG has no alpha: an RGBA image must be opaque (its alpha is then dropped)."""
+    from PIL import Image
+
+    fmt = "jpg" if fmt == "jpeg" else fmt
+    if fmt not in ENCODE_FORMATS:
+        raise ValueError(f"format '{fmt}' unknown; expected one of {', '.join(ENCODE_FORMATS)}")
+    if fmt == "jpg" and pixels.ndim == 3 and pixels.shape[-1] == 4:
+        if not (pixels[..., 3] == 255).all():
+            raise ValueError("JPEG has no alpha channel: put the cut-out on an opaque background first")
+        pixels = pixels[..., :3]
+    im = Image.fromarray(np.ascontiguousarray(pixels))
+    buf = io.BytesIO()
+    extra = {"icc_profile": icc} if icc and im.mode != "L" else {}
+    if fmt == "png":
+        im.save(buf, "PNG", compress_level=settings.png_compress, **extra)
+    elif fmt == "webp":  # exact: keep the colours under alpha 0
+        im.save(buf, "WEBP", lossless=True, quality=settings.webp_quality, method=settings.webp_method, exact=True,
+                **extra)
+    else:
+        sub = settings.jpeg_subsampling
+        if sub is None:
+            sub = 0 if settings.jpeg_quality >= 90 else 2
+        im.save(buf, "JPEG", quality=settings.jpeg_quality, subsampling=sub, **extra)
+    return buf.getvalue()
