@@ -6,7 +6,7 @@ from __future__ import annotations
 from .. import comfy_glue
 from ..imaging.refine_chain import EDGE_MODES, GUIDED_DEFAULTS, ORDER
 from ..imaging.refine_chain import refine_masks as _refine_masks
-from .common import CATEGORY, MASK_CONVENTION
+from .common import CATEGORY, MASK_CONVENTION, checked_widgets
 
 DISPLAY_NAME = "Mask Refine (Cutout)"
 
@@ -18,6 +18,7 @@ def refine_masks(mask, image=None, **options):
     return _refine_masks(mask, image, **options)
 
 
+@checked_widgets(DISPLAY_NAME)
 class CutoutMaskRefine:
     DESCRIPTION = (
         "Cleans up a subject mask. Every operation is off by default and they run in this fixed order: "
