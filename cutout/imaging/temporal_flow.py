@@ -6,11 +6,13 @@ is averaged with itself rather than with the background it left. A neighbour onl
 where the alignment is trustworthy: its weight falls with the colour error of the warped
 neighbour frame (occlusions, fast motion, flow failures keep the frame's own mask) and is
 zero where the flow there and back does not return to the same pixel, or leaves the picture.
-Where a pixel's colour is identical in the two frames the neighbour's own pixel is used, so a
-pixel that is the same in every frame (colour and mask) keeps its value exactly.
+The averaging runs at the flow's working size (the network's masks are no finer) and the
+correction is added to the full-size mask; a pixel whose colour and mask are the same in every
+frame of the window keeps its value exactly.
 
-Flows are computed once per frame pair and kept only while a frame of the window needs them,
-so memory is a few frames' worth whatever the batch length.
+Frames stream through a sliding window: flows are computed once per frame pair and dropped
+as soon as no frame of the window needs them, so memory is a few frames' worth whatever the
+batch length.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 # Chosen on the first halves of the two dev sequences (bench/video.py, docs/video.md).
-FLOW_DEFAULTS = {"radius": 2, "colour_tolerance": 0.08, "consistency_px": 1.5, "work_size": 480}
+FLOW_DEFAULTS = {"radius": 3, "colour_tolerance": 0.08, "consistency_px": 1.5, "work_size": 480}
 
 
 def _need_cv2(node: str):
@@ -75,7 +77,7 @@ def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
                 radius: int = FLOW_DEFAULTS["radius"],
                 colour_tolerance: float = FLOW_DEFAULTS["colour_tolerance"],
                 consistency_px: float = FLOW_DEFAULTS["consistency_px"],
-                work_size: int = FLOW_DEFAULTS["work_size"], node: str = "Cutout", preset: int = 1,
+                work_size: int = FLOW_DEFAULTS["work_size"], node: str = "Cutout",
                 on_frame: Callable[[], None] | None = None) -> torch.Tensor:
     """Smooth consecutive video-frame masks ``[B,H,W]`` along the motion of the frames ``image``
     ``[B,H,W,3]`` (same batch and size).
@@ -99,7 +101,7 @@ def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
     src = masks.detach().float().cpu().contiguous()
     rgb_full = image.detach().float().cpu().contiguous()
     frames = _Frames(src, rgb_full, (h, w), cv2)
-    dis = cv2.DISOpticalFlow_create(preset)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
     flows: dict[tuple[int, int], np.ndarray] = {}
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
 
