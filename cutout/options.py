@@ -54,6 +54,7 @@ class RefineOptions:
     matting_max_megapixels: float = 1.0
     feather: float = 0.0
     temporal: float = 0.0
+    temporal_mode: str = "colour"
     invert: bool = False
 
     def __post_init__(self):

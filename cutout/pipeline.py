@@ -168,7 +168,7 @@ def cut_out(images: torch.Tensor, opts: CutoutOptions, progress: Callable[[int, 
     masks = None if (b == 1 and not temporal) else torch.empty((b, h, w), dtype=torch.float32)
 
     def own_of(i):
-        return None if own is None else sanitize(own[i])
+        return None if own is None else sanitize(own[i].cpu())
 
     def finish(i, frame, alpha):
         nonlocal masks
@@ -181,24 +181,23 @@ def cut_out(images: torch.Tensor, opts: CutoutOptions, progress: Callable[[int, 
         if image is not None:
             render(frame, alpha, opts, i, out=image[i])
 
-    if temporal:  # smoothing needs every frame's mask first: masks, smooth, then the pixels
-        from .imaging.masks import invert
-        from .imaging.refine import temporal_smooth
+    if temporal:  # smoothing needs every frame's mask first: masks, Mask Refine's temporal step, then pixels
+        from .imaging.refine_chain import refine_masks
 
         for i in range(b):
             comfy_glue.check_interrupt()
-            masks[i] = frame_alpha(session, sanitize(rgb[i]), frame_opts, own_of(i), node)
-        masks = temporal_smooth(masks, opts.refine.temporal, rgb)
-        if opts.refine.invert:
-            masks = invert(masks)
+            masks[i] = frame_alpha(session, sanitize(rgb[i].cpu()), frame_opts, own_of(i), node)
+        r = opts.refine
+        masks = refine_masks(masks, rgb.cpu(), temporal=r.temporal, temporal_mode=r.temporal_mode, invert=r.invert,
+                             node=node, check_interrupt=comfy_glue.check_interrupt)
         for i in range(b):
             comfy_glue.check_interrupt()
-            finish(i, sanitize(rgb[i]), masks[i])
+            finish(i, sanitize(rgb[i].cpu()), masks[i])
             bar.update(1)
     else:
         for i in range(b):
             comfy_glue.check_interrupt()
-            frame = sanitize(rgb[i])
+            frame = sanitize(rgb[i].cpu())  # GPU tensors are accepted; the work is on the CPU
             finish(i, frame, frame_alpha(session, frame, opts, own_of(i), node))
             bar.update(1)
     return CutoutResult(masks if image is None else image, masks, opts.form)

@@ -126,12 +126,3 @@ def to_frame(pixels: np.ndarray) -> torch.Tensor:
     """uint8 ``[H,W]`` / ``[H,W,C]`` -> float32 0..1: the frame (or own alpha) the pipeline takes."""
     return torch.from_numpy(np.ascontiguousarray(pixels)).to(torch.float32).div_(255.0)
 
-
-def sidecars(path: Path) -> list[Path]:
-    """Caption files beside ``path`` with the same stem (``.txt``, ``.caption``, ``.json``)."""
-    out = []
-    for ext in CAPTION_EXTENSIONS:
-        p = path.with_suffix(ext)
-        if p.is_file():
-            out.append(p)
-    return out

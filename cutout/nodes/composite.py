@@ -9,12 +9,13 @@ from ..imaging.composite import FIT_MODES, parse_color
 from ..options import Background, CutoutOptions
 from ..pipeline import composite
 from ..imaging.tensors import CutoutInputError, as_image, as_mask, sanitize
-from .common import CATEGORY, MASK_CONVENTION
+from .common import CATEGORY, MASK_CONVENTION, checked_widgets
 
 DISPLAY_NAME = "Composite Background (Cutout)"
 MODES = ["transparent", "color", "gradient", "image", "blur", "checkerboard"]
 
 
+@checked_widgets(DISPLAY_NAME)
 class CutoutCompositeBackground:
     DESCRIPTION = (
         "Puts the subject on a new background: transparent (RGBA out), a colour, a two-colour gradient, "
