@@ -19,7 +19,7 @@ import torch
 from .. import comfy_glue
 from ..dataset import paths, reader, writer
 from ..imaging.tensors import CutoutInputError, as_image, as_mask
-from .common import CATEGORY, MASK_CONVENTION
+from .common import CATEGORY, MASK_CONVENTION, advanced_inputs
 
 log = logging.getLogger("comfyui_cutout")
 
@@ -41,7 +41,10 @@ def _first(v, default=None):
     return v if v is not None else default
 
 
+@advanced_inputs("pattern", "start_index", "limit", "stack_same_size")
 class CutoutLoadImageFolder:
+    SEARCH_ALIASES = ["load folder", "batch images", "dataset", "lora dataset", "rembg", "cutout",
+                      "remove background"]
     DESCRIPTION = (
         "Loads every image of a folder (kohya layout welcome) as a LIST: the nodes after it run once per image, "
         "so photos of different sizes stay at their own size. EXIF orientation is applied. Files that cannot be "
@@ -138,7 +141,9 @@ class CutoutLoadImageFolder:
         return (frames, rels, str(root), report)
 
 
+@advanced_inputs("jpeg_background")
 class CutoutSaveImageFolder:
+    SEARCH_ALIASES = ["save folder", "dataset", "lora dataset", "batch save", "rembg", "cutout", "remove background"]
     DESCRIPTION = (
         "Saves every image it gets at its relative path under 'destination' (same folders, same file stem, new "
         "extension), as PNG/WEBP with transparency or JPEG flattened onto a colour. Caption files (.txt, .caption, "
