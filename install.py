@@ -10,26 +10,25 @@ with none, the CPU package is installed. ``python install.py --check`` only repo
 
 from __future__ import annotations
 
-import importlib.metadata
+import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 
 DEFAULT_REQUIREMENT = "onnxruntime>=1.17"
 
 
+def _probe():
+    """cutout/models/ort_probe.py, loaded by path: the package itself needs what is not installed yet."""
+    path = Path(__file__).resolve().parent / "cutout" / "models" / "ort_probe.py"
+    spec = importlib.util.spec_from_file_location("cutout_ort_probe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def onnxruntime_distributions() -> list[str]:
-    """Names of the installed distributions that provide the ``onnxruntime`` module
-    (``onnxruntime-extensions`` and the like, which do not, are not counted)."""
-    names = set()
-    for dist in importlib.metadata.distributions():
-        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        if not name.startswith(("onnxruntime", "ort-")):
-            continue
-        top = (dist.read_text("top_level.txt") or "").split()
-        files = [str(f).replace("\\", "/") for f in (dist.files or [])]
-        if "onnxruntime" in top or "onnxruntime/__init__.py" in files:
-            names.add(name)
-    return sorted(names)
+    return _probe().onnxruntime_distributions()
 
 
 def main(argv: list[str]) -> int:
