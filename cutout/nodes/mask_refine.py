@@ -9,7 +9,7 @@ import logging
 from .. import comfy_glue
 from ..imaging.refine_chain import EDGE_MODES, GUIDED_DEFAULTS, ORDER
 from ..imaging.refine_chain import refine_masks as _refine_masks
-from .common import CATEGORY, MASK_CONVENTION, advanced_inputs
+from .common import CATEGORY, MASK_CONVENTION, advanced_inputs, checked_widgets
 
 log = logging.getLogger("comfyui_cutout")
 
@@ -24,6 +24,7 @@ def refine_masks(mask, image=None, **options):
 
 @advanced_inputs("black_point", "white_point", "guided_radius", "guided_eps", "guided_size", "matting_band",
                  "matting_max_megapixels")
+@checked_widgets(DISPLAY_NAME)
 class CutoutMaskRefine:
     SEARCH_ALIASES = ["refine mask", "mask cleanup", "matting", "feather mask", "grow mask", "fill holes",
                       "guided filter", "edge refinement", "cutout", "rembg", "remove background"]
