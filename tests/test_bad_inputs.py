@@ -392,7 +392,7 @@ def readonly_dir(tmp_path):
 def test_read_only_model_folder_download_target(readonly_dir, monkeypatch, fresh_store):
     d, freeze = readonly_dir
     freeze()
-    monkeypatch.setattr(comfy_glue, "comfy_model_dirs", lambda: [d])
+    monkeypatch.setenv("CUTOUT_MODELS_DIR", str(d))  # the pack's own folder, where downloads go
     monkeypatch.setattr(weights, "ALLOWED_URL_SCHEMES", ("https://", "http://127.0.0.1"))
     with pytest.raises(ModelNotAvailableError) as e:
         NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(torch.rand(1, 8, 8, 3), "u2net")
@@ -408,8 +408,8 @@ def test_read_only_model_folder_bad_file_is_ignored_not_loaded(readonly_dir, mon
     freeze()
     monkeypatch.setattr(comfy_glue, "comfy_model_dirs", lambda: [d])
     s = session_mod.get_session("u2netp")
-    assert s.path == EMBEDDED  # the bad copy could not be renamed, so it was skipped
-    assert "could not be set aside" in caplog.text and "ignored" in caplog.text
+    assert s.path == EMBEDDED  # the bad copy was skipped (never renamed: models/rembg is not ours)
+    assert f"{d / 'u2netp.onnx'}: md5" in caplog.text and "left as it is" in caplog.text
     assert (d / "u2netp.onnx").exists()
 
 
