@@ -33,13 +33,11 @@ def _ort():
 
 
 def session_options():
-    """CPU settings measured on a shared 2-core machine (bench/session_tuning.py, docs/notes-quant.md).
+    """CPU settings chosen by measurement, one option at a time (docs/models.md, "Session tuning").
 
-    Kept: all graph optimisations (BASIC/EXTENDED were 0.76x), sequential execution (parallel
-    0.65x), the memory arena (off: 0.77x), onnxruntime's own thread count (one per core) unless
-    ``CUTOUT_ORT_THREADS`` says otherwise. Changed: worker threads do not spin while waiting
-    (1.17x when the cores are shared, as they are in ComfyUI with torch busy on the same CPU).
-    io_binding with a preallocated output was within noise (1.08x) for a 320x320 output: not used.
+    Kept: all graph optimisations, sequential execution, the memory arena, onnxruntime's own
+    thread count (one per core) unless ``CUTOUT_ORT_THREADS`` says otherwise. Changed: worker
+    threads do not spin while waiting (the cores are shared, as with torch in ComfyUI).
     """
     ort = _ort()
     opts = ort.SessionOptions()

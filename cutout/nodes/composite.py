@@ -118,7 +118,7 @@ class CutoutCompositeBackground:
         else:
             raise CutoutInputError(node, "background", f"is {background!r}", " / ".join(MODES))
         # One frame at a time into a preallocated output: peak memory is the output plus one
-        # frame of work, not several whole-batch copies (issue 6, bench/memory.py).
+        # frame of work, not several whole-batch copies.
         out = None
         progress = comfy_glue.Progress(b)
         for i in range(b):

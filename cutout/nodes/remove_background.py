@@ -48,7 +48,7 @@ class CutoutRemoveBackground:
                     "default": False,
                     "tooltip": "Fit the mask's edge to the photo while scaling the model's small output up to "
                                "full size (guided upsampling on the model's own grid). Lower edge error on real "
-                               "photos (README, 'Edge refinement'); costs about 0.15 s more per 12 MP image on a "
+                               "photos (docs/quality.md); costs about 0.15 s more per 12 MP image on a "
                                "CPU. Stronger than Mask Refine's guided filter, which only sees the upscaled mask.",
                 }),
             },
