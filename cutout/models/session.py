@@ -154,6 +154,10 @@ class SessionStore:
                 self.load_count[key] = self.load_count.get(key, 0) + 1
             return found
 
+    def providers_in_use(self) -> dict[str, str]:
+        """``"model (device)" -> provider`` of every loaded session (what onnxruntime really runs on)."""
+        return {f"{m} ({d})": s.providers[0] for (m, d), s in list(self._sessions.items()) if s.providers}
+
     def loaded(self, model: str, device: str = "cpu") -> bool:
         """True when (model, device) is already loaded (no file access, no hashing)."""
         return (model, device) in self._sessions

@@ -10,6 +10,9 @@ DISPLAY_NAME = "Remove Background (Cutout)"
 
 @checked_widgets(DISPLAY_NAME)
 class CutoutRemoveBackground:
+    SEARCH_ALIASES = ["rembg", "remove background", "background removal", "remove bg", "cutout", "cut out",
+                      "matting", "alpha matte", "transparent background", "segment subject", "u2net", "birefnet",
+                      "isnet"]
     DESCRIPTION = (
         "Cuts the subject out of every image in the batch with a U²-Net-family ONNX model. "
         "Returns the RGBA cut-out (original colours, straight alpha, full resolution) and the subject mask. "
