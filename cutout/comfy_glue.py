@@ -50,6 +50,13 @@ def comfy_model_dirs() -> list[Path]:
         return [Path(folder_paths.models_dir) / MODEL_FOLDER]
 
 
+def comfy_models_dir() -> Path | None:
+    """ComfyUI's ``models/`` folder; None outside ComfyUI."""
+    if not IN_COMFY:
+        return None
+    return Path(folder_paths.models_dir)
+
+
 def comfy_model_files() -> list[str]:
     """ONNX files ComfyUI sees in its model folders (mtime-cached by ComfyUI)."""
     if not IN_COMFY:

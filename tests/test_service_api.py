@@ -388,9 +388,16 @@ def test_models_route(tmp_path, monkeypatch):
         data = await r.json()
         r2 = await c.post("/cutout/api/remove?model=my_net", data=photo, headers={"Content-Type": "image/png"})
         assert r2.status == 200, await r2.text()
+        data["runtime_after"] = (await (await c.get("/cutout/api/models")).json())["runtime"]
         return data
 
     data = serve(t)
+    import onnxruntime
+
+    rt = data["runtime"]  # which build and provider: shown on the page
+    assert rt["version"] == onnxruntime.__version__ and "CPUExecutionProvider" in rt["available_providers"]
+    assert rt["distributions"] and all(d.startswith("onnxruntime") for d in rt["distributions"])
+    assert data["runtime_after"]["in_use"].get("my_net (cpu)") == "CPUExecutionProvider", data["runtime_after"]
     rows = {m["name"]: m for m in data["models"]}
     assert data["default"] == "u2netp"
     assert rows["u2netp"]["installed"] and rows["u2netp"]["embedded"]

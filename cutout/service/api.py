@@ -218,8 +218,10 @@ class CutoutService:
                     rows.append({"name": f.stem, "installed": True, "embedded": False, "loaded": False,
                                  "downloadable": False, "size_mb": round(f.stat().st_size / 1e6, 1),
                                  "family": "custom", "description": f"your own ONNX file ({f.name})"})
+        from ..models.ort_probe import runtime_info
+
         return {"default": DEFAULT_MODEL, "models": rows, "allow_download": self.limits.allow_download,
-                "features": features()}
+                "features": features(), "runtime": runtime_info(STORE.providers_in_use())}
 
     async def openapi(self, request: web.Request) -> web.Response:
         from .openapi import spec
