@@ -9,14 +9,17 @@ from ..imaging.composite import FIT_MODES, parse_color
 from ..options import Background, CutoutOptions
 from ..pipeline import composite
 from ..imaging.tensors import CutoutInputError, as_image, as_mask, sanitize
-from .common import CATEGORY, MASK_CONVENTION, checked_widgets
+from .common import CATEGORY, MASK_CONVENTION, advanced_inputs, checked_widgets
 
 DISPLAY_NAME = "Composite Background (Cutout)"
 MODES = ["transparent", "color", "gradient", "image", "blur", "checkerboard"]
 
 
+@advanced_inputs("angle", "blur_radius")
 @checked_widgets(DISPLAY_NAME)
 class CutoutCompositeBackground:
+    SEARCH_ALIASES = ["composite", "replace background", "change background", "background color", "green screen",
+                      "cutout", "rembg", "remove background", "matting"]
     DESCRIPTION = (
         "Puts the subject on a new background: transparent (RGBA out), a colour, a two-colour gradient, "
         "another image, the photo itself blurred, or a checkerboard preview. The colour of semi-transparent "
