@@ -49,7 +49,23 @@ QUALITIES: dict[str, Plan] = {
 DEFAULT_QUALITY = "fast"
 
 # The model whose look is fused in by the settings that fuse (both must be on disk).
-PARTNERS = {"u2net": "u2netp", "u2netp": "u2net", "u2net-int8": "u2netp-int8", "u2netp-int8": "u2net-int8"}
+PARTNERS = {"u2net": "u2netp", "u2netp": "u2net"}
+
+
+def partner_session(session, quality: str | Plan = "fast"):
+    """The loaded partner of ``session``'s model when ``quality`` fuses and its weights are on
+    disk (never downloaded for this), else None."""
+    name = PARTNERS.get(session.name)
+    if name is None or not (plan_for(quality).fuse or plan_for(quality).zoom_fuse):
+        return None
+    from ..models import weights
+    from ..models.catalog import get_spec
+    from ..models.session import STORE, get_session
+
+    device = "cpu" if session.providers[:1] == ["CPUExecutionProvider"] else "gpu"
+    if not STORE.loaded(name, device) and weights.find_verified(get_spec(name)) is None:
+        return None
+    return get_session(name, device)
 
 
 @dataclass
