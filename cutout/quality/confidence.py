@@ -24,8 +24,8 @@ def unsure_share(m: torch.Tensor, lo: float = 0.1, hi: float = 0.9) -> float:
     return min(1.0, ((m > lo) & (m < hi)).sum().item() / subject)
 
 
-def score(final_small: torch.Tensor, agreements: list[float]) -> float:
+def score(first_map: torch.Tensor, agreements: list[float]) -> float:
     """0..1, higher = more likely a good mask: the least agreement between two looks (1 with one
-    look) times one minus the share of unsure pixels."""
+    look) times one minus the share of unsure pixels of the first look's small map (``first_map``)."""
     agree = min(agreements) if agreements else 1.0
-    return float(agree * (1.0 - unsure_share(final_small)))
+    return float(agree * (1.0 - unsure_share(first_map)))
