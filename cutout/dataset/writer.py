@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
+from ..imaging.clear import DEFAULT_CLEAR_FILL, check_clear_fill
 from ..imaging.composite import composite_background, parse_color
 from .paths import UnsafePath, safe_target
 from .reader import CAPTION_EXTENSIONS, Item
@@ -53,19 +54,22 @@ def parse_background(text: str) -> tuple[float, float, float] | None:
                          "#RRGGBB or r,g,b with 0..255") from None
 
 
-def apply_background(rgb: np.ndarray, alpha: np.ndarray, background: str, decontaminate: bool = False) -> np.ndarray:
+def apply_background(rgb: np.ndarray, alpha: np.ndarray, background: str, decontaminate: bool = False,
+                     clear_fill: str = DEFAULT_CLEAR_FILL) -> np.ndarray:
     """THE background function of the dataset job: uint8 ``[H,W,3]`` + alpha -> uint8 ``[H,W,3|4]``.
 
     ``alpha`` is float 0..1 ``[H,W]`` (1 = subject). 'transparent' gives straight RGBA; a colour
     gives RGB flattened onto it (``rgb·a + colour·(1−a)``). Both go through
     ``imaging.composite.composite_background`` (the Composite Background node's function), so
     ``decontaminate`` means the same as there: edge colours are re-estimated without the old
-    background's tint (opaque and fully transparent pixels are unchanged).
+    background's tint (opaque and fully transparent pixels are unchanged). ``clear_fill``:
+    what a transparent result holds under alpha = 0 (``imaging.clear``).
     """
     colour = parse_background(background)
     x = torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).to(torch.float32).div_(255.0)
     a = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32)).nan_to_num_(0.0).clamp_(0.0, 1.0)
-    out = composite_background(x, a, "transparent" if colour is None else colour, decontaminate=decontaminate)
+    out = composite_background(x, a, "transparent" if colour is None else colour, decontaminate=decontaminate,
+                               clear_fill=clear_fill)
     return out.mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
 
 
@@ -75,6 +79,7 @@ class WriteOptions:
     background: str = "transparent"
     jpeg_background: str = "white"  # JPEG has no alpha: a transparent result is flattened onto this
     decontaminate: bool = True  # edge colours without the old background's tint (as Remove Background)
+    clear_fill: str = DEFAULT_CLEAR_FILL  # colour under alpha = 0: black | bleed | photo (imaging.clear)
     mask_only: bool = False  # write the mask (grey) instead of the cut-out
     save_mask: bool = False  # also write <stem>_mask.png beside the image
     mask_dir: Path | None = None  # or: also write masks into this tree, same relative path and stem
@@ -92,6 +97,7 @@ class WriteOptions:
         if self.existing not in EXISTING:
             raise ValueError(f"existing '{self.existing}' unknown; expected one of {', '.join(EXISTING)}")
         parse_background(self.background)
+        check_clear_fill(self.clear_fill)
         if parse_background(self.jpeg_background) is None:
             raise ValueError("jpeg_background cannot be transparent (JPEG has no alpha); expected a colour")
 
@@ -287,7 +293,7 @@ def save_item(dest: Path, item: Item, rgb: np.ndarray, alpha: np.ndarray, opts: 
             background = opts.background
             if opts.fmt == "jpg" and parse_background(background) is None:
                 background = opts.jpeg_background
-            pixels = apply_background(rgb, alpha, background, opts.decontaminate)
+            pixels = apply_background(rgb, alpha, background, opts.decontaminate, opts.clear_fill)
         atomic_write(target, encode(pixels, opts.fmt, opts, icc), opts.fsync)
         written.append(target)
         return Saved("done", target, written)

@@ -4,14 +4,15 @@ Public, stable API (used by the nodes, the dataset CLI and the HTTP API)::
 
     composite_background(rgb, alpha, background="transparent", *, color2=None, angle=90.0,
                          fit="cover", blur_radius=24.0, checker_size=16,
-                         decontaminate=True) -> torch.Tensor
+                         decontaminate=True, clear_fill="black") -> torch.Tensor
     parse_color("white" | "#RRGGBB" | "#RGB" | "rgb(…)" | "r,g,b" | (r, g, b)) -> (r, g, b) floats 0..1
     estimate_foreground(rgb, alpha, method="blur_fusion") -> rgb
 
 ``rgb`` is ``[B,H,W,3]`` float 0..1, ``alpha`` ``[B,H,W]`` with 1 = subject (a ``[H,W,3]`` /
 ``[H,W]`` pair is a batch of one). ``background`` is one of:
 
-* ``"transparent"``: returns straight RGBA ``[B,H,W,4]`` (colours decontaminated);
+* ``"transparent"``: returns straight RGBA ``[B,H,W,4]`` (colours decontaminated; black where
+  alpha is 0 unless ``clear_fill`` says otherwise, see ``imaging.clear``);
 * a colour (``"white"``, ``"#00ff00"``, ``(1.0, 1.0, 1.0)``, …): a solid background; with
   ``color2`` a linear gradient from ``background`` to ``color2``, ``angle`` degrees
   (0 = left → right, 90 = top → bottom);
@@ -41,6 +42,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .clear import DEFAULT_CLEAR_FILL, check_clear_fill, fill_clear
 from .masks import box_filter
 from .tensors import nchw, to_rgba
 
@@ -381,12 +383,14 @@ def _blurred_backdrop(rgb: torch.Tensor, alpha: torch.Tensor, radius: float) -> 
 def composite_background(rgb: torch.Tensor, alpha: torch.Tensor, background="transparent", *,
                          color2: ColorLike | None = None, angle: float = 90.0, fit: str = "cover",
                          blur_radius: float = 24.0, checker_size: int = 16,
-                         decontaminate: bool = True) -> torch.Tensor:
+                         decontaminate: bool = True, clear_fill: str = DEFAULT_CLEAR_FILL) -> torch.Tensor:
     """Composite the subject (``rgb`` [B,H,W,3], ``alpha`` [B,H,W], 1 = subject) over ``background``.
 
     See the module docstring for the accepted ``background`` values. Returns RGBA
     ``[B,H,W,4]`` (straight alpha) for ``"transparent"``, else RGB ``[B,H,W,3]``; float 0..1.
-    A background IMAGE batch must be 1 (used for every frame) or B.
+    A background IMAGE batch must be 1 (used for every frame) or B. ``clear_fill`` (transparent
+    only): what the colour channels hold where alpha is 0 (``imaging.clear``; default black, never
+    the photo unless ``"photo"`` is asked for).
     """
     single = rgb.dim() == 3
     if single:
@@ -398,7 +402,10 @@ def composite_background(rgb: torch.Tensor, alpha: torch.Tensor, background="tra
     alpha = alpha.to(rgb.dtype).clamp(0, 1)
 
     if isinstance(background, str) and background.strip().lower() == "transparent":
+        check_clear_fill(clear_fill)
         out = to_rgba(estimate_foreground(rgb, alpha) if decontaminate else rgb, alpha)
+        for i in range(b):
+            fill_clear(out[i, ..., :3], alpha[i], clear_fill)
         return out[0] if single else out
     if isinstance(background, torch.Tensor):
         bg = background if background.dim() == 4 else background[None]
