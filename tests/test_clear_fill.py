@@ -160,3 +160,20 @@ def test_api_transparent_result_hides_the_background():
     assert int(pixels.min()) >= 60  # the caller's pixels are not touched
     out = finish(rgb, pixels, mask, Options(clear_fill="photo"))
     assert np.array_equal(out[..., :3], pixels)
+
+
+@pytest.mark.parametrize("shape", [(20, 30, 4), (20, 30, 3), (7, 5)])
+def test_fast_png_round_trips_pixels_and_colour_profile(shape):
+    import io
+
+    from PIL import ImageCms
+
+    from cutout.dataset.writer import WriteOptions, encode
+
+    pytest.importorskip("imagecodecs")
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    px = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    with Image.open(io.BytesIO(encode(px, "png", WriteOptions(), icc))) as im:
+        im.load()
+        assert np.array_equal(np.asarray(im), px)
+        assert im.info.get("icc_profile") == (icc if len(shape) == 3 else None)

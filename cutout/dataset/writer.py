@@ -15,7 +15,9 @@ import logging
 import os
 import re
 import shutil
+import struct
 import threading
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 
 from ..imaging.clear import DEFAULT_CLEAR_FILL, check_clear_fill
-from ..imaging.composite import composite_background, parse_color
+from ..imaging.composite import composite_background, cutout_rgba8, parse_color
 from .paths import UnsafePath, safe_target
 from .reader import CAPTION_EXTENSIONS, Item
 
@@ -66,6 +68,10 @@ def apply_background(rgb: np.ndarray, alpha: np.ndarray, background: str, decont
     what a transparent result holds under alpha = 0 (``imaging.clear``).
     """
     colour = parse_background(background)
+    if colour is None:  # the uint8 path: no float copy of the frame
+        a = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32)).nan_to_num_(0.0).clamp_(0.0, 1.0)
+        return cutout_rgba8(torch.from_numpy(np.ascontiguousarray(rgb[..., :3])), a, decontaminate,
+                            clear_fill).numpy()
     x = torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).to(torch.float32).div_(255.0)
     a = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32)).nan_to_num_(0.0).clamp_(0.0, 1.0)
     out = composite_background(x, a, "transparent" if colour is None else colour, decontaminate=decontaminate,
@@ -85,7 +91,7 @@ class WriteOptions:
     mask_dir: Path | None = None  # or: also write masks into this tree, same relative path and stem
     existing: str = "skip"  # skip | overwrite | keep_both
     copy_captions: bool = True
-    png_compress: int = 1  # zlib level 0..9: 1 encodes ~1.7x faster than 3 and ~4.7x faster than Pillow's 6 for files 5 % / 17 % larger (measured on a 1.1 MP RGBA cut-out)
+    png_compress: int = 2  # zlib level 0..9 (docs/performance.md: with the "up" filter, 2 is fast and as small as Pillow's 1)
     jpeg_quality: int = 95
     webp_method: int = 0  # lossless: method 0 + quality 25 wrote a 1.1 MP cut-out as fast as PNG level 1,
     webp_effort: int = 25  # 40 % smaller; Pillow's quality=100 (its 'effort' in lossless mode) was 6x slower
@@ -199,12 +205,32 @@ def clean_stale_temps(dest: Path) -> int:
     return removed
 
 
+def fast_png(pixels: np.ndarray, level: int, icc: bytes | None = None) -> bytes | None:
+    """PNG bytes through imagecodecs (libpng) with the 'up' filter on every row, or None when
+    imagecodecs is not installed (Pillow then encodes). Pillow tries all five filters on every
+    row; one fixed filter encodes several times faster for files about as small (docs/performance.md)."""
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    data = imagecodecs.png_encode(np.ascontiguousarray(pixels), level=level, filter=imagecodecs.PNG.FILTER.UP)
+    if icc and pixels.ndim == 3:  # the colour profile chunk goes right after IHDR (8 + 25 bytes)
+        body = b"ICC Profile\0\0" + zlib.compress(icc)
+        chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
+        data = data[:33] + chunk + data[33:]
+    return data
+
+
 def encode(pixels: np.ndarray, fmt: str, opts: WriteOptions, icc: bytes | None = None) -> bytes:
     """uint8 ``[H,W]`` (grey), ``[H,W,3]`` or ``[H,W,4]`` -> file bytes in ``fmt``."""
     from PIL import Image
 
     if pixels.ndim == 3 and pixels.shape[-1] == 4 and fmt == "jpg":
         pixels = apply_background(pixels[..., :3], pixels[..., 3].astype(np.float32) / 255.0, opts.jpeg_background)
+    if fmt == "png":
+        data = fast_png(pixels, opts.png_compress, icc)
+        if data is not None:
+            return data
     im = Image.fromarray(np.ascontiguousarray(pixels))
     buf = io.BytesIO()
     extra = {"icc_profile": icc} if icc and im.mode != "L" else {}

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from .clear import DEFAULT_CLEAR_FILL, check_clear_fill, fill_clear
-from .masks import box_filter
+from .kernels import box_filter
 from .tensors import nchw, to_rgba
 
 ColorLike = Union[str, Sequence[float]]
@@ -117,23 +117,13 @@ def _blur(x: torch.Tensor, r: int) -> torch.Tensor:
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def _blur_fusion(image: torch.Tensor, alpha: torch.Tensor, radii=(90, 6)) -> torch.Tensor:
-    """Blur-fusion foreground estimation (Forte & Pitié 2021), whole-frame reference version.
-    ``image`` [N,3,H,W], ``alpha`` [N,1,H,W]. Used by tests to check the tiled version."""
-    fg = image
-    bg = image
-    for r in radii:
-        stacked = _blur(torch.cat([alpha, fg * alpha, bg * (1 - alpha)], 1), r)
-        ba = stacked[:, :1]
-        f_hat = stacked[:, 1:4] / (ba + 1e-5)
-        b_hat = stacked[:, 4:7] / ((1 - ba) + 1e-5)
-        fg = (f_hat + alpha * (image - alpha * f_hat - (1 - alpha) * b_hat)).clamp(0, 1)
-        bg = b_hat.clamp(0, 1)
-    return fg
-
-
 COARSE_RADIUS, FINE_RADIUS = 90, 6
 STRIP_PIXELS = 1 << 20  # full-resolution pixels per strip of the final step
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Colours as float 0..1 (uint8 frames are converted piece by piece, never whole)."""
+    return x.float().mul_(1 / 255) if x.dtype == torch.uint8 else x.float()
 
 
 def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
@@ -143,10 +133,10 @@ def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
     Only α, I·α and I are pooled (I·(1−α) = I − I·α is linear). The product I·α is formed and
     pooled a band of rows at a time, so it never exists at full size (a 12 MP frame: 144 MB less
     to allocate and fault in), and every frame is read as a channels-last view (tensors.nchw)."""
-    img = img.float()
     a = a.float()
     h, w = a.shape
     if s == 1:
+        img = _unit(img)
         ia = img * a[..., None]
         a_l, ia_l, i_l = a[None, None], ia.permute(2, 0, 1)[None], img.permute(2, 0, 1)[None]
         return torch.cat([a_l, ia_l, i_l - ia_l, i_l], 1).contiguous()
@@ -160,7 +150,7 @@ def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
     for y0 in range(0, h, step):
         y1 = min(h, y0 + step)
         r0, r1 = y0 // s, -(-y1 // s)
-        it, at = img[y0:y1], a[y0:y1, :, None]
+        it, at = _unit(img[y0:y1]), a[y0:y1, :, None]
         out[:, 0:1, r0:r1] = pool(at)
         out[:, 1:4, r0:r1] = pool(it * at)
         out[:, 7:10, r0:r1] = pool(it)
@@ -170,7 +160,7 @@ def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
 
 def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
                        work_megapixels: float = 1.0, out: torch.Tensor | None = None,
-                       over: torch.Tensor | None = None) -> torch.Tensor:
+                       over: torch.Tensor | None = None, prefilled: bool = False) -> torch.Tensor:
     """Blur-fusion on one frame (``img`` [H,W,3], ``a`` [H,W]), computed only where it matters.
 
     Both blur passes (radius 90 and 6 px at full resolution) only produce smooth estimates
@@ -182,7 +172,8 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
     ``work_megapixels``, the rest is a fixed number of element-wise passes per pixel, so the
     worst case (the whole frame is edge band) is linear in the pixel count, with ≈ 1 MP of
     temporaries beyond the frame. Writes ``img`` with the band pixels replaced into ``out``
-    (default: a new tensor; ``out`` may be ``img`` itself).
+    (default: a new tensor; ``out`` may be ``img`` itself, or hold a copy of it already:
+    ``prefilled``). ``img`` and ``out`` may be uint8 (0..255): converted strip by strip.
 
     With ``over`` (a background [H,W,3], possibly a broadcast view) the caller has already put
     the naive composite lerp(over, img, α) into ``out``; only its band pixels are rewritten,
@@ -215,7 +206,7 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
     if out is None:
         out = torch.empty_like(img)
     # out already holds the pixels outside the band: it is img itself, or the caller's naive composite
-    prefilled = out.data_ptr() == img.data_ptr() or over is not None
+    prefilled = prefilled or out.data_ptr() == img.data_ptr() or over is not None
     if s2 == 1:
         coarse = [c[0].permute(1, 2, 0) for c in coarse]  # [H,W,3]
     else:  # channels-last so that each upsampled strip is a contiguous [rows,W,3]
@@ -243,13 +234,15 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
             bb, dd = (F.interpolate(c[:, :, c0:c1, k0:k1], scale_factor=s2, mode="bilinear",
                                     align_corners=False)[0].permute(1, 2, 0)
                       [y0 - c0 * s2:y1 - c0 * s2, x0 - k0 * s2:x1 - k0 * s2] for c in coarse)
-        it = img[y0:y1, x0:x1].float()
+        it = _unit(img[y0:y1, x0:x1])
         at = a[y0:y1, x0:x1, None].float()
         e = torch.lerp(bb, it, at)
         e.addcmul_(dd, 1 - at * at).clamp_(0, 1)
         if over is not None:
             e = torch.lerp(over[y0:y1, x0:x1].to(e.dtype), e, at)
         src = out[y0:y1, x0:x1] if prefilled else img[y0:y1, x0:x1]
+        if out.dtype == torch.uint8:
+            e = e.mul_(255).add_(0.5)
         torch.where(band[y0:y1, x0:x1, None], e.to(out.dtype), src, out=out[y0:y1, x0:x1])
     return out
 
@@ -378,6 +371,28 @@ def _blurred_backdrop(rgb: torch.Tensor, alpha: torch.Tensor, radius: float) -> 
         trust = (w / 0.05).clamp(0, 1)  # where the subject covers everything, fall back to a plain blur
         out.append(mixed * trust + plain * (1 - trust))
     return torch.cat(out).permute(0, 2, 3, 1).clamp(0, 1)
+
+
+def cutout_rgba8(rgb8: torch.Tensor, alpha: torch.Tensor, decontaminate: bool = True,
+                 clear_fill: str = DEFAULT_CLEAR_FILL) -> torch.Tensor:
+    """``composite_background(rgb, alpha, "transparent")`` for one uint8 frame, in uint8:
+    ``rgb8`` [H,W,3] uint8, ``alpha`` [H,W] float 0..1 -> RGBA uint8 [H,W,4] (alpha rounded).
+
+    What files are made of (the dataset job, Save Image Folder): no float copy of the frame, and
+    decontamination touches only the band of the 8-bit alpha. Same pixels as the float path
+    within one 8-bit level."""
+    check_clear_fill(clear_fill)
+    h, w = alpha.shape
+    out = torch.empty((h, w, 4), dtype=torch.uint8)
+    out[..., 3].copy_(alpha.float().mul(255).add_(0.5).clamp_(0, 255))  # copy_ truncates: rounded
+    out[..., :3].copy_(rgb8)
+    a8 = out[..., 3]
+    if decontaminate:
+        band = (a8 > 0) & (a8 < 255)
+        if bool(band.any()):
+            _blur_fusion_tiled(rgb8, alpha.float().clamp(0, 1), band, out=out[..., :3], prefilled=True)
+    fill_clear(out[..., :3], a8, clear_fill)
+    return out
 
 
 def composite_background(rgb: torch.Tensor, alpha: torch.Tensor, background="transparent", *,
