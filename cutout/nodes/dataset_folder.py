@@ -20,7 +20,7 @@ from .. import comfy_glue
 from ..dataset import paths, reader, writer
 from ..imaging.clear import CLEAR_FILLS, DEFAULT_CLEAR_FILL
 from ..imaging.tensors import CutoutInputError, as_image, as_mask
-from .common import CATEGORY, CLEAR_FILL_TIP, MASK_CONVENTION, checked_widgets
+from .common import CATEGORY, CLEAR_FILL_TIP, MASK_CONVENTION, advanced_inputs, checked_widgets
 
 log = logging.getLogger("comfyui_cutout")
 
@@ -42,8 +42,11 @@ def _first(v, default=None):
     return v if v is not None else default
 
 
+@advanced_inputs("pattern", "start_index", "limit", "stack_same_size")
 @checked_widgets(LOAD_NAME)
 class CutoutLoadImageFolder:
+    SEARCH_ALIASES = ["load folder", "batch images", "dataset", "lora dataset", "rembg", "cutout",
+                      "remove background"]
     DESCRIPTION = (
         "Loads every image of a folder (kohya layout welcome) as a LIST: the nodes after it run once per image, "
         "so photos of different sizes stay at their own size. EXIF orientation is applied. Files that cannot be "
@@ -140,8 +143,10 @@ class CutoutLoadImageFolder:
         return (frames, rels, str(root), report)
 
 
+@advanced_inputs("jpeg_background", "clear_fill")
 @checked_widgets(SAVE_NAME)
 class CutoutSaveImageFolder:
+    SEARCH_ALIASES = ["save folder", "dataset", "lora dataset", "batch save", "rembg", "cutout", "remove background"]
     DESCRIPTION = (
         "Saves every image it gets at its relative path under 'destination' (same folders, same file stem, new "
         "extension), as PNG/WEBP with transparency or JPEG flattened onto a colour. Caption files (.txt, .caption, "
