@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .imaging.clear import DEFAULT_CLEAR_FILL, check_clear_fill
 from .imaging.composite import FIT_MODES, parse_color
 from .imaging.refine import GUIDED_DEFAULTS
 from .models.catalog import DEFAULT_MODEL
@@ -168,7 +169,8 @@ class CutoutOptions:
 
     Steps, in the pipeline's order: network (``model``, ``device``, ``quality``, ``refine_edges``)
     → ``post_process`` (rembg's ppm) → ``refine`` (Mask Refine) → the file's own alpha →
-    ``decontaminate`` → ``background`` → pixels (``mask_only``: the mask instead).
+    ``decontaminate`` → ``background`` (a transparent result holds ``clear_fill`` under alpha 0,
+    ``imaging.clear``) → pixels (``mask_only``: the mask instead).
     """
 
     model: str = DEFAULT_MODEL
@@ -179,7 +181,11 @@ class CutoutOptions:
     refine: RefineOptions = RefineOptions()
     decontaminate: bool = True
     background: Background = TRANSPARENT
+    clear_fill: str = DEFAULT_CLEAR_FILL
     mask_only: bool = False
+
+    def __post_init__(self):
+        check_clear_fill(self.clear_fill)
 
     @property
     def form(self) -> str:

@@ -18,10 +18,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from . import comfy_glue
-from .imaging.composite import composite_background, estimate_foreground
+from .imaging.clear import fill_clear
+from .imaging.composite import composite_background, cutout_rgba8, estimate_foreground
 from .imaging.model_io import from_model_output, guided_upsample, model_map, normalise, shrink_for_model
 from .imaging.tensors import as_image, sanitize
 from .models.session import ModelSession, RunCancelled, get_session
@@ -106,6 +108,7 @@ def render(frame: torch.Tensor, alpha: torch.Tensor, opts: CutoutOptions, index:
             estimate_foreground(frame, alpha, out=out[..., :3])
         else:
             out[..., :3] = frame
+        fill_clear(out[..., :3], alpha, opts.clear_fill)  # what a trainer sees under alpha 0 (imaging.clear)
         out[..., 3] = alpha
         return out
     if bg.opacity is not None:  # rembg's bgc: the colour as a translucent layer under the cut-out
@@ -123,6 +126,33 @@ def render(frame: torch.Tensor, alpha: torch.Tensor, opts: CutoutOptions, index:
         return res
     out.copy_(res)
     return out
+
+
+def render_pixels(rgb8, alpha: torch.Tensor, opts: CutoutOptions):
+    """``render`` for an 8-bit frame, as the uint8 pixels to encode (the folder engines, Save Image
+    Folder, the API). ``rgb8`` uint8 ``[H,W,3]`` (array or tensor), ``alpha`` float ``[H,W]``.
+
+    A transparent result is made in uint8 (``composite.cutout_rgba8``: no float copy of the frame);
+    the rest through the float ``render`` and ``codec.to_uint8``."""
+    from .codec import to_uint8
+
+    x = torch.from_numpy(np.ascontiguousarray(rgb8)) if not isinstance(rgb8, torch.Tensor) else rgb8
+    a = alpha.float().nan_to_num(0.0).clamp_(0.0, 1.0)
+    if opts.form == "rgba" and opts.background.opacity is None:
+        return cutout_rgba8(x, a, opts.decontaminate, opts.clear_fill).numpy()
+    if opts.form == "mask":
+        return to_uint8(a)
+    return to_uint8(render(x.float().div_(255.0), a, opts))
+
+
+def cut_out_8bit(session: ModelSession, rgb8: np.ndarray, own8: np.ndarray | None, opts: CutoutOptions,
+                 node: str = "Cutout") -> tuple[np.ndarray, torch.Tensor]:
+    """One decoded 8-bit image (``codec.DecodedImage``'s rgb and alpha) -> (uint8 pixels to encode,
+    its float mask): ``frame_alpha`` then ``render_pixels``, what the folder engines do on two threads."""
+    frame = torch.from_numpy(np.ascontiguousarray(rgb8)).to(torch.float32).div_(255.0)
+    own = None if own8 is None else torch.from_numpy(np.ascontiguousarray(own8)).to(torch.float32).div_(255.0)
+    alpha = frame_alpha(session, frame, opts, own, node)
+    return render_pixels(rgb8, alpha, opts), alpha
 
 
 @dataclass
@@ -230,8 +260,10 @@ def predict_masks(images: torch.Tensor, model: str, device: str = "cpu", node: s
 
 def remove_background(images: torch.Tensor, model: str, device: str = "cpu", node: str = "Cutout",
                       on_progress: Callable[[int, int], None] | None = None,
-                      decontaminate: bool = True, refine_edges: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                      decontaminate: bool = True, refine_edges: bool = False,
+                      clear_fill: str = "black") -> tuple[torch.Tensor, torch.Tensor]:
     """(RGBA ``[B,H,W,4]``, MASK ``[B,H,W]``): ``cut_out`` with a transparent background."""
-    opts = CutoutOptions(model=model, device=device, decontaminate=decontaminate, refine_edges=refine_edges)
+    opts = CutoutOptions(model=model, device=device, decontaminate=decontaminate, refine_edges=refine_edges,
+                         clear_fill=clear_fill)
     r = cut_out(images, opts, on_progress, node)
     return r.image, r.mask

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from .. import comfy_glue
-from ..codec import to_uint8
 from ..options import CutoutOptions
-from ..pipeline import frame_alpha, render
+from ..pipeline import frame_alpha, render_pixels
 from . import reader, writer
 from .reader import DEFAULT_PATTERN, Decoded, Item, ReadError
 from .writer import WriteError, WriteOptions
@@ -122,9 +121,8 @@ def infer_item(session, decoded: Decoded, frame: torch.Tensor | None, opts: Cuto
 
 
 def render_item(rgb: np.ndarray, alpha: np.ndarray, opts: CutoutOptions) -> np.ndarray:
-    """The pixel half of the pipeline (``pipeline.render``) for one image, as the uint8 pixels to encode."""
-    out = render(reader.to_frame(rgb), torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32)), opts)
-    return to_uint8(out)
+    """The pixel half of the pipeline (``pipeline.render_pixels``) for one image: the uint8 pixels to encode."""
+    return render_pixels(rgb, torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32)), opts)
 
 
 def plan(source: Path, dest: Path, opts: JobOptions, report: Report) -> list[Item]:

@@ -20,9 +20,10 @@ from .. import comfy_glue
 from ..dataset import paths, reader, writer
 from ..codec import to_uint8
 from ..dataset.job import render_item
+from ..imaging.clear import CLEAR_FILLS, DEFAULT_CLEAR_FILL
 from ..imaging.tensors import CutoutInputError, as_image, as_mask
 from ..options import CutoutOptions, flattened_for_jpeg, parse_background
-from .common import CATEGORY, MASK_CONVENTION, advanced_inputs, checked_widgets
+from .common import CATEGORY, CLEAR_FILL_TIP, MASK_CONVENTION, advanced_inputs, checked_widgets
 
 log = logging.getLogger("comfyui_cutout")
 
@@ -148,7 +149,7 @@ class CutoutLoadImageFolder:
         return (frames, rels, str(root), report)
 
 
-@advanced_inputs("jpeg_background")
+@advanced_inputs("jpeg_background", "clear_fill")
 @checked_widgets(SAVE_NAME)
 class CutoutSaveImageFolder:
     SEARCH_ALIASES = ["save folder", "dataset", "lora dataset", "batch save", "rembg", "cutout", "remove background"]
@@ -192,15 +193,17 @@ class CutoutSaveImageFolder:
                                           "beside each image."}),
                 "jpeg_background": ("STRING", {"default": "white", "tooltip": "Colour a transparent result is "
                                                "flattened onto for jpg."}),
+                "clear_fill": (list(CLEAR_FILLS), {"default": DEFAULT_CLEAR_FILL, "tooltip": CLEAR_FILL_TIP}),
             },
         }
 
     def save(self, images, destination, format, existing, background, relative_path=None, source_folder=None,
-             mask=None, save_mask=None, jpeg_background=None):
+             mask=None, save_mask=None, jpeg_background=None, clear_fill=None):
         node = SAVE_NAME
         destination, fmt, existing = _first(destination), _first(format), _first(existing)
         background, save_mask = _first(background, "transparent"), bool(_first(save_mask, False))
         jpeg_background = _first(jpeg_background, "white")
+        clear_fill = _first(clear_fill, DEFAULT_CLEAR_FILL)
         dest = _guard(destination, node, "destination", comfy_glue.output_directory(), must_exist=False)
         src_root = None
         if source_folder:
@@ -211,7 +214,10 @@ class CutoutSaveImageFolder:
                                        copy_captions=src_root is not None)
         except ValueError as e:
             raise CutoutInputError(node, "format", str(e), "a valid option") from None
-        copts = CutoutOptions(decontaminate=False)  # Remove Background's RGBA is already decontaminated
+        try:  # decontamination off: Remove Background's RGBA is already decontaminated
+            copts = CutoutOptions(decontaminate=False, clear_fill=clear_fill)
+        except ValueError as e:
+            raise CutoutInputError(node, "clear_fill", f"is {clear_fill!r}", " / ".join(CLEAR_FILLS)) from None
         colours = "a colour name (white, black, …), #RRGGBB or r,g,b (0..255)"
         for name, value in (("background", background), ("jpeg_background", jpeg_background)):
             try:

@@ -495,22 +495,23 @@ class CutoutService:
                            f"(see {self.prefix}/api/models)", model=name, valid=names) from None
 
     def _cut_one(self, up: Upload, opts: P.Options) -> tuple[bytes, tuple[str, ...]]:
-        """One upload through the one pipeline: decode, cut out, encode."""
-        from ..codec import encode_image, to_uint8
-        from ..pipeline import cut_out
+        """One upload through the one pipeline: decode, cut out (as the folder job does), encode."""
+        from ..codec import encode_image
+        from ..models.session import get_session
+        from ..pipeline import cut_out_8bit
 
         decoded = decode_upload(up.data, up.name, self.limits.max_pixels)
         self._wait_for_comfy()
         model = opts.model or DEFAULT_MODEL
         copts = P.cutout_options(opts, model, self.limits.device)
         try:
-            result = cut_out(decoded.frame()[None], copts, node=NODE)
+            session = get_session(copts.model, copts.device)
         except ModelIncompatibleError as e:
             raise ApiError(422, "model_incompatible", str(e), model=model) from None
         except (ModelNotAvailableError, UnknownModelError) as e:
             raise ApiError(503, "model_not_available", str(e), model=model) from None
-        body = encode_image(to_uint8(result.image[0]), opts.format, P.API_ENCODE, decoded.icc)
-        return body, decoded.notes
+        pixels, _mask = cut_out_8bit(session, decoded.rgb, decoded.alpha, copts, node=NODE)
+        return encode_image(pixels, opts.format, P.API_ENCODE, decoded.icc), decoded.notes
 
     def _process(self, uploads: list[Upload], opts: P.Options) -> tuple[list[bytes], list[str], list[str]]:
         self._check_model(opts.model or DEFAULT_MODEL)
