@@ -216,7 +216,7 @@ class CutoutSaveImageFolder:
             raise CutoutInputError(node, "format", str(e), "a valid option") from None
         try:  # decontamination off: Remove Background's RGBA is already decontaminated
             copts = CutoutOptions(decontaminate=False, clear_fill=clear_fill)
-        except ValueError as e:
+        except ValueError:
             raise CutoutInputError(node, "clear_fill", f"is {clear_fill!r}", " / ".join(CLEAR_FILLS)) from None
         colours = "a colour name (white, black, …), #RRGGBB or r,g,b (0..255)"
         for name, value in (("background", background), ("jpeg_background", jpeg_background)):
