@@ -62,7 +62,7 @@ def main() -> int:
     a = ap.parse_args()
 
     import cutout
-    from cutout.dataset import job, reader, writer
+    from cutout.dataset import job, plan, reader, writer
     from cutout.models import ModelNotAvailableError
     from cutout.models.session import get_session
     from cutout.pipeline import predict_frame
@@ -109,10 +109,11 @@ def main() -> int:
             assert len(rep.done) == len(chunk) and not rep.failed, rep.summary()
             if t_serial is not None:  # 3. serial: same work, no overlap
                 t0 = time.perf_counter()
-                for it in chunk:
-                    d = reader.decode(it)
+                planned = plan.plan_outputs(chunk, tmp / "serial", opts.write.fmt, source_root=src).planned
+                for p in planned:
+                    d = reader.decode(p.item)
                     alpha = job.infer_item(session, d)
-                    writer.save_item(tmp / "serial", d.item, d.rgb, alpha, opts.write, d.icc)
+                    writer.save_item(tmp / "serial", p, d.rgb, alpha, opts.write, d.icc)
                 t_serial += time.perf_counter() - t0
             print(f"  {start + len(chunk)}/{len(items)}: model {t_model:.1f} s, job {t_job:.1f} s"
                   + (f", serial {t_serial:.1f} s" if t_serial is not None else ""), flush=True)
