@@ -53,7 +53,7 @@ def evaluate_folder(folder: Path, models: list[str], refiners: dict, use_rembg: 
     import torch
 
     from cutout import pipeline
-    from cutout.imaging import metrics as M
+    from bench import metrics as M
 
     video = M.is_video_folder(folder)
     pairs = M.read_video_folder(folder) if video else M.read_manifest(folder)

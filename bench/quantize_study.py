@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import cutout  # noqa: E402
-from cutout.imaging import metrics  # noqa: E402
+from bench import calibrate, metrics  # noqa: E402
 from cutout.imaging.model_io import from_model_output, to_model_input  # noqa: E402
 from cutout.models import catalog, quantize, weights  # noqa: E402
 
@@ -121,14 +121,14 @@ def cmd_calibrate(a):
     if a.views < 4:
         xs = [x for i, x in enumerate(xs) if i % 4 < a.views]
     t = time.time()
-    ranges = quantize.collect_ranges(prepared, xs, a.method, a.percentile)
-    sens = quantize.conv_input_errors(prepared, ranges, xs[::4][:6])
+    ranges = calibrate.collect_ranges(prepared, xs, a.method, a.percentile)
+    sens = calibrate.conv_input_errors(prepared, ranges, xs[::4][:6])
     meta = {"model": a.model, "source_md5": weights.file_md5(src), "method": a.method,
             "percentile": a.percentile if a.method == "percentile" else None,
             "calibration": [n for n, _ in calibration_photos()], "views_per_photo": a.views, "inputs": len(xs)}
     suffix = a.method if a.method != "percentile" else f"p{a.percentile:g}"
     out = quantize.RANGES_DIR / f"{a.model}.{suffix}.json"
-    quantize.save_ranges(ranges, out, meta, sens)
+    calibrate.save_ranges(ranges, out, meta, sens)
     print(f"{len(xs)} calibration inputs, {len(ranges)} tensors, {time.time() - t:.1f} s -> {out}")
 
 

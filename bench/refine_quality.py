@@ -26,7 +26,7 @@ import cutout  # noqa: E402
 
 import torch  # noqa: E402
 
-from cutout.imaging.metrics import edge_band, iou, load_gray, load_rgb, mae, read_manifest  # noqa: E402
+from bench.metrics import edge_band, iou, load_gray, load_rgb, mae, read_manifest  # noqa: E402
 from cutout.imaging.refine import guided_filter  # noqa: E402
 from cutout.models import ModelNotAvailableError  # noqa: E402
 from cutout.pipeline import predict_masks  # noqa: E402

@@ -70,7 +70,7 @@ def _make_inputs(photo: Path, folder: Path):
     import torch
     import torch.nn.functional as F
 
-    from cutout.imaging.metrics import load_rgb
+    from bench.metrics import load_rgb
     from cutout.pipeline import predict_masks
 
     img = load_rgb(photo)

@@ -55,7 +55,7 @@ def test_photo(eval_dir: Path, size: tuple[int, int]):
     if src.is_file():
         im = Image.open(src).convert("RGB")
     else:  # any folder: first image of its manifest
-        from cutout.imaging.metrics import read_manifest
+        from bench.metrics import read_manifest
 
         im = Image.open(read_manifest(eval_dir)[0].image).convert("RGB")
     im = im.resize(size, Image.BICUBIC)
@@ -209,7 +209,7 @@ def make_photos(eval_dir: Path, dest: Path, n: int, seed: int = 7) -> list[Path]
     """``n`` JPEGs of mixed sizes (0.2–6 MP) cut and scaled from the eval photos."""
     from PIL import Image
 
-    from cutout.imaging.metrics import read_manifest
+    from bench.metrics import read_manifest
 
     rng = random.Random(seed)
     srcs = [p.image for p in read_manifest(eval_dir)]
@@ -233,7 +233,7 @@ def make_photos(eval_dir: Path, dest: Path, n: int, seed: int = 7) -> list[Path]
 
 def model_only(photos, model) -> float:
     """Seconds of ``session.run`` alone over the photos (inputs decoded and prepared beforehand)."""
-    from cutout.imaging.metrics import load_rgb
+    from bench.metrics import load_rgb
     from cutout.imaging.model_io import to_model_input
     from cutout.models.session import get_session
 

@@ -140,18 +140,11 @@ def cancel_hook():
     return interrupt_requested if _attached() else None
 
 
-def torch_device():
-    """The device ComfyUI computes on (CPU outside ComfyUI)."""
-    import torch
-
-    if IN_COMFY:
-        try:
-            import comfy.model_management as mm  # type: ignore
-
-            return mm.get_torch_device()
-        except Exception:
-            pass
-    return torch.device("cpu")
+def is_interrupt(e: BaseException) -> bool:
+    """True for ComfyUI's Cancel (``comfy.model_management.InterruptProcessingException``),
+    which must go up rather than count as a failed item; matched by name, so it needs no
+    ComfyUI import."""
+    return type(e).__name__ == "InterruptProcessingException"
 
 
 def input_directory() -> Path | None:

@@ -50,7 +50,7 @@ def predict_masks(images: torch.Tensor, model: str, device: str = "cpu", node: s
     out = torch.empty(rgb.shape[:3], dtype=torch.float32)
     for i in range(rgb.shape[0]):
         comfy_glue.check_interrupt()
-        out[i] = predict_frame(session, sanitize(rgb[i]), refine_edges)
+        out[i] = predict_frame(session, sanitize(rgb[i].cpu()), refine_edges)
         progress.update(1)
     return out
 
@@ -75,7 +75,7 @@ def remove_background(images: torch.Tensor, model: str, device: str = "cpu", nod
     masks = None if b == 1 else torch.empty((b, h, w), dtype=torch.float32)
     for i in range(b):
         comfy_glue.check_interrupt()
-        frame = sanitize(rgb[i])
+        frame = sanitize(rgb[i].cpu())
         alpha = predict_frame(session, frame, refine_edges)
         if decontaminate:  # written straight into the RGBA's colour channels: no full-size copy
             estimate_foreground(frame, alpha, out=rgba[i, ..., :3])

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cutout.imaging import metrics as M
+from bench import metrics as M
 
 ROOT = Path(__file__).resolve().parents[1]
 

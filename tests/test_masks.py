@@ -274,7 +274,7 @@ def test_order_threshold_then_feather():
 @pytest.mark.parametrize("small,big", [((1, 1), (5, 7)), ((3, 4), (3, 4)), ((7, 9), (50, 61)), ((24, 32), (301, 397))])
 def test_row_upsampler_is_bilinear_interpolate(small, big):
     """The strip-wise upsampling behind the guided filter and temporal smoothing equals F.interpolate."""
-    from cutout.imaging.refine import STRIP_ROWS, RowUpsampler, apply_coefficients
+    from cutout.imaging.kernels import STRIP_ROWS, RowUpsampler, apply_coefficients
 
     g = torch.Generator().manual_seed(sum(big))
     maps = torch.rand(1, 4, *small, generator=g)

@@ -5,7 +5,7 @@ Speed itself is measured by bench/speed.py, never asserted here.
 import torch
 import torch.nn.functional as F
 
-import cutout.imaging.model_io as model_io
+from cutout.imaging import kernels
 from cutout.imaging.model_io import from_model_output, snap_ends, to_model_input
 from cutout.models.catalog import IMAGENET_MEAN, IMAGENET_STD
 from cutout.nodes.remove_background import CutoutRemoveBackground
@@ -66,7 +66,7 @@ def test_large_upscale_uses_separable_bicubic_close_to_the_2d_kernel():
     # the same but for the ends' stretch (values within 1/255 of 0 or 1 made exact in one pass)
     ref_small = _plain_2d(m, (300, 310))
     assert (small - ref_small).abs().max() <= 1 / 255 + 1e-6
-    assert model_io.SEPARABLE_FROM >= 4
+    assert kernels.SEPARABLE_FROM >= 4
 
 
 def test_model_output_ends_are_exact_and_the_middle_barely_moves():

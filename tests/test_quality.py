@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cutout.imaging.metrics import band_error, iou, load_gray, load_rgb, mae, read_manifest
+from bench.metrics import band_error, iou, load_gray, load_rgb, mae, read_manifest
 from cutout.models import weights
 from cutout.models.catalog import get_spec
 from cutout.pipeline import predict_masks

@@ -7,6 +7,7 @@ small kohya-style tree of ``test_dataset``. Skipped when ray is not installed
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ ray = pytest.importorskip("ray")
 
 from test_dataset import CAPTION_TXT, assert_same_tree, snapshot, tree, tree_pixels  # noqa: E402,F401 (tree: fixture)
 
-from cutout.dataset import ray_engine, writer  # noqa: E402
+from cutout.dataset import ray_engine, ray_stages, writer  # noqa: E402
 from cutout.dataset.job import JobOptions, run_job  # noqa: E402
 from cutout.dataset.ray_engine import RayOptions, run_job_ray  # noqa: E402
 
@@ -89,12 +90,29 @@ def test_ray_rerun_writes_nothing(local_ray, tree, tmp_path):
     assert snapshot(dest) == before
 
 
-def test_ray_actor_killed_midrun_loses_and_duplicates_nothing(local_ray, tree, tmp_path):
+def _dying_actor(marker: str, n: int):
+    """An inference actor that dies once (``os._exit``, as a killed node would) on the batch that
+    holds its n-th image; a class local to a function, so Ray ships it by value to the workers."""
+
+    class DyingActor(ray_stages.InferActor):
+        def __call__(self, batch):
+            self.seen = getattr(self, "seen", 0) + len(batch["rel"])
+            if self.seen >= n and not os.path.exists(marker):
+                with open(marker, "w") as f:
+                    f.write(str(os.getpid()))
+                os._exit(1)  # no cleanup, no exception: the process is simply gone
+            return super().__call__(batch)
+
+    return DyingActor
+
+
+def test_ray_actor_killed_midrun_loses_and_duplicates_nothing(local_ray, tree, tmp_path, monkeypatch):
     src = tree["src"]
     run_job(src, tmp_path / "local", JobOptions(write=writer.WriteOptions(fsync=False)))
     marker = tmp_path / "actor-died"
+    monkeypatch.setattr(ray_stages, "InferActor", _dying_actor(str(marker), 4))
     rep = run_job_ray(src, tmp_path / "ray", JobOptions(write=writer.WriteOptions(fsync=False)),
-                      RayOptions(batch_size=2, fault=(str(marker), 4)))
+                      RayOptions(batch_size=2))
     assert marker.is_file(), "the actor was meant to die once (os._exit) on its 4th image"
     assert sorted(rep.done) == sorted(tree["good"]) and len(rep.done) == len(set(rep.done))
     assert [r for r, _ in rep.failed] == tree["bad"]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import cutout
-from cutout.imaging.metrics import load_rgb
+from bench.metrics import load_rgb
 from cutout.imaging.tensors import CutoutInputError
 from cutout.nodes.remove_background import CutoutRemoveBackground
 

@@ -287,7 +287,7 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as e:
-                if type(e).__name__ == "InterruptProcessingException":
+                if comfy_glue.is_interrupt(e):
                     raise
                 finish(rel, "failed", f"inference failed ({type(e).__name__}: {str(e)[:200]})")
                 continue

@@ -176,17 +176,42 @@ def check_writable_file(path: Path, flag: str) -> None:
     if p.exists() and not os.access(p, os.W_OK):
         raise UnsafePath(f"{flag} {path}: the file is not writable")
 
+# A written file's hidden temporary name adds about 40 bytes and a mask file '_mask'; most file
+# systems allow 255 bytes per name.
+MAX_NAME_BYTES = 200
+
+
+def relative_problem(rel: str) -> str | None:
+    """Why ``rel`` cannot be an output's relative path (NUL, empty name, a name too long), or None."""
+    if "\x00" in rel:
+        return f"{rel!r} contains a NUL character"
+    name = rel.replace("\\", "/").split("/")[-1]  # the raw last part: PurePath drops a trailing '.' or '/'
+    if name in ("", ".", ".."):
+        return f"{rel!r} has no file name"
+    for part in PurePath(rel).parts:
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            return (f"has a file or folder name of {len(part.encode('utf-8', 'surrogateescape'))} bytes "
+                    f"('{part[:40]}…'); at most {MAX_NAME_BYTES} bytes per name are accepted")
+    return None
+
 
 def safe_target(dest_root: Path, rel: PurePath) -> Path:
     """``dest_root / rel`` after checking it cannot leave ``dest_root`` (no '..', no escaping symlink)."""
     rel = PurePath(rel)
     if rel.is_absolute() or any(p in ("..", "") for p in rel.parts):
         raise UnsafePath(f"relative path '{rel}' is absolute or contains '..'; refused")
+    problem = relative_problem(str(rel))
+    if problem:
+        raise UnsafePath(f"relative path {problem}; refused")
     target = Path(dest_root) / rel
     root_real = Path(os.path.realpath(dest_root))
     parent_real = Path(os.path.realpath(target.parent))
     if not is_within(parent_real, root_real):
         raise UnsafePath(f"writing {target} would leave the destination {root_real} (through a symlink); refused")
-    if target.is_symlink():
+    try:
+        link = target.is_symlink()
+    except OSError as e:  # e.g. the whole path is longer than the OS allows
+        raise UnsafePath(f"{target}: {e.strerror or e}; refused") from None
+    if link:
         raise UnsafePath(f"{target} is a symlink; refused to write through it")
     return target

@@ -58,7 +58,6 @@ class RayOptions:
     io_cpus: float = 0.5  # Ray logical CPUs per decode/write task
     num_cpus: int | None = None  # logical CPUs of a local Ray (default: this machine's cores + 1, see start_ray)
     ship_code: bool | None = None  # upload the pack to the cluster as working_dir (default: when address is given)
-    fault: tuple[str, int] | None = None  # tests only: (marker file, n) an actor dies once at its n-th image
 
 
 def _ray():
@@ -140,7 +139,7 @@ def build_dataset(todo, dest: Path, opts: JobOptions, ropts: RayOptions, fp: str
     ds = ds.map_batches(
         ray_stages.InferActor,
         fn_constructor_kwargs={"root": ROOT, "model": opts.model, "device": opts.device,
-                               "ort_threads": ropts.ort_threads, "fault": ropts.fault,
+                               "ort_threads": ropts.ort_threads,
                                "refine": dict(opts.refine)},
         batch_size=max(1, ropts.batch_size), batch_format="numpy", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=max(1, ropts.actors)), num_cpus=ropts.cpus_per_actor, num_gpus=ropts.gpus_per_actor or None)

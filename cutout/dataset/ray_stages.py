@@ -76,7 +76,7 @@ def decode_row(row: dict, root: str, max_megapixels: float = 0.0) -> dict:
 class InferActor:
     """Stage 2 (actors): loads the model once through the pack's session store, runs the tensor path per image."""
 
-    def __init__(self, root: str, model: str, device: str, ort_threads: int = 0, fault: tuple | None = None,
+    def __init__(self, root: str, model: str, device: str, ort_threads: int = 0,
                  refine: dict | None = None):
         import warnings
 
@@ -88,18 +88,7 @@ class InferActor:
         from cutout.models.session import get_session
 
         self.session = get_session(model, device)
-        self.fault = fault  # tests: (marker file, n): die on the n-th image once, as a killed node would
-        self.seen = 0
         self.refine = dict(refine or {})  # imaging.refine_chain.refine_masks options (cli.py --refine ...)
-
-    def _maybe_die(self):
-        self.seen += 1
-        if self.fault is not None:
-            marker, n = self.fault
-            if self.seen >= int(n) and not os.path.exists(marker):
-                with open(marker, "w") as f:
-                    f.write(str(os.getpid()))
-                os._exit(1)  # no cleanup, no exception: the process is simply gone
 
     def __call__(self, batch: dict) -> dict:
         from cutout.dataset.job import infer_item
@@ -113,7 +102,6 @@ class InferActor:
                 masks.append(b"")
                 errors.append(err)
                 continue
-            self._maybe_die()
             h, w = int(batch["h"][i]), int(batch["w"][i])
             rgb = np.frombuffer(batch["rgb"][i], np.uint8).reshape(h, w, 3)
             a = batch["alpha"][i]

@@ -171,13 +171,3 @@ def decode(item: Item) -> Decoded:
 def to_frame(rgb: np.ndarray) -> torch.Tensor:
     """uint8 ``[H,W,3]`` -> float32 ``[H,W,3]`` 0..1, the frame ``pipeline.predict_frame`` takes."""
     return torch.from_numpy(np.ascontiguousarray(rgb)).to(torch.float32).div_(255.0)
-
-
-def sidecars(path: Path) -> list[Path]:
-    """Caption files beside ``path`` with the same stem (``.txt``, ``.caption``, ``.json``)."""
-    out = []
-    for ext in CAPTION_EXTENSIONS:
-        p = path.with_suffix(ext)
-        if p.is_file():
-            out.append(p)
-    return out

@@ -41,7 +41,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .masks import box_filter
+from .kernels import box_filter
 from .tensors import nchw, to_rgba
 
 ColorLike = Union[str, Sequence[float]]
@@ -113,21 +113,6 @@ def _blur(x: torch.Tensor, r: int) -> torch.Tensor:
     small = F.interpolate(x, size=(hs, ws), mode="bilinear", antialias=True, align_corners=False)
     small = box_filter(small, max(1, round(r / s)))
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
-
-
-def _blur_fusion(image: torch.Tensor, alpha: torch.Tensor, radii=(90, 6)) -> torch.Tensor:
-    """Blur-fusion foreground estimation (Forte & Pitié 2021), whole-frame reference version.
-    ``image`` [N,3,H,W], ``alpha`` [N,1,H,W]. Used by tests to check the tiled version."""
-    fg = image
-    bg = image
-    for r in radii:
-        stacked = _blur(torch.cat([alpha, fg * alpha, bg * (1 - alpha)], 1), r)
-        ba = stacked[:, :1]
-        f_hat = stacked[:, 1:4] / (ba + 1e-5)
-        b_hat = stacked[:, 4:7] / ((1 - ba) + 1e-5)
-        fg = (f_hat + alpha * (image - alpha * f_hat - (1 - alpha) * b_hat)).clamp(0, 1)
-        bg = b_hat.clamp(0, 1)
-    return fg
 
 
 COARSE_RADIUS, FINE_RADIUS = 90, 6

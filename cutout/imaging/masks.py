@@ -28,46 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-
-def _box_sum_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
-    """Sum over the window [i−r, i+r] along ``dim`` (clipped at the borders), via cumsum."""
-    n = x.shape[dim]
-    if r <= 0:
-        return x
-    r = min(r, n)  # a window wider than the axis sums the whole axis
-    x = x.movedim(dim, -1)
-    acc = torch.float64 if x.device.type == "cpu" else x.dtype
-    c = F.pad(x.to(acc), (r + 1, r)).cumsum(-1)
-    s = (c[..., 2 * r + 1:] - c[..., : n]).to(x.dtype)
-    return s.movedim(-1, dim)
-
-
-def _box_count_1d(n: int, r: int, device) -> torch.Tensor:
-    i = torch.arange(n, device=device)
-    return ((i + r).clamp(max=n - 1) - (i - r).clamp(min=0) + 1).float()
-
-
-def box_filter(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Mean over a (2r+1)² window of the last two dims; the window is clipped at the borders
-    (each pixel is the mean of the pixels that exist). Small radii add shifted views of a padded
-    copy (separable; 2–2.5× faster than ``avg_pool2d`` on the CPU at every radius up to 12),
-    large ones use running sums (cost independent of ``r``)."""
-    if r <= 0:
-        return x
-    h, w = x.shape[-2], x.shape[-1]
-    count = _box_count_1d(h, r, x.device)[:, None] * _box_count_1d(w, r, x.device)[None, :]
-    if r <= 12:
-        p = F.pad(x, (r, r))  # zeros: the clipped window's sum, divided by its own count below
-        acc = p[..., :, 0:w].clone()
-        for i in range(1, 2 * r + 1):
-            acc += p[..., :, i:i + w]
-        p = F.pad(acc, (0, 0, r, r))
-        acc = p[..., 0:h, :].clone()
-        for i in range(1, 2 * r + 1):
-            acc += p[..., i:i + h, :]
-        return acc.div_(count.to(acc.dtype))
-    s = _box_sum_1d(_box_sum_1d(x, r, -1), r, -2)
-    return s / count.to(s.dtype)
+from .kernels import box_filter
 
 
 def levels(mask: torch.Tensor, black: float = 0.0, white: float = 1.0, threshold: float = 0.0) -> torch.Tensor:
@@ -147,7 +108,7 @@ def feather(mask: torch.Tensor, radius: float) -> torch.Tensor:
     f, radii = plan
     lead = mask.shape[:-2]
     # a partial last block is averaged over the pixels it has and placed as a whole one
-    # (an offset of < f/2 px on the right/bottom border only), as model_io._pre_shrink does
+    # (an offset of < f/2 px on the right/bottom border only), as kernels.pre_shrink does
     small = F.avg_pool2d(mask.reshape(-1, 1, h, w), f, stride=f, ceil_mode=True)
     for r in radii:
         small = box_filter(small, r)

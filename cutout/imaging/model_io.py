@@ -1,20 +1,15 @@
 """From a full-resolution frame to the network's square input, and from its output back.
 
-Plain torch, no PIL round trip. The kernels were chosen on the real photos of
-``shared/eval/dev`` (see README, "Preprocessing"): U²-Net is sensitive to how the photo is
-shrunk to 320×320, and an antialiased bilinear shrink beat rembg's Lanczos-on-8-bit there.
+Plain torch, no PIL round trip. U²-Net is sensitive to how the photo is shrunk to its
+square input; the kernels (``imaging.kernels``) were chosen on the eval photos (docs/quality.md).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-DOWN_MODE = "bilinear"  # antialiased; see README for the comparison
-PRE_SHRINK_TO = 3  # see _pre_shrink
-SEPARABLE_FROM = 4  # see _upsample
-UP_MODE = "bicubic"  # clamped afterwards; best MAE and edge-band error on the eval set
+from .kernels import guided_coefficients, shrink, upsample
 
 
 def to_model_input(frames: torch.Tensor, size: int, mean, std) -> np.ndarray:
@@ -30,19 +25,9 @@ def shrink_for_model(frames: torch.Tensor, size: int) -> torch.Tensor:
     return shrink(frames.permute(0, 3, 1, 2).float(), size, size)  # a channels-last view: no copy
 
 
-def shrink(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Area-style shrink of ``[N,C,H,W]`` to ``height``×``width``: box pre-shrink (large
-    inputs), then antialiased bilinear. Never enlarges a side that is already small enough."""
-    if tuple(x.shape[-2:]) == (height, width):
-        return x
-    x = _pre_shrink(x, height, width)
-    return F.interpolate(x, size=(height, width), mode=DOWN_MODE, antialias=True, align_corners=False)
-
-
 def normalise(x: torch.Tensor, mean, std) -> np.ndarray:
     """The shrunk photo ``[B,3,s,s]`` -> the network's input (per-image max, mean, std)."""
-    # 3×320² values: plain numpy (one thread). Tiny torch ops each start the
-    # thread pool, which on a busy shared CPU costs more than the arithmetic (issue 7).
+    # 3×320² values: plain numpy (one thread); tiny torch ops each start the thread pool
     a = x.numpy()
     peak = np.maximum(a.max(axis=(1, 2, 3), keepdims=True), np.float32(1e-6))
     out = np.empty(a.shape, dtype=np.float32)  # C-contiguous [B,3,size,size]
@@ -50,23 +35,6 @@ def normalise(x: torch.Tensor, mean, std) -> np.ndarray:
     out -= np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
     out /= np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
     return out
-
-
-def _pre_shrink(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Integer-factor box average so that each side stays ≥ ``PRE_SHRINK_TO`` × its target (large photos only).
-
-    An antialiased bilinear shrink of a 12 MP photo reads every pixel with a ~25-tap kernel;
-    averaging k×k blocks first (one cheap pass) leaves the final antialiased bilinear a
-    3–6× shrink; masks of 12 MP photos stay the same (docs/notes-perf.md). Rows/columns
-    that do not fill a whole block are averaged as a partial block (``ceil_mode``), so nothing
-    is cropped; that last block is placed as a whole one, an offset of at most k − 1 source
-    pixels at the right/bottom border (≤ 0.1 % of a 12 MP photo's side).
-    """
-    h, w = x.shape[-2:]
-    ky, kx = max(1, h // (PRE_SHRINK_TO * height)), max(1, w // (PRE_SHRINK_TO * width))
-    if ky == 1 and kx == 1:
-        return x
-    return F.avg_pool2d(x, (ky, kx), ceil_mode=True, count_include_pad=False)
 
 
 def model_map(raw: np.ndarray, logits: bool) -> torch.Tensor:
@@ -99,7 +67,7 @@ def from_model_output(raw: np.ndarray, height: int, width: int, logits: bool,
     if device is not None:
         t = t.to(device)
     if t.shape[-2:] != (height, width):
-        t = _upsample(t, height, width)
+        t = upsample(t, height, width)
     return t[:, 0].clamp_(0.0, 1.0)
 
 
@@ -118,32 +86,16 @@ def guided_upsample(small_map: torch.Tensor, small_photo: torch.Tensor, frames: 
     run on the already upsampled mask (Mask Refine's guided filter) has lost that grid
     (bench/refine_quality.py measures both).
     """
-    from .refine import guided_coefficients
-
     b, height, width = frames.shape[:3]
     a, bias = guided_coefficients(small_photo.float(), small_map.to(small_photo.device), radius, eps)
     ab = torch.cat([a, bias], 1)
     if ab.shape[-2:] != (height, width):
-        ab = _upsample(ab, height, width)
+        ab = upsample(ab, height, width)
     q = ab[:, 3].contiguous()
     photo = frames.float()
     for c in range(3):
         q.addcmul_(ab[:, c], photo[..., c])
     return snap_ends(q)
-
-
-def _upsample(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bicubic upsampling of the small map to the photo's size.
-
-    Up to ``SEPARABLE_FROM``× per side this is PyTorch's plain bicubic (Keys a = -0.75, the
-    kernel chosen on the eval photos). Beyond that (big photos: 12 MP is ~12× a 320 map) the
-    separable bicubic (``antialias=True``: two 1-D passes, Keys a = -0.5 as in PIL) is used: at
-    such factors the two kernels give masks that differ by ~1e-3 on average (measured on
-    upscaled eval photos, docs/notes-perf.md) while the 2-D kernel costs twice as much.
-    """
-    h, w = t.shape[-2:]
-    separable = height >= SEPARABLE_FROM * h and width >= SEPARABLE_FROM * w
-    return F.interpolate(t, size=(height, width), mode=UP_MODE, align_corners=False, antialias=separable)
 
 
 SNAP = 1.0 / 255.0

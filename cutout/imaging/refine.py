@@ -19,43 +19,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .masks import box_filter, grow
-from .model_io import shrink
+from .kernels import STRIP_ROWS, RowUpsampler, apply_coefficients, guided_coefficients, shrink
+from .masks import grow
 from .tensors import nchw
 
 log = logging.getLogger("comfyui_cutout")
-
-
-def guided_coefficients(guide: torch.Tensor, p: torch.Tensor, radius: int, eps: float):
-    """Guided-filter coefficients at the resolution of the inputs.
-
-    ``guide`` [N,3,h,w], ``p`` [N,1,h,w] -> (a [N,3,h,w], b [N,1,h,w]), already box-averaged
-    (the "mean_a, mean_b" of He et al.), so that q = Σ a·I + b.
-    """
-    mean_i = box_filter(guide, radius)
-    mean_p = box_filter(p, radius)
-    cov_ip = box_filter(guide * p, radius) - mean_i * mean_p
-    # 3×3 covariance of the guide per pixel (+ eps on the diagonal)
-    idx = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
-    prods = torch.stack([guide[:, i] * guide[:, j] for i, j in idx], 1)
-    var = box_filter(prods, radius) - torch.stack([mean_i[:, i] * mean_i[:, j] for i, j in idx], 1)
-    sxx, sxy, sxz, syy, syz, szz = var.unbind(1)
-    sxx, syy, szz = sxx + eps, syy + eps, szz + eps
-    # inverse through the adjugate (symmetric matrix), all per pixel
-    c00 = syy * szz - syz * syz
-    c01 = sxz * syz - sxy * szz
-    c02 = sxy * syz - sxz * syy
-    c11 = sxx * szz - sxz * sxz
-    c12 = sxy * sxz - sxx * syz
-    c22 = sxx * syy - sxy * sxy
-    det = sxx * c00 + sxy * c01 + sxz * c02
-    cx, cy, cz = cov_ip.unbind(1)
-    a0 = (c00 * cx + c01 * cy + c02 * cz) / det
-    a1 = (c01 * cx + c11 * cy + c12 * cz) / det
-    a2 = (c02 * cx + c12 * cy + c22 * cz) / det
-    a = torch.stack([a0, a1, a2], 1)
-    b = mean_p - (a * mean_i).sum(1, keepdim=True)
-    return box_filter(a, radius), box_filter(b, radius)
 
 
 # chosen on shared/eval/dev (bench/refine_quality.py, docs/notes-refine.md); Mask Refine's defaults
@@ -81,52 +49,6 @@ def guided_filter(image: torch.Tensor, mask: torch.Tensor, radius: int = GUIDED_
         ps = shrink(mask[i:i + 1, None].float(), hs, ws)
         a, bb = guided_coefficients(gs, ps, max(1, int(radius)), float(eps))
         apply_coefficients(torch.cat([a, bb], 1), image[i], out[i])
-    return out
-
-
-STRIP_ROWS = 32  # rows of a full-resolution result per step: its temporaries stay in the CPU cache
-
-
-class RowUpsampler:
-    """Bilinear upsampling of small maps ``[1,C,h,w]`` to ``H×W`` (as ``F.interpolate(...,
-    align_corners=False)``), handed out a strip of rows at a time.
-
-    Upsampling C planes to 12 MP and then combining them costs several full-resolution passes;
-    widening the small maps first (small) and interpolating rows strip by strip lets the caller
-    combine each strip while it is in the cache, and write each result pixel once.
-    """
-
-    def __init__(self, small: torch.Tensor, height: int, width: int):
-        h = small.shape[-2]
-        if small.shape[-1] != width:
-            small = F.interpolate(small, size=(h, width), mode="bilinear", align_corners=False)
-        self.wide = small[0].permute(1, 0, 2).contiguous()  # [h,C,W]: one source row = one block
-        src = ((torch.arange(height, dtype=torch.float64, device=small.device) + 0.5) * (h / height)
-               - 0.5).clamp_(min=0)
-        self.i0 = src.floor().long().clamp_(max=h - 1)
-        self.i1 = (self.i0 + 1).clamp_(max=h - 1)
-        self.wt = (src - self.i0).float()[:, None, None]
-
-    def rows(self, y0: int, y1: int) -> torch.Tensor:
-        """Rows ``y0:y1`` of the upsampled maps, ``[y1-y0, C, W]``."""
-        return torch.lerp(self.wide[self.i0[y0:y1]], self.wide[self.i1[y0:y1]], self.wt[y0:y1])
-
-
-def apply_coefficients(ab: torch.Tensor, photo: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """q = Σ a_c·I_c + b at full resolution, the coefficients ``ab`` [1,4,h,w] upsampled bilinearly
-    to the photo ``[H,W,3]``; clamped to 0..1 and written into ``out`` [H,W] (12 MP: 0.12 -> 0.075 s
-    with ``RowUpsampler`` strips instead of four upsampled planes)."""
-    H, W = out.shape
-    up = RowUpsampler(ab, H, W)
-    photo = photo.float()
-    for y0 in range(0, H, STRIP_ROWS):
-        y1 = min(H, y0 + STRIP_ROWS)
-        c = up.rows(y0, y1)  # [r,4,W]
-        q = out[y0:y1]
-        q.copy_(c[:, 3])
-        p = photo[y0:y1]
-        q.addcmul_(c[:, 0], p[..., 0]).addcmul_(c[:, 1], p[..., 1]).addcmul_(c[:, 2], p[..., 2])
-        q.clamp_(0.0, 1.0)
     return out
 
 

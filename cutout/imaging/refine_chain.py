@@ -13,7 +13,7 @@ import torch
 
 from . import masks as M
 from .refine import GUIDED_DEFAULTS, guided_filter, matte, temporal_smooth
-from .tensors import CutoutInputError, as_image, as_mask
+from .tensors import CutoutInputError, as_image, as_mask, check_number
 
 
 EDGE_MODES = ["off", "guided filter", "matting"]
@@ -38,6 +38,17 @@ def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black
     (ComfyUI's Cancel, from the node) is called between the slow steps.
     """
     check = check_interrupt or (lambda: None)
+    if edge_refinement not in EDGE_MODES:  # before the guide: a bad mode is not a "missing image"
+        raise CutoutInputError(node, "edge_refinement", f"is {edge_refinement!r}", " / ".join(EDGE_MODES))
+    for name, value, lo, hi in (("black_point", black_point, 0, 1), ("white_point", white_point, 0, 1),
+                                ("threshold", threshold, 0, 1), ("remove_islands", remove_islands, 0, None),
+                                ("guided_eps", guided_eps, 1e-12, None), ("matting_max_megapixels",
+                                matting_max_megapixels, 1e-3, None), ("feather", feather, 0, None),
+                                ("temporal", temporal, 0, 1)):
+        check_number(value, node, name, lo, hi)  # NaN would pass every comparison below
+    for name, value, lo in (("grow", grow, None), ("guided_radius", guided_radius, 1), ("guided_size", guided_size, 0),
+                            ("matting_band", matting_band, 0)):
+        check_number(value, node, name, lo, None, integer=True)
     guide = None
     if image is not None:
         guide = as_image(image, node, "image", sanitize_values=True)  # one NaN pixel must not poison the filter
@@ -55,9 +66,6 @@ def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black
     elif edge_refinement != "off":
         raise CutoutInputError(node, "image", f"is missing but edge_refinement is '{edge_refinement}'",
                                "the photo the mask was made from (connect the IMAGE input)")
-
-    if edge_refinement not in EDGE_MODES:
-        raise CutoutInputError(node, "edge_refinement", f"is '{edge_refinement}'", " / ".join(EDGE_MODES))
 
     def frame_ops(m: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
         """Everything but temporal smoothing and invert, on a chunk of frames."""

@@ -15,6 +15,8 @@ that have an obvious meaning are accepted and documented instead of refused:
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,29 @@ class CutoutInputError(ValueError):
     def __init__(self, node: str, input_name: str, problem: str, expected: str):
         self.node, self.input_name = node, input_name
         super().__init__(f"{node}: input '{input_name}' {problem}; expected {expected}.")
+
+
+def check_number(value, node: str, input_name: str, lo: float | None = None, hi: float | None = None,
+                 integer: bool = False) -> float | int:
+    """A widget number, refused unless it is finite and within ``lo..hi``.
+
+    ComfyUI checks min/max for prompts, but every comparison with NaN is false, so NaN (and,
+    from ``/prompt`` JSON, infinity) pass its validation and would give a black mask or a
+    raw ValueError deep inside; this is the one check every node and the CLI use.
+    """
+    kind = "an integer" if integer else "a number"
+    bounds = "" if lo is None and hi is None else f" in {lo:g}..{hi:g}" if lo is not None and hi is not None \
+        else f" ≥ {lo:g}" if lo is not None else f" ≤ {hi:g}"
+    if integer and isinstance(value, float) and value.is_integer():
+        value = int(value)  # 2.0 from JSON is 2
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or (
+            integer and not isinstance(value, numbers.Integral)):
+        raise CutoutInputError(node, input_name, f"is {value!r} ({type(value).__name__})", kind + bounds)
+    if not math.isfinite(value):
+        raise CutoutInputError(node, input_name, f"is {value!r}", "a finite number" + bounds)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise CutoutInputError(node, input_name, f"is {value!r}", kind + bounds)
+    return value
 
 
 def _describe(x) -> str:
@@ -61,6 +86,8 @@ def as_image(image, node: str, input_name: str = "image", sanitize_values: bool 
     expected = "an IMAGE tensor [B,H,W,C] with C = 3 (RGB) or 4 (RGBA), B ≥ 1"
     if not isinstance(image, torch.Tensor):
         raise CutoutInputError(node, input_name, f"is {_describe(image)}", expected)
+    if image.requires_grad:  # a tensor from a training graph: the pack never back-propagates
+        image = image.detach()
     if image.dim() == 3:
         image = image.unsqueeze(0)
     if image.dim() != 4:
@@ -87,7 +114,7 @@ def as_mask(mask, node: str, input_name: str = "mask", batch: int | None = None,
     expected = "a MASK tensor [B,H,W] (or [H,W]) with values 0..1"
     if not isinstance(mask, torch.Tensor):
         raise CutoutInputError(node, input_name, f"is {_describe(mask)}", expected)
-    m = mask
+    m = mask.detach() if mask.requires_grad else mask
     if m.dim() == 2:
         m = m.unsqueeze(0)
     elif m.dim() == 4 and m.shape[1] == 1:

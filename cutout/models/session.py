@@ -96,7 +96,9 @@ class ModelSession:
         feed = {self.input_name: batch}
         with self._run_lock:
             if should_stop is None:
-                return self.inner.run([self._output_name], feed)[0]
+                out = self.inner.run([self._output_name], feed)[0]
+                check_output(out, self.name)
+                return out
             if should_stop():
                 raise RunCancelled(self.name)
             options = _ort().RunOptions()
@@ -113,7 +115,7 @@ class ModelSession:
             watcher = threading.Thread(target=watch, name="cutout-cancel-watch", daemon=True)
             watcher.start()
             try:
-                return self.inner.run([self._output_name], feed, options)[0]
+                out = self.inner.run([self._output_name], feed, options)[0]
             except Exception:
                 if stopped.is_set():
                     raise RunCancelled(self.name) from None
@@ -121,6 +123,8 @@ class ModelSession:
             finally:
                 done.set()
                 watcher.join()
+        check_output(out, self.name)
+        return out
 
 
 STOP_POLL_S = 0.05
@@ -182,6 +186,8 @@ class SessionStore:
         if device == "gpu" and used[0] == "CPUExecutionProvider":
             log.warning("Cutout: model '%s' fell back to the CPU (providers in use: %s)", model, used)
         log.info("Cutout: loaded model '%s' from %s on %s", model, path, used[0])
+        if spec is None:
+            check_io(inner, model, path)
         family = spec.family if spec is not None else guess_family(inner)
         return ModelSession(model, family, path, inner, used)
 
@@ -209,6 +215,50 @@ def locate(model: str, progress=None) -> tuple[ModelSpec | None, Path]:
                 return None, d / model
     get_spec(model)  # raises UnknownModelError with the list of names
     raise AssertionError("unreachable")
+
+
+class ModelIncompatibleError(weights.ModelNotAvailableError):
+    """A user's own ONNX file that is not a segmentation network (wrong inputs or outputs)."""
+
+
+def _known(d) -> bool:
+    return isinstance(d, int) and d > 0
+
+
+def check_io(inner, model: str, path) -> None:
+    """Refuse, at load time, an ONNX file that cannot be a subject-mask network.
+
+    Expected: one image input ``[B,3,H,W]`` and a first output ``[B,1,h,w]`` or ``[B,h,w]``.
+    A classifier (``[B,1000]``) or a network taking two inputs would otherwise fail on every
+    image with an error from deep inside (``AxisError: axis 2 …``).
+    """
+    def refuse(what: str):
+        raise ModelIncompatibleError(
+            f"model '{model}' ({path}) {what}; expected a segmentation network with one image input "
+            "[B,3,H,W] and a mask output [B,1,H,W] (as U²-Net, IS-Net or BiRefNet exported for rembg)")
+
+    inputs, outputs = inner.get_inputs(), inner.get_outputs()
+    if len(inputs) != 1:
+        refuse(f"takes {len(inputs)} inputs ({', '.join(i.name for i in inputs)})")
+    shape = list(inputs[0].shape or [])
+    if len(shape) != 4 or (_known(shape[1]) and shape[1] != 3):
+        refuse(f"takes input '{inputs[0].name}' of shape {shape}")
+    if "float" not in str(inputs[0].type):
+        refuse(f"takes input '{inputs[0].name}' of type {inputs[0].type}")
+    if not outputs:
+        refuse("has no outputs")
+    out = list(outputs[0].shape or [])  # [] = not declared: check_output looks at the real one
+    if out and len(out) not in (3, 4) or (len(out) == 4 and _known(out[1]) and out[1] < 1):
+        refuse(f"gives output '{outputs[0].name}' of shape {out}")
+
+
+def check_output(raw, model: str) -> None:
+    """The same check on an actual output (shapes an ONNX file declares can be symbolic)."""
+    shape = getattr(raw, "shape", ())
+    if len(shape) not in (3, 4) or 0 in shape:
+        raise ModelIncompatibleError(
+            f"model '{model}' gave an output of shape {list(shape)}; expected a mask [B,1,H,W] or [B,H,W] "
+            "(is it a segmentation network?)")
 
 
 def guess_family(inner) -> Family:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import inspect
 
+from ..imaging.tensors import CutoutInputError, check_number
 from ..models import ModelNotAvailableError, UnknownModelError, model_choices
 from ..models.session import DEVICES
 
@@ -50,3 +52,62 @@ def node_errors(display_name: str):
         return inner
 
     return wrap
+
+
+def _widget_checks(cls) -> dict:
+    """input name -> (type, options) for every widget (FLOAT, INT, a fixed list of choices) of a node."""
+    spec = cls.INPUT_TYPES()
+    out = {}
+    for group in ("required", "optional"):
+        for name, decl in (spec.get(group) or {}).items():
+            kind = decl[0]
+            opts = decl[1] if len(decl) > 1 else {}
+            if kind in ("FLOAT", "INT") or (isinstance(kind, (list, tuple)) and name != "model"):
+                out[name] = (kind, opts)
+    return out
+
+
+def check_widget(node: str, name: str, kind, opts: dict, value) -> None:
+    """One widget value against its declaration: a finite number in min..max, or one of the choices."""
+    if kind == "FLOAT":
+        check_number(value, node, name, opts.get("min"), opts.get("max"))
+    elif kind == "INT":
+        check_number(value, node, name, opts.get("min"), opts.get("max"), integer=True)
+    elif not isinstance(value, str) or value not in kind:
+        raise CutoutInputError(node, name, f"is {value!r}", "one of: " + " / ".join(map(str, kind)))
+
+
+def checked_widgets(display_name: str):
+    """Class decorator: the node's FUNCTION first checks every FLOAT/INT/choice input it is given.
+
+    ComfyUI's own validation lets NaN through (every comparison with NaN is false) and nodes
+    called from Python or from ``/prompt`` JSON can get anything; one check, made from
+    ``INPUT_TYPES``, so the message always names the node, the input and what is accepted.
+    Lists (``INPUT_IS_LIST`` nodes) are checked element by element.
+    """
+
+    def decorate(cls):
+        fn_name = cls.FUNCTION
+        fn = getattr(cls, fn_name)
+        sig = inspect.signature(fn)
+        checks = None
+
+        @functools.wraps(fn)
+        def inner(self, *args, **kwargs):
+            nonlocal checks
+            if checks is None:
+                checks = _widget_checks(cls)
+            bound = sig.bind(self, *args, **kwargs)
+            for name, value in bound.arguments.items():
+                if name not in checks or value is None:
+                    continue
+                kind, opts = checks[name]
+                values = value if isinstance(value, list) and getattr(cls, "INPUT_IS_LIST", False) else [value]
+                for v in values:
+                    check_widget(display_name, name, kind, opts, v)
+            return fn(self, *args, **kwargs)
+
+        setattr(cls, fn_name, inner)
+        return cls
+
+    return decorate

@@ -8,12 +8,13 @@ import torch
 from .. import comfy_glue
 from ..imaging.composite import FIT_MODES, composite_background, parse_color
 from ..imaging.tensors import CutoutInputError, as_image, as_mask, sanitize
-from .common import CATEGORY, MASK_CONVENTION
+from .common import CATEGORY, MASK_CONVENTION, checked_widgets
 
 DISPLAY_NAME = "Composite Background (Cutout)"
 MODES = ["transparent", "color", "gradient", "image", "blur", "checkerboard"]
 
 
+@checked_widgets(DISPLAY_NAME)
 class CutoutCompositeBackground:
     DESCRIPTION = (
         "Puts the subject on a new background: transparent (RGBA out), a colour, a two-colour gradient, "

@@ -19,7 +19,7 @@ import torch
 from .. import comfy_glue
 from ..dataset import manifest, paths, plan, reader, resume, writer
 from ..imaging.tensors import CutoutInputError, as_image, as_mask
-from .common import CATEGORY, MASK_CONVENTION
+from .common import CATEGORY, MASK_CONVENTION, checked_widgets
 
 log = logging.getLogger("comfyui_cutout")
 
@@ -49,6 +49,7 @@ def _content_identity(u8: np.ndarray, alpha: np.ndarray) -> dict:
     return {"content": h.hexdigest()}
 
 
+@checked_widgets(LOAD_NAME)
 class CutoutLoadImageFolder:
     DESCRIPTION = (
         "Loads every image of a folder (kohya layout welcome) as a LIST: the nodes after it run once per image, "
@@ -146,6 +147,7 @@ class CutoutLoadImageFolder:
         return (frames, rels, str(root), report)
 
 
+@checked_widgets(SAVE_NAME)
 class CutoutSaveImageFolder:
     DESCRIPTION = (
         "Saves every image it gets at its relative path under 'destination' (same folders, same file stem, new "
@@ -205,24 +207,30 @@ class CutoutSaveImageFolder:
         if source_folder:
             src_root = _guard(_first(source_folder), node, "source_folder", comfy_glue.input_directory(),
                               must_exist=True)
-        try:
-            opts = writer.WriteOptions(fmt=fmt, background=background, jpeg_background=jpeg_background,
-                                       existing=existing, save_mask=save_mask, copy_captions=src_root is not None,
-                                       decontaminate=False)  # Remove Background's RGBA is already decontaminated
-        except ValueError as e:
-            raise CutoutInputError(node, "background", str(e), "a valid option") from None
+        for name, value in (("background", background), ("jpeg_background", jpeg_background)):
+            colours = "a colour name (white, black, …), #RRGGBB or r,g,b (0..255)"
+            try:
+                colour = writer.parse_background(value if isinstance(value, str) else repr(value))
+            except ValueError:
+                raise CutoutInputError(node, name, f"is {value!r}, not a colour",
+                                       colours if name == "jpeg_background" else "transparent or " + colours) from None
+            if name == "jpeg_background" and colour is None:
+                raise CutoutInputError(node, name, f"is {value!r} but JPEG has no transparency", colours)
+        opts = writer.WriteOptions(fmt=fmt, background=background, jpeg_background=jpeg_background,
+                                   existing=existing, save_mask=save_mask, copy_captions=src_root is not None,
+                                   decontaminate=False)  # Remove Background's RGBA is already decontaminated
         rels = list(relative_path or [])
         masks = list(mask or [])
         jobs = []  # (Item, rgb uint8, alpha float)
         n = 0
         for i, img in enumerate(images):
+            rgb = as_image(img, node, "images", sanitize_values=True).cpu()
             raw = img if img.dim() == 4 else img.unsqueeze(0)
-            rgb = as_image(raw, node, "images", sanitize_values=True)
             b, h, w = rgb.shape[:3]
             if masks:
-                alpha = as_mask(masks[min(i, len(masks) - 1)], node, "mask", batch=b, size=(h, w))
+                alpha = as_mask(masks[min(i, len(masks) - 1)], node, "mask", batch=b, size=(h, w)).cpu()
             elif raw.shape[-1] == 4:
-                alpha = raw[..., 3].float().clamp(0, 1)
+                alpha = as_mask(raw[..., 3], node, "images").cpu()  # sanitised: NaN alpha -> 0
             else:
                 alpha = torch.ones((b, h, w))
             names = rels[min(i, len(rels) - 1)].split("\n") if rels else []
@@ -235,10 +243,14 @@ class CutoutSaveImageFolder:
                     rel = str(stem.with_name(f"{stem.stem}_{k:04d}{stem.suffix}"))
                 else:
                     rel = f"cutout_{n:05d}.png"
-                rel = rel.replace("\\", "/").strip()
+                rel = str(rel).replace("\\", "/").strip()
                 if not rel or paths.has_dotdot(rel) or PurePosixPath(rel).is_absolute():
                     raise CutoutInputError(node, "relative_path", f"'{rel}' is empty, absolute or contains '..'",
                                            "a path relative to the destination")
+                problem = paths.relative_problem(rel)
+                if problem:
+                    raise CutoutInputError(node, "relative_path", problem, "a path relative to the destination, "
+                                           "like 'folder/image.png'")
                 relp = PurePosixPath(rel)
                 try:
                     src = paths.safe_target(src_root, relp) if src_root is not None else dest / ".none" / relp

@@ -3,17 +3,13 @@ temporal smoothing, invert — in that fixed order, each off by default."""
 
 from __future__ import annotations
 
-import logging
-
-
 from .. import comfy_glue
 from ..imaging.refine_chain import EDGE_MODES, GUIDED_DEFAULTS, ORDER
 from ..imaging.refine_chain import refine_masks as _refine_masks
-from .common import CATEGORY, MASK_CONVENTION
-
-log = logging.getLogger("comfyui_cutout")
+from .common import CATEGORY, MASK_CONVENTION, checked_widgets
 
 DISPLAY_NAME = "Mask Refine (Cutout)"
+
 
 def refine_masks(mask, image=None, **options):
     """``imaging.refine_chain.refine_masks`` with this node's name and ComfyUI's Cancel."""
@@ -22,6 +18,7 @@ def refine_masks(mask, image=None, **options):
     return _refine_masks(mask, image, **options)
 
 
+@checked_widgets(DISPLAY_NAME)
 class CutoutMaskRefine:
     DESCRIPTION = (
         "Cleans up a subject mask. Every operation is off by default and they run in this fixed order: "

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from ..pipeline import remove_background
-from .common import CATEGORY, MASK_CONVENTION, device_input, model_inputs, node_errors
+from .common import CATEGORY, MASK_CONVENTION, checked_widgets, device_input, model_inputs, node_errors
 
 DISPLAY_NAME = "Remove Background (Cutout)"
 
 
+@checked_widgets(DISPLAY_NAME)
 class CutoutRemoveBackground:
     DESCRIPTION = (
         "Cuts the subject out of every image in the batch with a U²-Net-family ONNX model. "

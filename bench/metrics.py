@@ -1,6 +1,6 @@
 """Quality measures against ground truth, and the eval-folder format (``manifest.csv``).
 
-Used by the quality test and by ``bench/quality.py``; any folder with the same layout works.
+Used by the quality test and by ``bench.quality``; any folder with the same layout works.
 """
 
 from __future__ import annotations
