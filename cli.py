@@ -80,7 +80,7 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="decoder threads and encoder threads, each (default 2)")
     p.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS, metavar="MP",
                    help=f"a larger image fails (its header is read, its pixels are not), keeping memory bounded "
-                        f"(default {DEFAULT_MAX_MEGAPIXELS:g}: about 3 GB peak; 0 = no limit)")
+                        f"(default {DEFAULT_MAX_MEGAPIXELS:g}; 0 = no limit)")
     f = p.add_argument_group("mask refinement (Mask Refine's operations, in its order: threshold -> fill holes -> "
                              "remove islands -> grow/shrink -> edge refinement -> feather; all off by default)")
     f.add_argument("--refine-edges", action="store_true",

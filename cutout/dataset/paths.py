@@ -176,9 +176,9 @@ def check_writable_file(path: Path, flag: str) -> None:
     if p.exists() and not os.access(p, os.W_OK):
         raise UnsafePath(f"{flag} {path}: the file is not writable")
 
-# A written file's hidden temporary name adds about 40 bytes and a mask file '_mask'; most file
-# systems allow 255 bytes per name.
-MAX_NAME_BYTES = 200
+# Most file systems allow 255 bytes per name; hidden temporary names are shortened to fit
+# (writer._tmp_name), and the output plan refuses a derived name (<stem>_mask.png) that does not.
+MAX_NAME_BYTES = 255
 
 
 def relative_problem(rel: str) -> str | None:

@@ -21,9 +21,9 @@ import torch
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_PATTERN = ";".join(f"*{e}" for e in IMAGE_EXTENSIONS)
 CAPTION_EXTENSIONS = (".txt", ".caption", ".json")
-# The folder job's pixel limit: one image's pipeline takes about 70 bytes a pixel at its peak,
+# The folder job's pixel limit: one image's pipeline peaks at about 80 bytes a pixel (a 40 MP JPEG: 3.3 GB),
 # plus the queued ones; docs/dataset.md has the measurement.
-DEFAULT_MAX_MEGAPIXELS = 40.0
+DEFAULT_MAX_MEGAPIXELS = 24.0
 
 
 class ReadError(Exception):
