@@ -13,10 +13,12 @@ import torch
 
 from . import masks as M
 from .refine import GUIDED_DEFAULTS, guided_filter, matte, temporal_smooth
+from .temporal_flow import flow_smooth
 from .tensors import CutoutInputError, as_image, as_mask, check_number
 
 
 EDGE_MODES = ["off", "guided filter", "matting"]
+TEMPORAL_MODES = ["colour", "motion"]  # refine.temporal_smooth / temporal_flow.flow_smooth
 
 CHUNK_PIXELS = 16 << 20  # frames per chunk: about 16 MP (8 frames of 1080p, 1 of 12 MP)
 
@@ -30,16 +32,20 @@ def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black
                  guided_radius: int = GUIDED_DEFAULTS["radius"], guided_eps: float = GUIDED_DEFAULTS["eps"],
                  guided_size: int = GUIDED_DEFAULTS["work_size"], matting_band: int = 10,
                  matting_max_megapixels: float = 1.0, feather: float = 0.0, temporal: float = 0.0,
-                 invert: bool = False, node: str = "Mask Refine (Cutout)",
-                 check_interrupt: Callable[[], None] | None = None) -> torch.Tensor:
+                 temporal_mode: str = "colour", invert: bool = False, node: str = "Mask Refine (Cutout)",
+                 check_interrupt: Callable[[], None] | None = None,
+                 on_frame: Callable[[], None] | None = None) -> torch.Tensor:
     """All of Mask Refine as one function (MASK [B,H,W], optional IMAGE guide) -> MASK [B,H,W].
 
     The operations run in the fixed ``ORDER``; each is off at its default. ``check_interrupt``
-    (ComfyUI's Cancel, from the node) is called between the slow steps.
+    (ComfyUI's Cancel, from the node) is called between the slow steps; ``on_frame`` after each
+    frame of motion-compensated smoothing (``temporal_mode`` 'motion', the slow one: progress).
     """
     check = check_interrupt or (lambda: None)
     if edge_refinement not in EDGE_MODES:  # before the guide: a bad mode is not a "missing image"
         raise CutoutInputError(node, "edge_refinement", f"is {edge_refinement!r}", " / ".join(EDGE_MODES))
+    if temporal_mode not in TEMPORAL_MODES:
+        raise CutoutInputError(node, "temporal_mode", f"is {temporal_mode!r}", " / ".join(TEMPORAL_MODES))
     for name, value, lo, hi in (("black_point", black_point, 0, 1), ("white_point", white_point, 0, 1),
                                 ("threshold", threshold, 0, 1), ("remove_islands", remove_islands, 0, None),
                                 ("guided_eps", guided_eps, 1e-12, None), ("matting_max_megapixels",
@@ -66,6 +72,9 @@ def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black
     elif edge_refinement != "off":
         raise CutoutInputError(node, "image", f"is missing but edge_refinement is '{edge_refinement}'",
                                "the photo the mask was made from (connect the IMAGE input)")
+    elif temporal > 0 and temporal_mode == "motion":
+        raise CutoutInputError(node, "image", "is missing but temporal_mode is 'motion'",
+                               "the video frames the masks were made from (connect the IMAGE input)")
 
     def frame_ops(m: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
         """Everything but temporal smoothing and invert, on a chunk of frames."""
@@ -97,7 +106,14 @@ def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black
         out = torch.empty((b, h, w), dtype=torch.float32, device=m.device)
         for i in range(0, b, step):
             out[i:i + step] = frame_ops(m[i:i + step], None if guide is None else guide[i:i + step])
-    if temporal > 0:
+    if temporal > 0 and temporal_mode == "motion":
+        def frame_done():
+            check()
+            if on_frame is not None:
+                on_frame()
+
+        out = flow_smooth(out, guide, temporal, node=node, on_frame=frame_done)
+    elif temporal > 0:
         out = temporal_smooth(out, temporal, guide)
     if invert:
         out = M.invert(out)

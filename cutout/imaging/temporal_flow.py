@@ -1,0 +1,163 @@
+"""Motion-compensated temporal smoothing of video-frame masks: ``flow_smooth``.
+
+Each frame's mask is averaged with its neighbours' masks *aligned to it* by optical flow
+(OpenCV's DIS flow, computed on a shrunk grey copy of the frames), so a subject that moves
+is averaged with itself rather than with the background it left. A neighbour only counts
+where the alignment is trustworthy: its weight falls with the colour error of the warped
+neighbour frame (occlusions, fast motion, flow failures keep the frame's own mask) and is
+zero where the flow there and back does not return to the same pixel, or leaves the picture.
+The averaging runs at the flow's working size (the network's masks are no finer) and the
+correction is added to the full-size mask; a pixel whose colour and mask are the same in every
+frame of the window keeps its value exactly.
+
+Frames stream through a sliding window: flows are computed once per frame pair and dropped
+as soon as no frame of the window needs them, so memory is a few frames' worth whatever the
+batch length.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+# Chosen on the first halves of the two dev sequences (bench/video.py, docs/video.md).
+FLOW_DEFAULTS = {"radius": 3, "colour_tolerance": 0.08, "consistency_px": 1.5, "work_size": 480}
+
+
+def _need_cv2(node: str):
+    try:
+        import cv2
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise RuntimeError(f"{node}: temporal_mode 'motion' needs OpenCV "
+                           "(pip install opencv-python-headless, or any opencv-python build)") from e
+    return cv2
+
+
+class _Frames:
+    """Per-frame data at the flow's working size, made on first use and dropped when done."""
+
+    def __init__(self, masks: torch.Tensor, image: torch.Tensor, size: tuple[int, int], cv2):
+        self.masks, self.image, self.size, self.cv2 = masks, image, size, cv2
+        self.cache: dict[int, tuple] = {}
+
+    def full(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(colour float32 [H,W,3], mask float32 [H,W]) of frame ``i`` at full size (views)."""
+        return self.image[i].numpy(), self.masks[i].numpy()
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(grey uint8 [h,w], colour float32 [h,w,3], mask float32 [h,w]) at the working size."""
+        if i not in self.cache:
+            cv2, (h, w) = self.cv2, self.size
+            rgb, m = self.full(i)
+            if rgb.shape[:2] != (h, w):
+                rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+                m = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
+            rgb = np.clip(rgb, 0.0, 1.0)
+            grey = cv2.cvtColor((rgb * 255.0 + 0.5).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+            self.cache[i] = (grey, np.ascontiguousarray(rgb), np.ascontiguousarray(m))
+        return self.cache[i]
+
+    def drop_before(self, i: int) -> None:
+        for k in [k for k in self.cache if k < i]:
+            del self.cache[k]
+
+
+def _same_pixels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[H,W] True where the two [H,W,C] arrays are equal in every channel."""
+    eq = a == b
+    out = eq[..., 0]
+    for c in range(1, eq.shape[-1]):
+        out &= eq[..., c]
+    return out
+
+
+def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
+                radius: int = FLOW_DEFAULTS["radius"],
+                colour_tolerance: float = FLOW_DEFAULTS["colour_tolerance"],
+                consistency_px: float = FLOW_DEFAULTS["consistency_px"],
+                work_size: int = FLOW_DEFAULTS["work_size"], node: str = "Cutout",
+                on_frame: Callable[[], None] | None = None) -> torch.Tensor:
+    """Smooth consecutive video-frame masks ``[B,H,W]`` along the motion of the frames ``image``
+    ``[B,H,W,3]`` (same batch and size).
+
+    At the working size (long side shrunk to ``work_size``, never enlarged), frame t's
+    correction is Σ w_k (a_k − m_t) / (1 + Σ w_k) over the neighbours k = t±1..radius, a_k the
+    neighbour's mask warped onto frame t, w_k = strength^|t−k| · exp(−(e/colour_tolerance)²)
+    with e the 3×3-averaged colour error of the warped neighbour frame, and w_k = 0 where the
+    forward-backward flow error exceeds ``consistency_px`` or the flow leaves the picture. The
+    correction is upsampled and added to the full-size mask, except on pixels whose colour and
+    mask are identical in every frame of the window (kept exactly). ``on_frame`` is called
+    after each frame (progress and Cancel).
+    """
+    n, H, W = masks.shape
+    if strength <= 0 or n < 2 or radius < 1:
+        return masks.clone()
+    cv2 = _need_cv2(node)
+    strength = min(float(strength), 1.0)
+    scale = min(1.0, work_size / max(H, W)) if work_size > 0 else 1.0
+    h, w = max(8, round(H * scale)), max(8, round(W * scale))
+    src = masks.detach().float().cpu().contiguous()
+    rgb_full = image.detach().float().cpu().contiguous()
+    frames = _Frames(src, rgb_full, (h, w), cv2)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+    flows: dict[tuple[int, int], np.ndarray] = {}
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+
+    def flow(a: int, b: int) -> np.ndarray:
+        """Working-size flow from frame a to frame b: pixel x of a is at x + flow(x) in b."""
+        if (a, b) not in flows:
+            flows[(a, b)] = dis.calc(frames.get(a)[0], frames.get(b)[0], None)
+        return flows[(a, b)]
+
+    # same[t]: pixel identical (colour and mask) in frames t and t+1; equality is transitive,
+    # so a pixel identical across a window is the AND of the window's consecutive maps
+    same: dict[int, np.ndarray] = {}
+
+    def same_next(t: int) -> np.ndarray:
+        if t not in same:
+            (ca, ma), (cb, mb) = frames.full(t), frames.full(t + 1)
+            same[t] = _same_pixels(ca, cb) & (ma == mb)
+        return same[t]
+
+    out = torch.empty((n, H, W), dtype=torch.float32)
+    for t in range(n):
+        _, rgb_t, m_t = frames.get(t)
+        acc = np.zeros((h, w), np.float32)
+        wsum = np.ones((h, w), np.float32)
+        for d in range(-radius, radius + 1):
+            k = t + d
+            if d == 0 or not 0 <= k < n:
+                continue
+            f_tk, f_kt = flow(t, k), flow(k, t)
+            mx, my = xs + f_tk[..., 0], ys + f_tk[..., 1]
+            # forward-backward: follow t->k, then k->t from the landing point: should come home
+            back = cv2.remap(f_kt, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            fb = (f_tk[..., 0] + back[..., 0]) ** 2 + (f_tk[..., 1] + back[..., 1]) ** 2
+            _, rgb_k, m_k = frames.get(k)
+            warped = cv2.remap(rgb_k, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            diff = np.abs(warped - rgb_t)
+            err = cv2.blur((diff[..., 0] + diff[..., 1] + diff[..., 2]) * (1.0 / 3.0), (3, 3))
+            wk = np.exp(-np.square(err * (1.0 / colour_tolerance))) * np.float32(strength ** abs(d))
+            wk[(fb > consistency_px ** 2) | (mx < 0) | (mx > w - 1) | (my < 0) | (my > h - 1)] = 0.0
+            a_k = cv2.remap(m_k, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            acc += wk * (a_k - m_t)
+            wsum += wk
+        corr = acc / wsum
+        if (h, w) != (H, W):
+            corr = cv2.resize(corr, (W, H), interpolation=cv2.INTER_LINEAR)
+        lo, hi = max(0, t - radius), min(n - 1, t + radius)
+        keep = same_next(lo).copy()
+        for j in range(lo + 1, hi):
+            keep &= same_next(j)
+        corr[keep] = 0.0
+        out[t] = torch.from_numpy(np.clip(src[t].numpy() + corr, 0.0, 1.0))
+        for key in [key for key in flows if min(key) < t + 1 - radius]:
+            del flows[key]
+        for key in [key for key in same if key < t + 1 - radius]:
+            del same[key]
+        frames.drop_before(t + 1 - radius)
+        if on_frame is not None:
+            on_frame()
+    return out.to(masks.device)
