@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             check_no_overlap(a.source, a.mask_dir, "--mask-dir")
             check_mask_dir(a.dest, a.mask_dir)
             check_writable_folder(a.mask_dir, "--mask-dir")
-        if a.report is not None:
-            check_writable_file(a.report, "--report")
+        if a.report is not None:  # beside or inside --dest is fine: the job creates that folder
+            check_writable_file(a.report, "--report", creatable=a.dest)
         if a.max_megapixels < 0:
             raise ValueError(f"--max-megapixels {a.max_megapixels:g}: expected >= 0 (0 = no limit)")
         wopts = WriteOptions(fmt=a.format, background=a.background, jpeg_background=a.jpeg_background,
@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         from cutout.dataset.writer import WriteError, write_report
 
         try:
+            if a.report.parent.resolve() == a.dest.resolve():
+                a.dest.mkdir(parents=True, exist_ok=True)
             write_report(a.report, report.to_json())
         except WriteError as e:
             print(f"cli.py: --report {a.report}: {e}", file=sys.stderr)

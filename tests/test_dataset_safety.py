@@ -216,9 +216,17 @@ def test_rerun_redoes_what_other_settings_or_sources_made(tmp_path, models_dir):
     rep = run_job(src, dest, _job())
     assert dict(rep.redone) == {"a.jpg": "captions changed", "b.jpg": "source photo changed"}
     assert (dest / "a.txt").read_text() == "two!"
-    # touched but equal (a copy with new times): the hash says it is the same photo
-    os.utime(src / "b.jpg", ns=(1_000_000_000, 1_000_000_000))
+    # a fine-grained mtime that changed: changed (no hash is taken for such files, it would cost time)
+    os.utime(src / "b.jpg", ns=(1_000_000_001, 1_000_000_001))
+    assert dict(run_job(src, dest, _job()).redone) == {"b.jpg": "source photo changed"}
+    # whole-second mtimes (FAT, archives) are too coarse: the record keeps a hash, which decides
+    os.utime(src / "b.jpg", ns=(2_000_000_000, 2_000_000_000))
+    assert dict(run_job(src, dest, _job()).redone) == {"b.jpg": "source photo changed"}  # now hashed
+    os.utime(src / "b.jpg", ns=(3_000_000_000, 3_000_000_000))  # touched, same bytes
     assert run_job(src, dest, _job()).done == []
+    _img(src / "b.jpg", colour=(200, 200, 21))  # same JPEG size as (200, 200, 20)
+    os.utime(src / "b.jpg", ns=(3_000_000_000, 3_000_000_000))  # same size and time, other bytes
+    assert dict(run_job(src, dest, _job()).redone) == {"b.jpg": "source photo changed"}
     # the old rule on request: exists = done
     rep = run_job(src, dest, _job(background="white", existing="trust"))
     assert rep.done == [] and sorted(rep.skipped) == ["a.jpg", "b.jpg"]
@@ -301,3 +309,44 @@ def test_cli_destination_problems_fail_before_the_job(tmp_path, capsys, case):
     flag = "--report" if case.startswith("report") else "--dest"
     assert err.startswith(f"cli.py: {flag} "), err
     assert not (tmp_path / "dest").exists()
+
+
+def test_pixels_in_flight_are_bounded(tmp_path, monkeypatch):
+    """Between its read and the end of its write an image holds memory: at most 1.5 images at the
+    pixel limit are in flight (prefetch and write queues are counted in pixels, not only images)."""
+    import threading
+    import time
+
+    from cutout.dataset import job, writer
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    for i in range(8):
+        _img(src / f"p{i}.png", size=(12, 10), colour=(30 * i, 50, 50))  # 120 px each
+    live, peak, lock = [0], [0], threading.Lock()
+    real_prepare, real_save = job.prepare, writer.save_item
+
+    def prepare(*a, **k):
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        return real_prepare(*a, **k)
+
+    def save(*a, **k):
+        time.sleep(0.05)  # slow writes: without the budget, reads and writes would pile up
+        try:
+            return real_save(*a, **k)
+        finally:
+            with lock:
+                live[0] -= 1
+
+    monkeypatch.setattr(job, "prepare", prepare)
+    monkeypatch.setattr(writer, "save_item", save)
+    opts = _job()
+    opts.max_megapixels = 400 / 1e6  # budget: 1.5 x 400 px = five 120-px images
+    rep = run_job(src, dest, opts)
+    assert len(rep.done) == 8 and rep.ok
+    assert peak[0] <= 5, peak[0]
+    live[0] = peak[0] = 0
+    opts.max_megapixels = 160 / 1e6  # budget 240 px: two at a time
+    rep = run_job(src, tmp_path / "d2", opts)
+    assert len(rep.done) == 8 and peak[0] <= 2, peak[0]

@@ -32,6 +32,8 @@ from .writer import WriteError, WriteOptions
 
 log = logging.getLogger("comfyui_cutout")
 
+PIXEL_BUDGET_IMAGES = 1.5  # pixels in flight (decoded, in inference, being written), in images at the limit
+
 
 @dataclass
 class JobOptions:
@@ -230,9 +232,12 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
     by_rel = {p.rel: p for p in todo}
     finished = 0
 
+    admitted: dict[str, int] = {}  # rel -> pixels, from admission to the end of its write
+
     def finish(rel: str, status: str, reason: str = "") -> None:
         nonlocal finished
         finished += 1
+        inflight["px"] -= admitted.pop(rel, 0)
         report.record(rel, status, reason)
         progress.update(1)
         if on_item is not None:
@@ -253,20 +258,35 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
     writers = ThreadPoolExecutor(max(1, opts.write_workers), thread_name_prefix="cutout-write")
     reads: deque[tuple[Planned, Future]] = deque()
     writes: deque[tuple[str, Future]] = deque()
-    queue = iter(todo)
+    pending = deque(todo)
     max_writes = max(2, 2 * opts.write_workers)
+    # Memory is bounded in pixels, not only in images: the items between admission (read) and
+    # their finished write hold at most `budget` pixels (one item always goes, whatever its size).
+    budget = PIXEL_BUDGET_IMAGES * (opts.max_megapixels or reader.DEFAULT_MAX_MEGAPIXELS) * 1e6
+    inflight = {"px": 0}
 
     def refill() -> None:
-        while len(reads) < max(1, opts.prefetch):
-            p = next(queue, None)
-            if p is None:
+        while pending and len(reads) < max(1, opts.prefetch):
+            p = pending[0]
+            px = reader.header_pixels(p.item.path)
+            if opts.max_megapixels and px > opts.max_megapixels * 1e6:
+                px = 0  # refused from its header in the reader thread: holds no memory
+            if admitted and inflight["px"] + px > budget:
                 return
+            pending.popleft()
+            admitted[p.rel] = px
+            inflight["px"] += px
             reads.append((p, readers.submit(prepare, p.item, opts.max_megapixels)))
 
     try:
         refill()
-        while reads:
+        while reads or pending:
             comfy_glue.check_interrupt()
+            if not reads:  # the pixel budget is held by writes in flight: finish the oldest
+                if writes:
+                    collect(*writes.popleft())
+                refill()
+                continue
             planned, fut = reads.popleft()
             refill()
             rel = planned.rel

@@ -1,7 +1,7 @@
 """What made each output: a small manifest in the destination, so that resume never lies.
 
 ``<dest>/.cutout-manifest.jsonl`` holds one JSON line per written output: the source's identity
-(size, mtime_ns and SHA-256), the fingerprint of every setting that changes pixels (the model's
+(size and mtime_ns; a SHA-256 too where the mtime is whole seconds), the fingerprint of every setting that changes pixels (the model's
 name and file MD5, ``PIPELINE_VERSION``, the write options except the ones that only change
 bytes or names), the caption sources it copied, and the size and mtime of every file it wrote.
 A second kind of line stores each fingerprint's settings once, so a report can say what changed.
@@ -70,10 +70,20 @@ def fingerprint(values: dict) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def identify(path: Path) -> dict:
-    """A source file's identity: size, mtime_ns and the SHA-256 of its bytes."""
+def coarse(mtime_ns: int) -> bool:
+    """A whole-second mtime: FAT, some network disks, files unpacked from archives — too coarse to
+    tell a replaced file from the original."""
+    return mtime_ns % 1_000_000_000 == 0
+
+
+def identify(path: Path, always_hash: bool = False) -> dict:
+    """A source file's identity: size and mtime_ns, plus the SHA-256 of its bytes when the mtime is
+    coarse (or ``always_hash``: captions are small). Hashing every photo would cost the job time."""
     st = os.stat(path)
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": file_digest(path)}
+    ident = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if always_hash or coarse(st.st_mtime_ns):
+        ident["sha256"] = file_digest(path)
+    return ident
 
 
 def identify_around(path: Path, read):
@@ -90,10 +100,10 @@ def identify_around(path: Path, read):
 
 
 def same_source(path: Path, recorded: dict | None) -> bool:
-    """Is the file still what ``recorded`` describes? Size and a fine-grained mtime decide; a
-    whole-second mtime (FAT, some network disks, archives) or a changed mtime falls back to
-    the hash, so a copied-but-equal file still counts as the same."""
-    if not recorded or "sha256" not in recorded:
+    """Is the file still what ``recorded`` describes? Size and a fine-grained mtime decide; with a
+    coarse mtime, or a changed one where the record has a hash, the hash decides (a file copied
+    with new times but equal bytes is the same); without a hash a changed mtime means changed."""
+    if not recorded or "size" not in recorded:
         return False
     try:
         st = os.stat(path)
@@ -101,8 +111,10 @@ def same_source(path: Path, recorded: dict | None) -> bool:
         return False
     if st.st_size != recorded["size"]:
         return False
-    if st.st_mtime_ns == recorded["mtime_ns"] and st.st_mtime_ns % 1_000_000_000:
+    if st.st_mtime_ns == recorded["mtime_ns"] and not coarse(st.st_mtime_ns):
         return True
+    if "sha256" not in recorded:
+        return False
     try:
         return file_digest(path) == recorded["sha256"]
     except OSError:

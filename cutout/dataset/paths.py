@@ -162,12 +162,16 @@ def check_writable_folder(path: Path, flag: str) -> None:
         raise UnsafePath(f"{flag} {path}: {what} ({why})")
 
 
-def check_writable_file(path: Path, flag: str) -> None:
-    """Before the job starts: ``path`` can be written (its folder exists and takes files; not a folder)."""
+def check_writable_file(path: Path, flag: str, creatable: Path | None = None) -> None:
+    """Before the job starts: ``path`` can be written (its folder exists and takes files; not a
+    folder). Its folder may be missing when it is ``creatable`` (the destination, made by the job)."""
     p = Path(path)
     if p.is_dir():
         raise UnsafePath(f"{flag} {path} is a folder; expected a file name")
     parent = p.parent if str(p.parent) else Path(".")
+    if creatable is not None and os.path.realpath(parent) == os.path.realpath(creatable) and not parent.exists():
+        check_writable_folder(parent, flag)
+        return
     if not parent.is_dir():
         raise UnsafePath(f"{flag} {path}: folder {parent} does not exist")
     why = _probe(parent)

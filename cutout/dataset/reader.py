@@ -21,8 +21,8 @@ import torch
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 DEFAULT_PATTERN = ";".join(f"*{e}" for e in IMAGE_EXTENSIONS)
 CAPTION_EXTENSIONS = (".txt", ".caption", ".json")
-# The folder job's pixel limit: one image's pipeline peaks at about 80 bytes a pixel (a 40 MP JPEG: 3.3 GB),
-# plus the queued ones; docs/dataset.md has the measurement.
+# The folder job's pixel limit: with job.PIXEL_BUDGET_IMAGES it keeps the job's peak memory well
+# under 4 GB (measured in docs/dataset.md).
 DEFAULT_MAX_MEGAPIXELS = 24.0
 
 
@@ -111,6 +111,22 @@ def list_images(root: Path, recursive: bool = True, pattern: str = DEFAULT_PATTE
     start = max(int(start), 0)
     found = found[start:start + int(limit)] if limit and limit > 0 else found[start:]
     return found, problems
+
+
+def header_pixels(path: Path) -> int:
+    """Width x height from the file's header (no pixel decoded); 0 when it cannot be read."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                w, h = im.size
+        return int(w) * int(h)
+    except Exception:  # Pillow's bomb error included: check_pixels / decode report the file
+        return 0
 
 
 def check_pixels(path: Path, max_megapixels: float) -> None:

@@ -263,7 +263,7 @@ def save_item(dest: Path, planned: Planned, rgb: np.ndarray, alpha: np.ndarray, 
             dst = safe_target(dest, rel)
             if os.path.realpath(dst) == os.path.realpath(src):
                 continue
-            captions[str(rel)] = identify(src)
+            captions[str(rel)] = identify(src, always_hash=True)
             _copy_caption(src, dst, opts.fsync)
             written.append(dst)
         _write_masks(masks, alpha, opts)
