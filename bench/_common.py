@@ -1,7 +1,7 @@
-"""Shared helpers of the bench scripts: load the pack, find models, time things, talk to rembg.
+"""What every bench script stands on: the photo set, the timer, the memory meter, rembg on our file.
 
-Not part of the pack (never imported by ComfyUI). Absolute seconds on a shared CPU are noisy;
-the scripts compare things measured side by side in one run and print ratios.
+Run the scripts as modules from the repo root (``python -m bench.speed``). Absolute seconds on a
+shared CPU are noisy: the scripts time variants interleaved in one run and print ratios.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import gc
 import json
 import os
 import platform
+import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,54 +21,31 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-DEFAULT_EVAL = ROOT.parent / "shared" / "eval" / "dev"
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-
-def load_pack():
-    import cutout
-
-    return cutout
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+DEFAULT_EVAL = Path(os.environ.get("CUTOUT_SHARED", ROOT.parent / "shared")) / "eval" / "dev"
+SIZES = {"1MP": (1152, 864), "12MP": (4000, 3000)}
+SOURCE_PHOTO = "alphamatting_GT01.png"  # a real photo with hair, resized to the test sizes
 
 
 def machine_info() -> dict:
     import numpy
     import torch
 
-    info = {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
+    info = {"date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "load_avg_1min": os.getloadavg()[0]}
     try:
-        import onnxruntime
-
-        info["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
         pass
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-        info["rembg"] = version("rembg")
-    except Exception:
-        pass
+    for pkg in ("onnxruntime", "rembg"):
+        try:
+            info[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
     return info
 
 
@@ -82,87 +61,112 @@ def available_models(names) -> tuple[list[str], dict[str, str]]:
         except Exception as e:  # unknown name
             skipped[name] = str(e)
             continue
-        if find_verified(spec) is not None:
+        base = get_spec(spec.derived_from) if spec.derived_from else spec  # int8: built from its base
+        if find_verified(base) is not None:
             ok.append(name)
         else:
-            where = ", ".join(str(d) for d in search_dirs())
-            skipped[name] = (f"weights not found (looked in {where}); get them with bench/fetch_weights.py"
-                             if name == "u2net" else f"weights not found (looked in {where})")
+            skipped[name] = f"weights not found (looked in {', '.join(str(d) for d in search_dirs())})"
     return ok, skipped
 
 
-_REMBG_HOME: Path | None = None
-
-
 def rembg_session(model: str):
-    """A rembg session on the very same ONNX file the pack uses (rembg never downloads here).
-
-    rembg looks in ``U2NET_HOME`` for ``<model>.onnx``; a private folder of symlinks to the
-    pack's verified files is used, so both sides run identical weights.
-    """
-    global _REMBG_HOME
+    """A rembg session on the very same ONNX file the pack uses (rembg never downloads here):
+    ``U2NET_HOME`` points at a private folder holding a symlink to the pack's verified file."""
     from cutout.models.catalog import get_spec
     from cutout.models.weights import find_verified
 
     path = find_verified(get_spec(model))
     if path is None:
         raise RuntimeError(f"model '{model}' not available")
-    if _REMBG_HOME is None:
-        _REMBG_HOME = Path(tempfile.mkdtemp(prefix="cutout_rembg_home_"))
-    link = _REMBG_HOME / f"{model}.onnx"
+    home = Path(tempfile.gettempdir()) / f"cutout_rembg_home_{os.getpid()}"
+    home.mkdir(exist_ok=True)
+    link = home / f"{model}.onnx"
     if not link.exists():
         link.symlink_to(path.resolve())
     old = os.environ.get("U2NET_HOME")
-    os.environ["U2NET_HOME"] = str(_REMBG_HOME)
+    os.environ["U2NET_HOME"] = str(home)
     try:
         from rembg import new_session
 
         return new_session(model)
     finally:
-        if old is None:
-            os.environ.pop("U2NET_HOME", None)
-        else:
-            os.environ["U2NET_HOME"] = old
-
-
-def time_it(fn, repeats: int = 5, warmup: int = 1) -> dict:
-    """Median and spread of ``fn()`` wall time over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "repeats": repeats, "times_s": times}
+        os.environ.pop("U2NET_HOME") if old is None else os.environ.__setitem__("U2NET_HOME", old)
 
 
 def interleaved(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
-    """Time several callables round-robin (A B C A B C …) so that load changes hit all alike.
-
-    Records wall time and this process's CPU time (all threads). On a CPU shared with other
-    jobs the wall time of a step swells with the others' load while its CPU time mostly does
-    not, so CPU-time ratios are the steadier figure there (onnxruntime's and torch's thread
-    pools spin briefly while waiting, which CPU time counts as work).
-    """
+    """Time callables round-robin (A B C A B C …) so that load changes hit all alike: median wall
+    and CPU seconds of each (CPU time swells less than wall time with the neighbours' load)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    times = {k: [] for k in fns}
+    wall = {k: [] for k in fns}
     cpu = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
             gc.collect()
-            c0 = time.process_time()
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
-            times[k].append(time.perf_counter() - t0)
+            wall[k].append(time.perf_counter() - t0)
             cpu[k].append(time.process_time() - c0)
-    return {k: {"median_s": statistics.median(v), "min_s": min(v), "max_s": max(v), "repeats": repeats,
-                "times_s": v, "cpu_median_s": statistics.median(cpu[k]), "cpu_s": cpu[k]}
-            for k, v in times.items()}
+    return {k: {"median_s": statistics.median(wall[k]), "cpu_median_s": statistics.median(cpu[k]),
+                "times_s": wall[k]} for k in fns}
+
+
+def peak_rss_child(code: str, *args: str) -> dict:
+    """The memory meter: run ``code`` in a fresh Python (repo root on its path) and return the JSON
+    it prints last, with ``peak_rss_mb`` (the child's ``ru_maxrss``) added. Peak memory is a
+    process's own, so every measured step gets its own process."""
+    wrapper = ("import json, resource, sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[1:]\n"
+               + code + "\nprint(json.dumps({**RESULT, 'peak_rss_mb': "
+               "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+    p = subprocess.run([sys.executable, "-c", wrapper, str(ROOT), *args], capture_output=True, text=True)
+    if p.returncode != 0:
+        return {"error": p.stderr[-800:]}
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_photo(eval_dir: Path, size: tuple[int, int]):
+    """A real photo resized to ``size`` (w, h): (PIL image, IMAGE tensor [1,H,W,3])."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from bench.metrics import read_manifest
+
+    src = eval_dir / SOURCE_PHOTO
+    src = src if src.is_file() else read_manifest(eval_dir)[0].image
+    with Image.open(src) as im:
+        im = im.convert("RGB").resize(size, Image.BICUBIC)
+    return im, torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).unsqueeze(0)
+
+
+def make_photos(eval_dir: Path, dest: Path, n: int, seed: int = 7) -> list[Path]:
+    """The photo set of the folder benchmarks: ``n`` JPEGs of mixed sizes (long side 480–3000 px)
+    cut and scaled from the eval photos, with a caption each, in a kohya folder under ``dest``."""
+    from PIL import Image
+
+    from bench.metrics import read_manifest
+
+    rng = random.Random(seed)
+    srcs = [p.image for p in read_manifest(eval_dir)]
+    sub = dest / "10_subject"
+    sub.mkdir(parents=True, exist_ok=True)
+    longs = [480, 800, 1024, 1600, 2048, 3000]
+    out = []
+    for i in range(n):
+        with Image.open(srcs[i % len(srcs)]) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            cw, ch = int(w * rng.uniform(0.7, 1.0)), int(h * rng.uniform(0.7, 1.0))
+            x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+            s = longs[i % len(longs)] / max(cw, ch)
+            im = im.crop((x, y, x + cw, y + ch)).resize((max(1, round(cw * s)), max(1, round(ch * s))),
+                                                          Image.BICUBIC)
+            p = sub / f"photo_{i:03d}.jpg"
+            im.save(p, quality=90)
+            (sub / f"photo_{i:03d}.txt").write_text(f"photo {i}")
+            out.append(p)
+    return out
 
 
 def write_json(path: Path, data) -> None:
@@ -170,3 +174,22 @@ def write_json(path: Path, data) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)
+
+
+def parse_options(text: str) -> dict:
+    """``"grow=2,edge_refinement=guided filter,invert=true"`` -> dict with ints/floats/bools converted."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise SystemExit(f"option '{part}' is not key=value")
+        k, v = (s.strip() for s in part.split("=", 1))
+        if v.lower() in ("true", "false"):
+            out[k] = v.lower() == "true"
+            continue
+        for conv in (int, float, str):
+            try:
+                out[k] = conv(v)
+                break
+            except ValueError:
+                pass
+    return out

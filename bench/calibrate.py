@@ -1,17 +1,47 @@
 """Offline calibration of the int8 variants: the activation ranges and per-Conv input errors
-that ``models/quant/*.json`` ship, and that ``cutout.models.quantize`` builds variants from.
+that ``cutout/models/quant/*.json`` ship and ``cutout.models.quantize`` builds variants from.
 
-Used by ``bench.quantize_study calibrate``; never at run time.
+    python -m bench.calibrate [--model u2netp] [--method minmax|avgminmax|percentile]
+
+Runs the prepared float model over the calibration photos (scikit-image's bundled sample photos,
+with flips and crops; never the eval photos). The variants' quality is measured like any model's:
+``python -m bench.quality --models u2netp,u2netp-int8``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 
 from cutout.models.quantize import activation_names
+
+
+def calibration_inputs(fam) -> tuple[list[str], list[np.ndarray]]:
+    """(photo names, inputs): each colour sample photo as is, mirrored, and two off-centre crops."""
+    import skimage.data as d
+    import torch
+
+    from cutout.imaging.model_io import to_model_input
+
+    names, out = [], []
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "cat", "stereo_motorcycle", "camera", "coins",
+                 "clock", "immunohistochemistry", "hubble_deep_field", "retina", "colorwheel"):
+        try:
+            img = getattr(d, name)()
+        except Exception:  # a sample that needs a download is skipped
+            continue
+        img = img[0] if isinstance(img, tuple) else img
+        img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+        t = torch.from_numpy(np.ascontiguousarray(img[..., :3]).astype(np.float32) / 255.0)
+        h, w = t.shape[:2]
+        names.append(name)
+        for v in (t, t.flip(1), t[: int(h * 0.8), int(w * 0.15):], t[int(h * 0.2):, : int(w * 0.85)]):
+            out.append(to_model_input(v.unsqueeze(0).contiguous(), fam.size, fam.mean, fam.std))
+    return names, out
 
 
 def collect_ranges(model, inputs, method: str = "minmax", percentile: float = 99.999) -> dict[str, list[float]]:
@@ -115,3 +145,31 @@ def save_ranges(ranges: dict[str, list[float]], path: Path, meta: dict,
     if sensitivity:
         payload["conv_input_error"] = {k: float(f"{v:.4g}") for k, v in sensitivity.items()}
     path.write_text(json.dumps(payload, indent=0, sort_keys=True) + "\n")
+
+
+def main(argv=None) -> int:
+    from cutout.models import catalog, quantize, weights
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="u2netp")
+    ap.add_argument("--method", default="minmax", choices=["minmax", "avgminmax", "percentile"])
+    ap.add_argument("--percentile", type=float, default=99.999)
+    a = ap.parse_args(argv)
+    spec = catalog.get_spec(a.model)
+    src = weights.resolve(spec, allow_download=False)
+    prepared = quantize.prepare_float(src)
+    names, xs = calibration_inputs(spec.family)
+    t = time.time()
+    ranges = collect_ranges(prepared, xs, a.method, a.percentile)
+    sens = conv_input_errors(prepared, ranges, xs[::4][:6])
+    meta = {"model": a.model, "source_md5": weights.file_md5(src), "method": a.method,
+            "percentile": a.percentile if a.method == "percentile" else None,
+            "calibration": names, "views_per_photo": 4, "inputs": len(xs)}
+    out = quantize.RANGES_DIR / f"{a.model}.{a.method if a.method != 'percentile' else f'p{a.percentile:g}'}.json"
+    save_ranges(ranges, out, meta, sens)
+    print(f"{len(xs)} calibration inputs, {len(ranges)} tensors, {time.time() - t:.1f} s -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

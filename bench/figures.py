@@ -1,52 +1,35 @@
-"""README pictures: a before/after grid and a quality-vs-time plot.
+"""The README's before/after picture, made by the pack's own code path.
 
-    python bench/figures.py [--model u2net] [--quality bench/results/quality.json] [--out docs]
+    python -m bench.figures [--model u2net] [--out docs]
 
-* ``docs/before_after.png``: for each sample photo (``samples/`` if present, else scikit-image's
-  bundled public-domain/CC0 photos: astronaut, coffee, chelsea, rocket) the original, the mask,
-  the cut-out on a checkerboard and on a new background, made by the pack's own code path.
-* ``docs/quality_vs_time.png``: mean IoU and band error against seconds per image for every
-  model and method in the quality report (``bench/quality.py``'s JSON).
+``docs/before_after.png``: for each photo of ``samples/`` the original, the mask, the cut-out on a
+checkerboard and on a new background.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import RESULTS, ROOT, available_models, load_pack  # noqa: E402
+from bench._common import ROOT, available_models
 
 SAMPLES = ["astronaut", "coffee", "chelsea", "rocket"]
 
 
 def sample_photos(names=SAMPLES) -> list[tuple[str, np.ndarray]]:
-    """(name, uint8 RGB) for each sample: from the pack's samples/ folder, else from skimage.data."""
+    """(name, uint8 RGB) for each sample photo of the pack's samples/ folder."""
     from PIL import Image
 
     out = []
-    folder = ROOT / "samples"
     for name in names:
-        found = [p for p in (folder / f"{name}.png", folder / f"{name}.jpg") if p.is_file()]
-        if found:
-            with Image.open(found[0]) as im:
-                out.append((name, np.asarray(im.convert("RGB"))))
-            continue
-        try:
-            import skimage.data as data
-
-            arr = getattr(data, name)()
-        except Exception as e:  # no scikit-image, or no such photo
-            print(f"sample {name}: not available ({e})")
-            continue
-        if arr.ndim == 2:
-            arr = np.stack([arr] * 3, -1)
-        out.append((name, arr[..., :3].astype(np.uint8)))
+        for p in (ROOT / "samples" / f"{name}.png", ROOT / "samples" / f"{name}.jpg"):
+            if p.is_file():
+                with Image.open(p) as im:
+                    out.append((name, np.asarray(im.convert("RGB"))))
+                break
     return out
 
 
@@ -100,70 +83,14 @@ def before_after(model: str, out: Path) -> Path:
     return path
 
 
-def quality_plot(quality_json: Path, out: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not quality_json.is_file():
-        print(f"{quality_json} not found: run bench/quality.py first")
-        return None
-    report = json.loads(quality_json.read_text())
-    folder = next((f for f in report["folders"] if not f["video"]), None)
-    if folder is None:
-        print("no photo folder in the quality report")
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
-    colors = {}
-    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    summaries = {key: m["summary"]["all"] for key, m in folder["methods"].items()}
-    for key, a in summaries.items():
-        model, method = (s.strip() for s in key.split("·", 1))
-        color = colors.setdefault(model, palette[len(colors) % len(palette)])
-        marker = "s" if method.startswith("rembg") else ("o" if method == "cutout" else "^")
-        for ax, metric in zip(axes, ("iou", "band")):
-            ax.scatter(a["seconds"], a[metric], s=90, color=color, marker=marker, edgecolor="black", zorder=3)
-            # keep labels of near-equal points apart: the lower point of a model gets its label below
-            same_model = [b[metric] for k, b in summaries.items() if k.split("·", 1)[0].strip() == model]
-            below = len(same_model) > 1 and a[metric] < max(same_model)
-            ax.annotate(key, (a["seconds"], a[metric]), textcoords="offset points",
-                        xytext=(7, -13 if below else 6), fontsize=9)
-    axes[0].set_ylabel("mean IoU (higher is better)")
-    axes[1].set_ylabel("edge-band error, 10 px (lower is better)")
-    for ax in axes:
-        ax.set_xlabel("seconds per image (network + pre/post-processing)")
-        ax.grid(alpha=0.3)
-        ax.margins(y=0.15)
-        ax.set_xlim(left=0, right=ax.get_xlim()[1] * 1.35)
-    info = report["machine"]
-    fig.suptitle(f"Quality vs time on {Path(folder['folder']).name} ({folder['n']} photos with ground truth) — "
-                 f"{info['cpu']}, {info['cores']} shared cores, {info['date_utc'][:10]}\n"
-                 "circle = Cutout (this pack), square = rembg.remove on the same ONNX file; seconds measured "
-                 f"on a shared CPU (load average {info.get('load_avg_1min') or 0:.0f} at the start): compare, "
-                 "don't quote", fontsize=10)
-    fig.tight_layout()
-    path = out / "quality_vs_time.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="model for the before/after grid (default: u2net if present, else u2netp)")
-    ap.add_argument("--quality", type=Path, default=RESULTS / "quality.json")
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
-    ap.add_argument("--only", choices=["grid", "plot"])
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.only != "plot":
-        model = args.model or (available_models(["u2net"])[0] or ["u2netp"])[0]
-        print("wrote", before_after(model, args.out))
-    if args.only != "grid":
-        p = quality_plot(args.quality, args.out)
-        if p:
-            print("wrote", p)
+    model = args.model or (available_models(["u2net"])[0] or ["u2netp"])[0]
+    print("wrote", before_after(model, args.out))
     return 0
 
 

@@ -50,6 +50,13 @@ def comfy_model_dirs() -> list[Path]:
         return [Path(folder_paths.models_dir) / MODEL_FOLDER]
 
 
+def comfy_models_dir() -> Path | None:
+    """ComfyUI's ``models/`` folder; None outside ComfyUI."""
+    if not IN_COMFY:
+        return None
+    return Path(folder_paths.models_dir)
+
+
 def comfy_model_files() -> list[str]:
     """ONNX files ComfyUI sees in its model folders (mtime-cached by ComfyUI)."""
     if not IN_COMFY:
@@ -63,20 +70,25 @@ def comfy_model_files() -> list[str]:
 _local = threading.local()
 
 
+class StopRequested(Exception):
+    """Raised by ``check_interrupt`` inside ``detached(stop)`` once ``stop()`` says so."""
+
+
 @contextlib.contextmanager
-def detached():
+def detached(stop=None):
     """Run pack code outside any ComfyUI prompt (the HTTP API's worker thread).
 
-    Inside, ``check_interrupt`` is a no-op and ``Progress`` reports to nobody: the API must
+    Inside, ``Progress`` reports to nobody and ComfyUI's Cancel is not looked at: the API must
     neither swallow the Cancel meant for a running prompt (ComfyUI clears the flag when it
-    raises) nor send progress events to the prompt's client.
+    raises) nor send progress events to the prompt's client. ``stop`` (the API's "client gone")
+    takes its place: ``check_interrupt`` raises ``StopRequested`` and ``cancel_hook`` polls it.
     """
-    before = getattr(_local, "detached", False)
-    _local.detached = True
+    before = getattr(_local, "detached", False), getattr(_local, "stop", None)
+    _local.detached, _local.stop = True, stop
     try:
         yield
     finally:
-        _local.detached = before
+        _local.detached, _local.stop = before
 
 
 def _attached() -> bool:
@@ -113,8 +125,11 @@ class Progress:
 
 
 def check_interrupt() -> None:
-    """Raise ComfyUI's interrupt exception if the user cancelled; no-op elsewhere."""
+    """Raise ComfyUI's interrupt exception if the user cancelled (``StopRequested`` in ``detached(stop)``)."""
     if not _attached():
+        stop = getattr(_local, "stop", None)
+        if stop is not None and stop():
+            raise StopRequested()
         return
     try:
         import comfy.model_management as mm  # type: ignore
@@ -137,7 +152,7 @@ def interrupt_requested() -> bool:
 def cancel_hook():
     """What a long network run polls for Cancel (``ModelSession.run``'s ``should_stop``):
     ``interrupt_requested`` inside a ComfyUI prompt, None elsewhere (nothing to poll)."""
-    return interrupt_requested if _attached() else None
+    return interrupt_requested if _attached() else getattr(_local, "stop", None)
 
 
 def is_interrupt(e: BaseException) -> bool:
@@ -168,6 +183,13 @@ def _prompt_server():
     except ImportError:
         return None
     return getattr(getattr(server, "PromptServer", None), "instance", None)
+
+
+def client_max_size() -> int | None:
+    """ComfyUI's own limit on a request body (``--max-upload-size``), or None outside its server."""
+    app = getattr(_prompt_server(), "app", None)
+    size = getattr(app, "_client_max_size", None)
+    return int(size) if isinstance(size, int) and size > 0 else None
 
 
 def register_routes(add_routes) -> bool:

@@ -52,6 +52,10 @@ def drive_page(page_url: str, photos: list[Path], out_dir: Path, screenshot: Pat
             page.wait_for_function(
                 f"document.querySelectorAll('.card .state.done, .card .state.error').length == {len(photos)}",
                 timeout=timeout_ms)
+            # after the photos, the page says which provider the loaded model really runs on
+            page.wait_for_function("document.querySelector('#runtime').textContent.includes(') on ')",
+                                   timeout=30_000)
+            runtime = page.text_content("#runtime")
             cards = page.eval_on_selector_all(".card", """cards => cards.map(c => ({
                 name: c.dataset.name,
                 state: c.querySelector('.state').textContent,
@@ -79,7 +83,7 @@ def drive_page(page_url: str, photos: list[Path], out_dir: Path, screenshot: Pat
             im.load()
             images[name] = im
     return {"zip": images, "cards": cards, "console_errors": errors, "requests": requests, "status": status,
-            "suggested_filename": suggested}
+            "suggested_filename": suggested, "runtime": runtime}
 
 
 def check_page_result(result: dict, photos: list[Path], origin: str) -> None:
@@ -87,6 +91,8 @@ def check_page_result(result: dict, photos: list[Path], origin: str) -> None:
     from PIL import Image
 
     assert not result["console_errors"], result["console_errors"]
+    assert "onnxruntime" in result["runtime"] and "ExecutionProvider" in result["runtime"].split("in use:")[1], \
+        result["runtime"]
     assert all(u.startswith((origin, "blob:", "data:")) for u in result["requests"]), result["requests"]
     cards = result["cards"]
     assert [c["name"] for c in cards] == [p.name for p in photos]

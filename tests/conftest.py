@@ -21,10 +21,16 @@ def eval_dev() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_model_dirs(tmp_path_factory, monkeypatch):
-    """Keep tests away from the user's ~/.u2net and CUTOUT_MODELS_DIR."""
+    """Keep tests away from the user's ~/.u2net, ~/.rembg, CUTOUT_MODELS_DIR and ~/.cache: the
+    pack's own folder is ``<tmp>/models/cutout``, as if ComfyUI's models/ were ``<tmp>/models``."""
+    from cutout import comfy_glue
+
     home = tmp_path_factory.mktemp("u2net_home")
     monkeypatch.setenv("U2NET_HOME", str(home))
+    monkeypatch.setenv("REMBG_HOME", str(tmp_path_factory.mktemp("rembg_home")))
     monkeypatch.delenv("CUTOUT_MODELS_DIR", raising=False)
+    models = tmp_path_factory.mktemp("comfy_models")
+    monkeypatch.setattr(comfy_glue, "comfy_models_dir", lambda: models)
     yield
 
 
@@ -55,10 +61,17 @@ def fresh_store(monkeypatch):
 
 @pytest.fixture
 def models_dir(tmp_path, monkeypatch):
-    """An empty ComfyUI models/rembg folder, the first place the pack looks for weights."""
+    """An empty ComfyUI models/rembg folder (shared with other packs: the pack only reads it)."""
     from cutout import comfy_glue
 
-    d = tmp_path / "models_rembg"
-    d.mkdir()
+    d = tmp_path / "models" / "rembg"
+    d.mkdir(parents=True)
+    monkeypatch.setattr(comfy_glue, "comfy_models_dir", lambda: tmp_path / "models")
     monkeypatch.setattr(comfy_glue, "comfy_model_dirs", lambda: [d])
     return d
+
+
+@pytest.fixture
+def own_models_dir(models_dir):
+    """The pack's own folder beside ``models_dir`` (ComfyUI's models/cutout): downloads go here."""
+    return models_dir.parent / "cutout"

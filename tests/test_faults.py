@@ -131,15 +131,21 @@ def _register(monkeypatch, base: str, name="relmodel"):
     return spec
 
 
+@pytest.mark.parametrize("where", ["own folder", "models/rembg"])
 @pytest.mark.parametrize("damage", ["truncated", "zero bytes", "flipped byte"])
-def test_corrupt_cached_model_is_set_aside_and_fetched_again(damage, server, models_dir, fresh_store, monkeypatch):
+def test_corrupt_cached_model_is_fetched_again(damage, where, server, models_dir, own_models_dir, fresh_store,
+                                               monkeypatch):
+    """The download goes to the pack's own folder. A damaged file there is kept as ``*.bad``; one in
+    models/rembg (other packs' folder) is left exactly as it is."""
     root, base, hits = server
     spec = _register(monkeypatch, base)
     good = EMBEDDED.read_bytes()
     shutil.copy(EMBEDDED, root / spec.filename)
     bad = {"truncated": good[: len(good) // 3], "zero bytes": b"",
            "flipped byte": good[:1000] + bytes([good[1000] ^ 0xFF]) + good[1001:]}[damage]
-    (models_dir / spec.filename).write_bytes(bad)
+    folder = own_models_dir if where == "own folder" else models_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / spec.filename).write_bytes(bad)
     loaded = []
     import onnxruntime
 
@@ -150,13 +156,18 @@ def test_corrupt_cached_model_is_set_aside_and_fetched_again(damage, server, mod
     assert mask.shape == (1, 40, 40)
     assert loaded == [True]  # the one file onnxruntime saw was the good one
     assert hits == [f"/{spec.filename}"]
-    assert (models_dir / spec.filename).read_bytes() == good
-    set_aside = list(models_dir.glob(f"{spec.filename}.*.bad"))
-    assert len(set_aside) == 1 and set_aside[0].read_bytes() == bad
-    assert not list(models_dir.glob(".*partial"))
+    assert (own_models_dir / spec.filename).read_bytes() == good
+    if where == "own folder":
+        set_aside = list(own_models_dir.glob(f"{spec.filename}.*.bad"))
+        assert len(set_aside) == 1 and set_aside[0].read_bytes() == bad
+    else:
+        assert sorted(models_dir.iterdir()) == [models_dir / spec.filename]
+        assert (models_dir / spec.filename).read_bytes() == bad
+    assert not list(own_models_dir.glob(".*partial"))
 
 
-def test_corrupt_cached_model_and_bad_download_is_reported_never_loaded(server, models_dir, fresh_store, monkeypatch):
+def test_corrupt_cached_model_and_bad_download_is_reported_never_loaded(server, models_dir, own_models_dir,
+                                                                        fresh_store, monkeypatch):
     root, base, hits = server
     spec = _register(monkeypatch, base)
     (root / spec.filename).write_bytes(EMBEDDED.read_bytes()[:-10])  # the server has a damaged copy too
@@ -168,7 +179,8 @@ def test_corrupt_cached_model_and_bad_download_is_reported_never_loaded(server, 
         NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(torch.rand(1, 8, 8, 3), spec.name)
     msg = str(e.value)
     assert "input 'model'" in msg and "expected " + spec.md5 in msg and "not used" in msg
-    assert sorted(p.name for p in models_dir.iterdir() if not p.name.endswith(".bad")) == []  # nothing kept
+    assert sorted(p.name for p in own_models_dir.iterdir()) == []  # nothing kept
+    assert (models_dir / spec.filename).read_bytes() == b"garbage"  # and the foreign file left alone
 
 
 # --------------------------------------------------------------------------- concurrency

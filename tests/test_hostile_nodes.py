@@ -17,6 +17,8 @@ from cutout.models import ModelNotAvailableError
 from cutout.models.session import ModelIncompatibleError
 from cutout.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
+from _stand_in_onnx import not_a_segmenter  # noqa: E402
+
 NAN, INF = float("nan"), float("inf")
 
 
@@ -179,36 +181,6 @@ def test_save_folder_nan_alpha_is_written_as_transparent(comfy_dirs):
 
 # --------------------------------------------------------------------------- custom ONNX files
 
-def _onnx(path, kind: str):
-    """Small ONNX files that are not segmentation networks: a classifier, two inputs, a grey input,
-    and one whose output rank is only known when it runs."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    inits = []
-    x = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])]
-    if kind == "classifier":  # [1,3,32,32] -> [1,3]
-        nodes = [helper.make_node("GlobalAveragePool", ["input"], ["p"]), helper.make_node("Flatten", ["p"], ["out"])]
-        y = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3])]
-    elif kind == "classifier_undeclared":  # same, but the output's shape is not declared
-        nodes = [helper.make_node("GlobalAveragePool", ["input"], ["p"]), helper.make_node("Flatten", ["p"], ["out"])]
-        y = [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)]
-    elif kind == "two_inputs":
-        x.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, [1, 3, 32, 32]))
-        nodes = [helper.make_node("Add", ["input", "extra"], ["out"])]
-        y = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, 32, 32])]
-    elif kind == "grey_input":
-        x = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 32, 32])]
-        nodes = [helper.make_node("Identity", ["input"], ["out"])]
-        y = [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, 32, 32])]
-    else:
-        raise AssertionError(kind)
-    graph = helper.make_graph(nodes, kind, x, y, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-
-
 @pytest.mark.parametrize("kind,msg", [
     ("classifier", r"gives output 'out' of shape \[1, 3\]"),
     ("classifier_undeclared", r"gives output 'out' of shape \[1, 3\]"),  # onnxruntime infers it
@@ -216,7 +188,7 @@ def _onnx(path, kind: str):
     ("grey_input", r"takes input 'input' of shape \[1, 1, 32, 32\]"),
 ])
 def test_custom_onnx_that_is_not_a_segmentation_network(kind, msg, models_dir, fresh_store):
-    _onnx(models_dir / f"odd_{kind}.onnx", kind)
+    not_a_segmenter(models_dir / f"odd_{kind}.onnx", kind)
     with pytest.raises(ModelIncompatibleError, match=r"^Remove Background \(Cutout\): input 'model': model "
                                                      rf"'odd_{kind}' .*{msg}.*expected"):
         _call("CutoutRemoveBackground", model=f"odd_{kind}")

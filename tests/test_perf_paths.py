@@ -60,7 +60,7 @@ def test_large_upscale_uses_separable_bicubic_close_to_the_2d_kernel():
     big = from_model_output(m.numpy(), 1000, 1200, logits=False)  # > 4× per side: separable path
     ref = _plain_2d(m, (1000, 1200))
     assert big.shape == (1, 1000, 1200)
-    # a noisy map (measured mean 0.0043); on real masks the difference is ~10× smaller (docs/notes-perf.md)
+    # a noisy map (measured mean 0.0043); on real masks the difference is ~10× smaller (docs/performance.md)
     assert (big - ref).abs().mean() < 8e-3 and (big - ref).abs().max() < 0.08
     small = from_model_output(m.numpy(), 300, 310, logits=False)  # < 4×: the 2-D kernel
     # the same but for the ends' stretch (values within 1/255 of 0 or 1 made exact in one pass)

@@ -120,7 +120,7 @@ def _hull(binary: np.ndarray) -> np.ndarray:
 def test_grow_then_shrink_never_leaves_the_subjects_hull(h, w, seed, n, density):
     """For a subject at least n + 1 px from the frame edge. (At the edge, shrink treats the outside
     of the frame as subject, so a grown-to-the-edge region is not eroded back from there: see
-    docs/notes-reliability.md.)"""
+    docs/reliability.md.)"""
     rng = np.random.default_rng(seed)
     inner = rng.random((h, w)) < density
     if not inner.any():

@@ -388,9 +388,16 @@ def test_models_route(tmp_path, monkeypatch):
         data = await r.json()
         r2 = await c.post("/cutout/api/remove?model=my_net", data=photo, headers={"Content-Type": "image/png"})
         assert r2.status == 200, await r2.text()
+        data["runtime_after"] = (await (await c.get("/cutout/api/models")).json())["runtime"]
         return data
 
     data = serve(t)
+    import onnxruntime
+
+    rt = data["runtime"]  # which build and provider: shown on the page
+    assert rt["version"] == onnxruntime.__version__ and "CPUExecutionProvider" in rt["available_providers"]
+    assert rt["distributions"] and all(d.startswith("onnxruntime") for d in rt["distributions"])
+    assert data["runtime_after"]["in_use"].get("my_net (cpu)") == "CPUExecutionProvider", data["runtime_after"]
     rows = {m["name"]: m for m in data["models"]}
     assert data["default"] == "u2netp"
     assert rows["u2netp"]["installed"] and rows["u2netp"]["embedded"]
@@ -582,17 +589,23 @@ def test_register_is_a_no_op_outside_comfy(monkeypatch):
 def test_nothing_is_left_in_the_temp_folder(tmp_path, monkeypatch, photo):
     temp = tmp_path / "comfy_temp"
     monkeypatch.setattr(comfy_glue, "temp_directory", lambda: temp)
-    monkeypatch.setattr(api_mod, "_SPOOL", 1000)  # force uploads and the zip to spill to disk
+    monkeypatch.setattr(api_mod, "_SPOOL", 1000)  # force the zip to spill to disk
     monkeypatch.chdir(tmp_path)
     seen = []
-    real_spool = api_mod._spool
+    real_spool, real_buffer = api_mod._spool, api_mod.UploadBuffer
 
     def spy():
         f = real_spool()
         seen.append(f)
         return f
 
+    class SpyBuffer(real_buffer):
+        def __init__(self, *a):
+            super().__init__(*a)
+            seen.append(self)
+
     monkeypatch.setattr(api_mod, "_spool", spy)
+    monkeypatch.setattr(api_mod, "UploadBuffer", SpyBuffer)
 
     async def t(c, s):
         r = await c.post("/cutout/api/batch", data=form(("a.png", photo), ("b.png", photo)))
@@ -601,8 +614,11 @@ def test_nothing_is_left_in_the_temp_folder(tmp_path, monkeypatch, photo):
         bad = await c.post("/cutout/api/remove", data=form(("x.png", photo[:100])))
         assert bad.status == 400
 
-    serve(t)
-    assert len(seen) >= 4 and all(f._rolled for f in seen[:3])  # they did go to disk...
-    assert all(f.closed for f in seen)
+    serve(t, Limits(memory_bytes=1000))  # uploads beyond 1000 bytes in memory go to disk
+    ups = [f for f in seen if isinstance(f, SpyBuffer)]
+    assert len(ups) == 3 and ups[0].spilled and ups[1].spilled  # the photos went to disk (the 100 bytes did not)...
+    assert any(f._rolled for f in seen if not isinstance(f, SpyBuffer))
+    assert all(f.closed for f in seen if not isinstance(f, SpyBuffer))
+    assert all(f._file is None and f._mem is None for f in seen if isinstance(f, SpyBuffer))  # closed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["comfy_temp"]  # ...only into the temp folder
     assert list(temp.iterdir()) == []  # ...and nothing is left there

@@ -27,33 +27,98 @@ def test_embedded_default_is_verified_and_used_offline(monkeypatch):
     assert weights.file_md5(EMBEDDED) == "8e83ca70e441ab06c318d82300c84806"
 
 
-def test_lookup_order_comfy_folder_then_rembg_home(tmp_path, monkeypatch):
-    comfy_dir, home = tmp_path / "comfy_models_rembg", tmp_path / "u2net_home"
-    comfy_dir.mkdir(), home.mkdir()
-    monkeypatch.setenv("U2NET_HOME", str(home))
+def test_lookup_order_own_then_comfy_then_rembg_layouts(tmp_path, monkeypatch):
+    own, comfy_dir = tmp_path / "models" / "cutout", tmp_path / "models" / "rembg"
+    legacy, rembg = tmp_path / "u2net_legacy", tmp_path / "rembg_home"
+    for d in (comfy_dir, legacy, rembg):
+        d.mkdir(parents=True)
+    monkeypatch.delenv("U2NET_HOME")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("REMBG_HOME", str(rembg))
+    monkeypatch.setattr(comfy_glue, "comfy_models_dir", lambda: tmp_path / "models")
     monkeypatch.setattr(comfy_glue, "comfy_model_dirs", lambda: [comfy_dir])
     spec = get_spec("u2netp")
-    shutil.copy(EMBEDDED, home / "u2netp.onnx")
-    assert weights.resolve(spec, allow_download=False) == home / "u2netp.onnx"  # rembg's download is reused
+    assert weights.resolve(spec, allow_download=False) == EMBEDDED
+    old_flat = tmp_path / "xdg" / ".u2net" / "u2netp.onnx"  # rembg < 2.0.86: $XDG_DATA_HOME/.u2net
+    old_flat.parent.mkdir(parents=True)
+    shutil.copy(EMBEDDED, old_flat)
+    assert weights.resolve(spec, allow_download=False) == old_flat
+    new_layout = rembg / "models" / "u2netp" / "u2netp.onnx"  # rembg 2.0.86: REMBG_HOME/models/<model>/
+    new_layout.parent.mkdir(parents=True)
+    shutil.copy(EMBEDDED, new_layout)
+    assert weights.resolve(spec, allow_download=False) == new_layout
     shutil.copy(EMBEDDED, comfy_dir / "u2netp.onnx")
-    assert weights.resolve(spec, allow_download=False) == comfy_dir / "u2netp.onnx"  # ComfyUI's folder first
-    assert weights.download_dir() == comfy_dir
+    assert weights.resolve(spec, allow_download=False) == comfy_dir / "u2netp.onnx"
+    own.mkdir()
+    shutil.copy(EMBEDDED, own / "u2netp.onnx")
+    assert weights.resolve(spec, allow_download=False) == own / "u2netp.onnx"
+    assert weights.download_dir() == own  # downloads go to the pack's own folder only
 
 
-def test_bad_hash_is_set_aside_and_never_used(tmp_path, monkeypatch, caplog):
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("U2NET_HOME", str(home))
-    truncated = home / "u2netp.onnx"
-    truncated.write_bytes(EMBEDDED.read_bytes()[:1000])
+def test_rembg_home_follows_rembg_2_0_86(tmp_path, monkeypatch):
+    """Same rules as rembg's sessions/base.py: U2NET_HOME wins, then REMBG_HOME, then XDG, then ~/.rembg."""
+    from rembg.sessions.base import BaseSession
+
+    for env in ({"U2NET_HOME": str(tmp_path / "u")}, {"REMBG_HOME": str(tmp_path / "r")},
+                {"XDG_DATA_HOME": str(tmp_path / "x")}, {}):
+        for k in ("U2NET_HOME", "REMBG_HOME", "XDG_DATA_HOME"):
+            monkeypatch.delenv(k, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert weights.rembg_home() == Path(BaseSession.rembg_home()), env
+        assert weights.legacy_rembg_home() == Path(BaseSession.legacy_home()), env
+
+
+def test_own_folder_outside_comfyui(tmp_path, monkeypatch):
+    monkeypatch.setattr(comfy_glue, "comfy_models_dir", lambda: None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert weights.own_dir() == tmp_path / "comfyui-cutout" / "models"
+    monkeypatch.setenv("CUTOUT_MODELS_DIR", str(tmp_path / "mine"))
+    assert weights.own_dir() == tmp_path / "mine"
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+def test_bad_hash_in_a_foreign_folder_is_skipped_named_and_left_alone(tmp_path, monkeypatch, caplog):
+    """A wrong-hash silueta.onnx in rembg's folders or models/rembg: never renamed, moved or deleted."""
+    legacy = Path(weights.legacy_rembg_home())
+    comfy_dir = tmp_path / "models" / "rembg"
+    comfy_dir.mkdir(parents=True)
+    monkeypatch.setattr(comfy_glue, "comfy_model_dirs", lambda: [comfy_dir])
+    truncated = EMBEDDED.read_bytes()[:1000]
+    for folder in (legacy, comfy_dir, Path(weights.rembg_home()) / "models" / "u2netp"):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "u2netp.onnx").write_bytes(truncated)
+    before = {d: _tree(d) for d in (legacy, comfy_dir)}
     assert weights.resolve(get_spec("u2netp"), allow_download=False) == EMBEDDED
-    assert not truncated.exists()
-    assert len(list(home.glob("u2netp.onnx.*.bad"))) == 1
-    assert "does not match" in caplog.text
+    assert weights.resolve(get_spec("u2netp"), allow_download=False) == EMBEDDED
+    assert {d: _tree(d) for d in (legacy, comfy_dir)} == before
+    for folder in (legacy, comfy_dir):
+        assert f"{folder / 'u2netp.onnx'}: md5" in caplog.text and "left as it is" in caplog.text
+    assert caplog.text.count(f"{comfy_dir / 'u2netp.onnx'}: md5") == 1  # named once, not on every look
+
+
+def test_model_list_route_never_changes_the_disk(tmp_path, monkeypatch):
+    """What GET /cutout/api/models runs: with wrong-hash files everywhere, nothing on disk changes."""
+    from cutout.service.api import CutoutService
+
+    legacy = Path(weights.legacy_rembg_home())
+    (legacy / "silueta.onnx").write_bytes(b"not silueta")
+    (legacy / "u2net.onnx").write_bytes(EMBEDDED.read_bytes()[:5000])
+    own = weights.own_dir()
+    own.mkdir(parents=True)
+    (own / "isnet-anime.onnx").write_bytes(b"half a download")
+    before = (_tree(legacy), _tree(own))
+    rows = {r["name"]: r for r in CutoutService().model_list()["models"]}
+    assert not rows["silueta"]["installed"] and not rows["isnet-anime"]["installed"]
+    assert (_tree(legacy), _tree(own)) == before
 
 
 def test_missing_model_message_names_url_and_path(tmp_path, monkeypatch):
-    monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+    monkeypatch.setenv("CUTOUT_MODELS_DIR", str(tmp_path))
     spec = get_spec("u2net")
     with pytest.raises(weights.ModelNotAvailableError) as e:
         weights.resolve(spec, allow_download=False)
@@ -62,7 +127,7 @@ def test_missing_model_message_names_url_and_path(tmp_path, monkeypatch):
 
 
 def test_no_network_message_names_url_and_path(tmp_path, monkeypatch):
-    monkeypatch.setenv("U2NET_HOME", str(tmp_path))
+    monkeypatch.setenv("CUTOUT_MODELS_DIR", str(tmp_path))
     monkeypatch.setattr(weights, "ALLOWED_URL_SCHEMES", ("https://", "http://127.0.0.1"))
     spec = fake_spec(b"x", url="http://127.0.0.1:9/tiny.onnx")  # discard port: connection refused
     with pytest.raises(weights.ModelNotAvailableError) as e:

@@ -26,11 +26,9 @@ Every mode but transparent returns RGB ``[B,H,W,3]``.
 Decontamination: in semi-transparent pixels (0 < alpha < 1) the photo's colour is a mix of
 subject and old background; naive compositing carries the old background's colour (a green
 or dark fringe). ``estimate_foreground`` recovers the subject's own colour there with
-blur-fusion (Forte & Pitié 2021, two passes, radius 90 then 6 px), in torch; it was measured
-against pymatting's multi-level method (Germer et al. 2020) on a synthetic known answer
-(bench/refine_speed.py, tests/test_composite.py, docs/notes-refine.md) and chosen as the
-default for its speed at equal-or-better error. Opaque and fully transparent pixels keep the
-photo's colour.
+blur-fusion (Forte & Pitié 2021, two passes, radius 90 then 6 px), in torch, chosen over
+pymatting's multi-level method (Germer et al. 2020) for its speed at equal-or-better error
+(docs/quality.md). Opaque and fully transparent pixels keep the photo's colour.
 """
 
 from __future__ import annotations
@@ -124,8 +122,7 @@ def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
     (``img`` [H,W,3], ``a`` [H,W]) -> [1,10,ceil(H/s),ceil(W/s)].
 
     Only α, I·α and I are pooled (I·(1−α) = I − I·α is linear). The product I·α is formed and
-    pooled a band of rows at a time, so it never exists at full size (a 12 MP frame: 144 MB less
-    to allocate and fault in), and every frame is read as a channels-last view (tensors.nchw)."""
+    pooled a band of rows at a time, so it never exists at full size, and every frame is read as a channels-last view (tensors.nchw)."""
     img = img.float()
     a = a.float()
     h, w = a.shape
@@ -258,8 +255,7 @@ def estimate_foreground(rgb: torch.Tensor, alpha: torch.Tensor, method: str = "b
     colour estimates are computed at ≤ ``work_megapixels`` and its final per-pixel step at full
     resolution in ≈ 1 MP strips, only on the rows/columns that hold band pixels, so its cost
     follows the edge; the worst case (the whole frame is band) is a fixed number of passes per
-    pixel and ≈ 1 MP of temporaries beyond the frame (8192² noise: ≈ 13 s of CPU on the shared
-    2-core machine, was > 15 min). ``out`` (same shape as ``rgb``, may be a strided view such
+    pixel and ≈ 1 MP of temporaries beyond the frame. ``out`` (same shape as ``rgb``, may be a strided view such
     as an RGBA tensor's colour channels) receives the result instead of a new tensor.
     """
     if method not in FG_METHODS:

@@ -38,7 +38,7 @@ def levels(mask: torch.Tensor, black: float = 0.0, white: float = 1.0, threshold
     if black != 0.0 or white != 1.0:
         if white - black < 1e-6:  # degenerate range (or too narrow for float32): a hard cut at the black point
             m = (m > black).to(mask.dtype)
-        else:  # one new tensor, the rest in place (each fresh 12 MP tensor costs ~10 ms of page faults)
+        else:  # one new tensor, the rest in place (each fresh full-size tensor costs page faults)
             m = torch.sub(m, black).mul_(1.0 / (white - black)).clamp_(0.0, 1.0)
     if threshold > 0.0:
         m = (m >= threshold).to(mask.dtype)
@@ -91,7 +91,7 @@ def feather(mask: torch.Tensor, radius: float) -> torch.Tensor:
 
     From rb = 2 on, the same spread is reached on a copy shrunk ``f``× per side (area), then
     upsampled (bilinear): a blur that wide holds no detail the shrunk copy loses, and it is
-    ``f``² times less work (a 12 MP feather 4 went from 0.39 to 0.1 s, docs/notes-refine.md).
+    ``f``² times less work (docs/performance.md).
     ``_feather_plan`` picks ``f`` and the box passes so that the total spread matches the
     full-resolution one within 5 %; tests/test_masks.py compares the two.
     """
@@ -224,7 +224,7 @@ def remove_islands(mask: torch.Tensor, min_size: float, cut: float = 0.5) -> tor
         if not fg.any():
             continue
         labels, n = _label(fg, eight)
-        # torch counts the int32 labels as they are (numpy first widens all 12 M of them: 2.5× slower)
+        # torch counts the int32 labels as they are (numpy would first widen them all)
         sizes = torch.bincount(torch.from_numpy(labels.ravel()), minlength=n + 1).numpy()
         small = sizes < limit
         small[0] = False

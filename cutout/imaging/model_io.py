@@ -71,7 +71,7 @@ def from_model_output(raw: np.ndarray, height: int, width: int, logits: bool,
     return t[:, 0].clamp_(0.0, 1.0)
 
 
-# Guided upsampling: radius and regulariser chosen on shared/eval/dev (bench/refine_quality.py)
+# Guided upsampling: radius and regulariser chosen on the eval photos (docs/quality.md)
 GUIDED_UP_RADIUS, GUIDED_UP_EPS = 1, 1e-4
 
 
@@ -84,7 +84,7 @@ def guided_upsample(small_map: torch.Tensor, small_photo: torch.Tensor, frames: 
     ``shrink_for_model``), upsampled like the mask, and applied to the full-resolution
     ``frames`` [B,H,W,3]. Working on the network's grid is what makes it help: the same filter
     run on the already upsampled mask (Mask Refine's guided filter) has lost that grid
-    (bench/refine_quality.py measures both).
+    (docs/quality.md compares both).
     """
     b, height, width = frames.shape[:3]
     a, bias = guided_coefficients(small_photo.float(), small_map.to(small_photo.device), radius, eps)

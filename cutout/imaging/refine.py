@@ -26,7 +26,7 @@ from .tensors import nchw
 log = logging.getLogger("comfyui_cutout")
 
 
-# chosen on shared/eval/dev (bench/refine_quality.py, docs/notes-refine.md); Mask Refine's defaults
+# chosen on the eval photos (docs/quality.md); Mask Refine's defaults
 GUIDED_DEFAULTS = {"radius": 1, "eps": 1e-4, "work_size": 320}
 
 

@@ -97,7 +97,7 @@ def refine_masks(mask: torch.Tensor, image: torch.Tensor | None = None, *, black
         return m
 
     # Chunks of frames (each op is vectorised over its chunk): the temporaries of a long video
-    # batch stay those of CHUNK_PIXELS, not several copies of the whole batch (issue 6).
+    # batch stay those of CHUNK_PIXELS, not several copies of the whole batch.
     b, h, w = m.shape
     step = max(1, CHUNK_PIXELS // max(1, h * w))
     if step >= b:

@@ -152,8 +152,7 @@ def nchw(frame: torch.Tensor) -> torch.Tensor:
 
     The view gets the canonical channels-last strides: PyTorch picks its fast channels-last
     pooling/resizing kernels only then, and a frame sliced out of a broadcast batch (stride 0)
-    or taken with ``[i]`` would otherwise take a strided path 3× slower (12 MP avg_pool2d:
-    69 vs 21 ms).
+    or taken with ``[i]`` would otherwise take a much slower strided path.
     """
     if frame.dim() == 4:
         frame = frame[0]

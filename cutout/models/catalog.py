@@ -66,7 +66,7 @@ class ModelSpec:
     embedded: bool = False  # ships inside the pack (works offline)
     derived_from: str | None = None  # a variant: built locally from this catalog model
     recipe: Recipe | None = None  # how the variant is built
-    passes_bar: bool = False  # variant met the quality bar on shared/eval/dev (docs/notes-quant.md)
+    passes_bar: bool = False  # variant met the quality bar on shared/eval/dev (docs/models.md)
 
     @property
     def filename(self) -> str:
@@ -106,7 +106,7 @@ CATALOG: dict[str, ModelSpec] = {
 }
 
 # Variants: int8 (QDQ, per-channel weights) built on first use from the float weights above.
-# ``passes_bar`` records the dev-set result in docs/notes-quant.md (IoU within 0.01 and MAE
+# ``passes_bar`` records the dev-set result in docs/models.md (IoU within 0.01 and MAE
 # within 0.005 of the float model); a variant that does not pass is never offered.
 # Kept in float: the last Conv (side-output fusion), the Sigmoid and, for u2netp, the one Conv whose
 # uint8 input error is largest (Conv_787); u2net passes the bar without that and runs 20 % faster.

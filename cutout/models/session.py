@@ -33,13 +33,11 @@ def _ort():
 
 
 def session_options():
-    """CPU settings measured on a shared 2-core machine (bench/session_tuning.py, docs/notes-quant.md).
+    """CPU settings chosen by measurement, one option at a time (docs/models.md, "Session tuning").
 
-    Kept: all graph optimisations (BASIC/EXTENDED were 0.76x), sequential execution (parallel
-    0.65x), the memory arena (off: 0.77x), onnxruntime's own thread count (one per core) unless
-    ``CUTOUT_ORT_THREADS`` says otherwise. Changed: worker threads do not spin while waiting
-    (1.17x when the cores are shared, as they are in ComfyUI with torch busy on the same CPU).
-    io_binding with a preallocated output was within noise (1.08x) for a 320x320 output: not used.
+    Kept: all graph optimisations, sequential execution, the memory arena, onnxruntime's own
+    thread count (one per core) unless ``CUTOUT_ORT_THREADS`` says otherwise. Changed: worker
+    threads do not spin while waiting (the cores are shared, as with torch in ComfyUI).
     """
     ort = _ort()
     opts = ort.SessionOptions()
@@ -155,6 +153,10 @@ class SessionStore:
                 self._sessions[key] = found
                 self.load_count[key] = self.load_count.get(key, 0) + 1
             return found
+
+    def providers_in_use(self) -> dict[str, str]:
+        """``"model (device)" -> provider`` of every loaded session (what onnxruntime really runs on)."""
+        return {f"{m} ({d})": s.providers[0] for (m, d), s in list(self._sessions.items()) if s.providers}
 
     def loaded(self, model: str, device: str = "cpu") -> bool:
         """True when (model, device) is already loaded (no file access, no hashing)."""

@@ -1,12 +1,19 @@
 """Where model weights live, how they are verified, and how a missing one is fetched.
 
 Lookup order for a catalog model:
-1. ComfyUI's ``models/rembg/`` folders (including ``--extra-model-paths-config`` ones);
-2. rembg's own folder (``U2NET_HOME``, else ``~/.u2net``), so existing rembg downloads are reused;
-3. the copy embedded in the pack (u2netp only).
-A file is used only when its md5 matches the catalog. A file with the wrong hash is set
-aside (renamed ``*.bad``) when the folder allows it, and never loaded. A missing model is
-downloaded over HTTPS from its catalog URL into the first writable folder, atomically.
+1. the pack's own folder (:func:`own_dir`: ``CUTOUT_MODELS_DIR``, else ComfyUI's ``models/cutout``,
+   else ``~/.cache/comfyui-cutout/models``), where downloads and built variants go;
+2. ComfyUI's ``models/rembg/`` folders (including ``--extra-model-paths-config`` ones);
+3. rembg's folders, so rembg's downloads are reused: its current layout
+   ``<REMBG_HOME>/models/<model>/<model>.onnx`` (``REMBG_HOME``, else ``$XDG_DATA_HOME/rembg``,
+   else ``~/.rembg``; ``U2NET_HOME`` wins when set, as in rembg 2.0.86) and its old flat one
+   (``U2NET_HOME``, else ``~/.u2net``);
+4. the copy embedded in the pack (u2netp only).
+A file is used only when its md5 matches the catalog. Every folder but the pack's own belongs to
+someone else (ComfyUI, rembg, other packs): files there are only ever read, a wrong-hash one is
+skipped with a log line naming it. Looking (e.g. ``GET /cutout/api/models``) never changes
+anything on disk. A missing model is downloaded over HTTPS from its catalog URL into the pack's
+own folder, atomically.
 """
 
 from __future__ import annotations
@@ -28,36 +35,72 @@ log = logging.getLogger("comfyui_cutout")
 EMBEDDED_DIR = Path(__file__).resolve().parent
 ALLOWED_URL_SCHEMES = ("https://",)  # tests widen this to a loopback http server
 _CHUNK = 1 << 20
+OWN_FOLDER = "cutout"  # ComfyUI's models/cutout: the pack's own
 
 
 class ModelNotAvailableError(RuntimeError):
     """The model is neither on disk (with the right hash) nor downloadable right now."""
 
 
-def rembg_home() -> Path:
+def legacy_rembg_home() -> Path:
+    """rembg's old flat folder (``<dir>/<model>.onnx``); rembg 2.0.86 still reads it."""
     base = os.environ.get("U2NET_HOME") or os.path.join(os.environ.get("XDG_DATA_HOME", "~"), ".u2net")
     return Path(os.path.expanduser(base))
 
 
-def search_dirs() -> list[Path]:
-    """Folders searched for weights, in order (the embedded folder is handled separately)."""
-    dirs = list(comfy_glue.comfy_model_dirs())
+def rembg_home() -> Path:
+    """rembg 2.0.86's root: models are in ``<root>/models/<model>/<file>``."""
+    if os.environ.get("U2NET_HOME"):
+        return legacy_rembg_home()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    default = os.path.join(xdg, "rembg") if xdg else os.path.join("~", ".rembg")
+    return Path(os.path.expanduser(os.environ.get("REMBG_HOME") or default))
+
+
+def own_dir() -> Path:
+    """The pack's own folder: the only one it writes model files into."""
     override = os.environ.get("CUTOUT_MODELS_DIR")
     if override:
-        dirs.insert(0, Path(os.path.expanduser(override)))
-    dirs.append(rembg_home())
+        return Path(os.path.expanduser(override))
+    models = comfy_glue.comfy_models_dir()
+    if models is not None:
+        return models / OWN_FOLDER
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    return Path(os.path.expanduser(cache)) / "comfyui-cutout" / "models"
+
+
+def _dedup(dirs: list[Path]) -> list[Path]:
     seen, out = set(), []
     for d in dirs:
         key = os.path.abspath(d)
         if key not in seen:
             seen.add(key)
-            out.append(d)
+            out.append(Path(d))
     return out
 
 
+def search_dirs() -> list[Path]:
+    """Flat folders searched for ``<name>.onnx``, in order: the pack's own, ComfyUI's models/rembg,
+    rembg's old flat folder (rembg's per-model folders and the embedded copy are handled per model)."""
+    return _dedup([own_dir(), *comfy_glue.comfy_model_dirs(), legacy_rembg_home()])
+
+
+def candidates(spec: ModelSpec) -> list[Path]:
+    """Every place a catalog model's file may be, in lookup order."""
+    paths = [d / spec.filename for d in search_dirs()]
+    paths.insert(len(paths) - 1, rembg_home() / "models" / spec.name / spec.filename)
+    if spec.embedded:
+        paths.append(EMBEDDED_DIR / spec.filename)
+    return _dedup(paths)
+
+
 def download_dir() -> Path:
-    """Where a downloaded model goes: ComfyUI's models/rembg, else CUTOUT_MODELS_DIR or ~/.u2net."""
-    return search_dirs()[0]
+    """Where a downloaded model (or a built variant) goes: the pack's own folder."""
+    return own_dir()
+
+
+def is_own(path: Path) -> bool:
+    return os.path.abspath(Path(path).parent) == os.path.abspath(own_dir())
 
 
 _md5_cache: dict[tuple[str, int, int], str] = {}
@@ -81,43 +124,51 @@ def file_md5(path: Path) -> str:
     return digest
 
 
-def _set_aside(path: Path, digest: str) -> str:
-    bad = path.with_name(f"{path.name}.{digest[:8]}.bad")
-    try:
-        os.replace(path, bad)
-        return f"set aside as {bad.name}"
-    except OSError as e:
-        return f"could not be set aside ({e.strerror}); it is ignored"
+_reported: set[tuple[str, int, int]] = set()
 
 
 def find_verified(spec: ModelSpec, problems: list[str] | None = None) -> Path | None:
-    """The first file for ``spec`` whose md5 matches, or None. Bad files are set aside."""
-    candidates = [d / spec.filename for d in search_dirs()]
-    if spec.embedded:
-        candidates.append(EMBEDDED_DIR / spec.filename)
-    for path in candidates:
+    """The first file for ``spec`` whose md5 matches, or None. Read-only: a wrong-hash file is
+    skipped and named in the log (once per file version), never renamed, moved or deleted."""
+    for path in candidates(spec):
         if not path.is_file():
             continue
         try:
             digest = file_md5(path)
+            st = path.stat()
         except OSError as e:
             if problems is not None:
                 problems.append(f"{path}: unreadable ({e.strerror})")
             continue
         if digest == spec.md5:
             return path
-        what = _set_aside(path, digest) if path.parent != EMBEDDED_DIR else "the pack's copy is damaged"
+        what = "the pack's copy is damaged" if path.parent == EMBEDDED_DIR else "skipped, left as it is"
         msg = f"{path}: md5 {digest} does not match {spec.md5} (truncated or a different file); {what}"
-        log.warning("Cutout: %s", msg)
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in _reported:
+            _reported.add(key)
+            log.warning("Cutout: %s", msg)
         if problems is not None:
             problems.append(msg)
     return None
 
 
+def _set_aside(path: Path) -> None:
+    """Before a download replaces a wrong file in the pack's own folder, keep it as ``*.bad``."""
+    if not path.is_file():
+        return
+    bad = path.with_name(f"{path.name}.{file_md5(path)[:8]}.bad")
+    try:
+        os.replace(path, bad)
+        log.warning("Cutout: %s had the wrong md5; kept as %s", path, bad.name)
+    except OSError as e:
+        log.warning("Cutout: %s could not be set aside (%s); it is replaced", path, e.strerror)
+
+
 def _manual_instructions(spec: ModelSpec) -> str:
     return (
         f"Download {spec.url} (md5 {spec.md5}, about {spec.size_mb:.0f} MB) and save it as "
-        f"{download_dir() / spec.filename}"
+        f"{download_dir() / spec.filename} (or put it in ComfyUI's models/rembg)"
     )
 
 
@@ -147,6 +198,7 @@ def download(spec: ModelSpec, dest_dir: Path, progress: Callable[[int, int], Non
             raise ModelNotAvailableError(
                 f"download of '{spec.name}' from {spec.url} has md5 {h.hexdigest()}, expected {spec.md5}; not used"
             )
+        _set_aside(target)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -24,7 +24,8 @@ def model_inputs() -> dict:
         "model": (choices, {
             "default": choices[0],
             "tooltip": "Segmentation network. u2netp ships with the pack (works offline); the others are "
-                       "downloaded on first use into models/rembg (or put there by hand), hash-checked.",
+                       "found in models/rembg or rembg's own folders (~/.rembg, ~/.u2net) when already there, "
+                       "else downloaded on first use into models/cutout; hash-checked.",
         }),
     }
 
@@ -52,6 +53,31 @@ def node_errors(display_name: str):
         return inner
 
     return wrap
+
+
+def advanced_inputs(*names: str):
+    """Class decorator: mark rarely used inputs ``"advanced": True`` (ComfyUI's frontend folds
+    them away; frontends 1.32 (ComfyUI 0.3.75) and 1.45 (0.28) both accept the flag)."""
+
+    def mark(cls):
+        original = cls.INPUT_TYPES.__func__
+
+        def INPUT_TYPES(klass):
+            spec = original(klass)
+            for section in spec.values():
+                for name in names:
+                    if name in section:
+                        typ, *rest = section[name]
+                        section[name] = (typ, {**(rest[0] if rest else {}), "advanced": True})
+            return spec
+
+        missing = [n for n in names if not any(n in s for s in original(cls).values())]
+        if missing:
+            raise TypeError(f"{cls.__name__}: no inputs {missing} to mark advanced")
+        cls.INPUT_TYPES = classmethod(INPUT_TYPES)
+        return cls
+
+    return mark
 
 
 def _widget_checks(cls) -> dict:

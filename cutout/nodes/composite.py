@@ -8,14 +8,17 @@ import torch
 from .. import comfy_glue
 from ..imaging.composite import FIT_MODES, composite_background, parse_color
 from ..imaging.tensors import CutoutInputError, as_image, as_mask, sanitize
-from .common import CATEGORY, MASK_CONVENTION, checked_widgets
+from .common import CATEGORY, MASK_CONVENTION, advanced_inputs, checked_widgets
 
 DISPLAY_NAME = "Composite Background (Cutout)"
 MODES = ["transparent", "color", "gradient", "image", "blur", "checkerboard"]
 
 
+@advanced_inputs("angle", "blur_radius")
 @checked_widgets(DISPLAY_NAME)
 class CutoutCompositeBackground:
+    SEARCH_ALIASES = ["composite", "replace background", "change background", "background color", "green screen",
+                      "cutout", "rembg", "remove background", "matting"]
     DESCRIPTION = (
         "Puts the subject on a new background: transparent (RGBA out), a colour, a two-colour gradient, "
         "another image, the photo itself blurred, or a checkerboard preview. The colour of semi-transparent "
@@ -115,7 +118,7 @@ class CutoutCompositeBackground:
         else:
             raise CutoutInputError(node, "background", f"is {background!r}", " / ".join(MODES))
         # One frame at a time into a preallocated output: peak memory is the output plus one
-        # frame of work, not several whole-batch copies (issue 6, bench/memory.py).
+        # frame of work, not several whole-batch copies.
         out = None
         progress = comfy_glue.Progress(b)
         for i in range(b):

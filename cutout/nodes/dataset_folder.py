@@ -19,7 +19,7 @@ import torch
 from .. import comfy_glue
 from ..dataset import manifest, paths, plan, reader, resume, writer
 from ..imaging.tensors import CutoutInputError, as_image, as_mask
-from .common import CATEGORY, MASK_CONVENTION, checked_widgets
+from .common import CATEGORY, MASK_CONVENTION, advanced_inputs, checked_widgets
 
 log = logging.getLogger("comfyui_cutout")
 
@@ -49,8 +49,11 @@ def _content_identity(u8: np.ndarray, alpha: np.ndarray) -> dict:
     return {"content": h.hexdigest()}
 
 
+@advanced_inputs("pattern", "start_index", "limit", "stack_same_size")
 @checked_widgets(LOAD_NAME)
 class CutoutLoadImageFolder:
+    SEARCH_ALIASES = ["load folder", "batch images", "dataset", "lora dataset", "rembg", "cutout",
+                      "remove background"]
     DESCRIPTION = (
         "Loads every image of a folder (kohya layout welcome) as a LIST: the nodes after it run once per image, "
         "so photos of different sizes stay at their own size. EXIF orientation is applied. Files that cannot be "
@@ -147,8 +150,10 @@ class CutoutLoadImageFolder:
         return (frames, rels, str(root), report)
 
 
+@advanced_inputs("jpeg_background")
 @checked_widgets(SAVE_NAME)
 class CutoutSaveImageFolder:
+    SEARCH_ALIASES = ["save folder", "dataset", "lora dataset", "batch save", "rembg", "cutout", "remove background"]
     DESCRIPTION = (
         "Saves every image it gets at its relative path under 'destination' (same folders, same file stem, new "
         "extension), as PNG/WEBP with transparency or JPEG flattened onto a colour. Caption files (.txt, .caption, "

@@ -6,7 +6,7 @@ from __future__ import annotations
 from .. import comfy_glue
 from ..imaging.refine_chain import EDGE_MODES, GUIDED_DEFAULTS, ORDER, TEMPORAL_MODES
 from ..imaging.refine_chain import refine_masks as _refine_masks
-from .common import CATEGORY, MASK_CONVENTION, checked_widgets
+from .common import CATEGORY, MASK_CONVENTION, advanced_inputs, checked_widgets
 
 DISPLAY_NAME = "Mask Refine (Cutout)"
 
@@ -23,8 +23,12 @@ def refine_masks(mask, image=None, **options):
     return _refine_masks(mask, image, **options)
 
 
+@advanced_inputs("black_point", "white_point", "guided_radius", "guided_eps", "guided_size", "matting_band",
+                 "matting_max_megapixels")
 @checked_widgets(DISPLAY_NAME)
 class CutoutMaskRefine:
+    SEARCH_ALIASES = ["refine mask", "mask cleanup", "matting", "feather mask", "grow mask", "fill holes",
+                      "guided filter", "edge refinement", "cutout", "rembg", "remove background"]
     DESCRIPTION = (
         "Cleans up a subject mask. Every operation is off by default and they run in this fixed order: "
         + ORDER + ". Edge refinement and the motion check of temporal smoothing use the optional IMAGE "

@@ -10,6 +10,9 @@ DISPLAY_NAME = "Remove Background (Cutout)"
 
 @checked_widgets(DISPLAY_NAME)
 class CutoutRemoveBackground:
+    SEARCH_ALIASES = ["rembg", "remove background", "background removal", "remove bg", "cutout", "cut out",
+                      "matting", "alpha matte", "transparent background", "segment subject", "u2net", "birefnet",
+                      "isnet"]
     DESCRIPTION = (
         "Cuts the subject out of every image in the batch with a U²-Net-family ONNX model. "
         "Returns the RGBA cut-out (original colours, straight alpha, full resolution) and the subject mask. "
@@ -45,7 +48,7 @@ class CutoutRemoveBackground:
                     "default": False,
                     "tooltip": "Fit the mask's edge to the photo while scaling the model's small output up to "
                                "full size (guided upsampling on the model's own grid). Lower edge error on real "
-                               "photos (README, 'Edge refinement'); costs about 0.15 s more per 12 MP image on a "
+                               "photos (docs/quality.md); costs about 0.15 s more per 12 MP image on a "
                                "CPU. Stronger than Mask Refine's guided filter, which only sees the upscaled mask.",
                 }),
             },

@@ -11,6 +11,8 @@ waits while ComfyUI is running a prompt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import functools
 import logging
 import os
@@ -27,11 +29,12 @@ from aiohttp import web
 
 from .. import comfy_glue
 from ..models import CATALOG, DEFAULT_MODEL, ModelNotAvailableError, UnknownModelError, weights
-from ..models.session import STORE, locate
+from ..models.session import STORE, ModelIncompatibleError, locate
 from . import params as P
 from .errors import ApiError
 from .finishing import NODE, features, finish
 from .imageio import decode, encode
+from .uploads import MemoryBudget, RequestBudget, UploadBuffer, clean_name, read_into, temp_full
 
 log = logging.getLogger("comfyui_cutout")
 
@@ -39,7 +42,8 @@ PREFIX = "/cutout"
 PAGE_DIR = Path(__file__).resolve().parent / "page"
 PAGE_FILES = {"index.html": "text/html", "app.js": "application/javascript", "style.css": "text/css"}
 FILE_FIELDS = ("file", "files", "image")
-_SPOOL = 8 << 20  # uploads and zips above this size spill to the temp folder
+_SPOOL = 8 << 20  # a result zip above this size spills to the temp folder
+_FORM_PARTS = 32  # multipart parts that are not files (parameters) a request may carry
 
 
 def _env_number(name: str, default: float) -> float:
@@ -58,7 +62,9 @@ class Limits:
     max_bytes: int = 50 << 20  # per uploaded file
     max_pixels: int = 50_000_000  # per image (w * h)
     max_files: int = 100  # per batch request
-    max_pending: int = 64  # requests waiting for the worker; more get 503
+    max_pending: int = 64  # requests being read or waiting for the worker; more get 503 before any byte is read
+    max_request_bytes: int | None = None  # whole request; None: ComfyUI's client_max_size (100 MB default)
+    memory_bytes: int = 64 << 20  # upload bytes held in memory by all requests together; the rest goes to disk
     busy_wait: float = 300.0  # seconds to wait for a running ComfyUI prompt before 503
     allow_download: bool = False  # may a request trigger a model download?
     device: str = "cpu"
@@ -71,6 +77,8 @@ class Limits:
             max_pixels=int(_env_number("CUTOUT_API_MAX_MEGAPIXELS", d.max_pixels / 1e6) * 1e6),
             max_files=int(_env_number("CUTOUT_API_MAX_FILES", d.max_files)),
             max_pending=int(_env_number("CUTOUT_API_MAX_PENDING", d.max_pending)),
+            max_request_bytes=(int(_env_number("CUTOUT_API_MAX_REQUEST_MB", 0) * (1 << 20)) or None),
+            memory_bytes=int(_env_number("CUTOUT_API_MEMORY_MB", d.memory_bytes / (1 << 20)) * (1 << 20)),
             busy_wait=_env_number("CUTOUT_API_BUSY_WAIT", d.busy_wait),
             allow_download=os.environ.get("CUTOUT_API_ALLOW_DOWNLOAD", "").lower() in ("1", "true", "yes"),
             device=os.environ.get("CUTOUT_API_DEVICE", d.device),
@@ -96,8 +104,12 @@ def _spool():
 @dataclass
 class Upload:
     name: str
-    data: object  # a spooled temp file, rewound
+    data: UploadBuffer  # rewound
     size: int
+
+
+class ClientGone(Exception):
+    """The client disconnected; its work is dropped."""
 
 
 def _safe_stem(name: str) -> str:
@@ -116,6 +128,10 @@ def _json_errors(handler):
             return _json_error(e)
         except web.HTTPException:
             raise
+        except (ClientGone, ConnectionError) as e:
+            log.info("Cutout API: client of %s disconnected (%s); its work was dropped", request.path,
+                     type(e).__name__)
+            return _json_error(ApiError(400, "client_disconnected", "the client disconnected"))
         except Exception as e:
             log.exception("Cutout API: unexpected error in %s", request.path)
             return _json_error(ApiError(500, "internal_error", f"{type(e).__name__}: {e}"))
@@ -129,7 +145,9 @@ class CutoutService:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cutout-api")
         self._pending = 0
         self._pending_lock = threading.Lock()
+        self.memory = MemoryBudget(self.limits.memory_bytes)
         self.images_done = 0
+        self.cancelled = 0  # requests whose client went away before their work was over
 
     # ---------------------------------------------------------------- routes
     def route_defs(self) -> list[web.RouteDef]:
@@ -200,8 +218,10 @@ class CutoutService:
                     rows.append({"name": f.stem, "installed": True, "embedded": False, "loaded": False,
                                  "downloadable": False, "size_mb": round(f.stat().st_size / 1e6, 1),
                                  "family": "custom", "description": f"your own ONNX file ({f.name})"})
+        from ..models.ort_probe import runtime_info
+
         return {"default": DEFAULT_MODEL, "models": rows, "allow_download": self.limits.allow_download,
-                "features": features()}
+                "features": features(), "runtime": runtime_info(STORE.providers_in_use())}
 
     async def openapi(self, request: web.Request) -> web.Response:
         from .openapi import spec
@@ -218,14 +238,15 @@ class CutoutService:
 
     @_json_errors
     async def remove(self, request: web.Request) -> web.StreamResponse:
-        raw, uploads = await self._read_request(request, single=True)
-        try:
-            opts = P.parse(raw)
-            t0 = time.perf_counter()
-            bodies, names = await self._run(self._process, uploads, opts)
-        finally:
-            for u in uploads:
-                u.data.close()
+        with self._slot():
+            raw, uploads = await self._read_request(request, single=True)
+            try:
+                opts = P.parse(raw)
+                t0 = time.perf_counter()
+                bodies, names = await self._run(request, self._process, uploads, opts)
+            finally:
+                for u in uploads:
+                    u.data.close()
         return web.Response(body=bodies[0], content_type=opts.content_type, headers={
             "Content-Disposition": f'inline; filename="{names[0]}"',
             "X-Cutout-Model": opts.model or DEFAULT_MODEL,
@@ -234,14 +255,15 @@ class CutoutService:
 
     @_json_errors
     async def batch(self, request: web.Request) -> web.StreamResponse:
-        raw, uploads = await self._read_request(request, single=False)
-        try:
-            opts = P.parse(raw)
-            t0 = time.perf_counter()
-            zipped = await self._run(self._process_zip, uploads, opts)
-        finally:
-            for u in uploads:
-                u.data.close()
+        with self._slot():
+            raw, uploads = await self._read_request(request, single=False)
+            try:
+                opts = P.parse(raw)
+                t0 = time.perf_counter()
+                zipped = await self._run(request, self._process_zip, uploads, opts)
+            finally:
+                for u in uploads:
+                    u.data.close()
         try:
             zipped.seek(0, os.SEEK_END)
             size = zipped.tell()
@@ -266,6 +288,28 @@ class CutoutService:
             zipped.close()
 
     # ---------------------------------------------------------------- reading requests
+    @contextlib.contextmanager
+    def _slot(self):
+        """A place among the ``max_pending`` requests, taken before any byte of the body is read."""
+        with self._pending_lock:
+            if self._pending >= self.limits.max_pending:
+                raise ApiError(503, "busy", f"{self._pending} requests are already being read or waiting; "
+                               "try again shortly (CUTOUT_API_MAX_PENDING)", headers={"Retry-After": "5"})
+            self._pending += 1
+        try:
+            yield
+        finally:
+            with self._pending_lock:
+                self._pending -= 1
+
+    def request_limit(self, request: web.Request | None = None) -> int:
+        """Bytes one request may carry: CUTOUT_API_MAX_REQUEST_MB if set, else ComfyUI's own upload
+        limit (``client_max_size``, ``--max-upload-size``, 100 MB by default) and never more."""
+        if self.limits.max_request_bytes:
+            return self.limits.max_request_bytes
+        comfy = comfy_glue.client_max_size()
+        return min(100 << 20, comfy) if comfy else 100 << 20
+
     async def _read_request(self, request: web.Request, single: bool) -> tuple[dict, list[Upload]]:
         raw: dict[str, str] = {}
         for k, v in request.query.items():
@@ -273,39 +317,60 @@ class CutoutService:
                 raise ApiError(400, "bad_parameter", f"parameter '{k}' is given twice with different values",
                                parameter=k)
             raw[k] = v
+        total = self.request_limit(request)
+        length = request.content_length
+        if length is not None and length > total:  # refused before a byte is read
+            raise ApiError(413, "request_too_large", f"the request is {length / (1 << 20):.2f} MB; the limit is "
+                           f"{total / (1 << 20):.2f} MB (CUTOUT_API_MAX_REQUEST_MB; never above ComfyUI's "
+                           "--max-upload-size unless set)", max_request_bytes=total)
+        budget = RequestBudget(self.limits.max_bytes, total,
+                               (1 if single else self.limits.max_files) + _FORM_PARTS)
         uploads: list[Upload] = []
         try:
             if request.content_type.startswith("multipart/"):
-                await self._read_multipart(request, raw, uploads)
+                await self._read_multipart(request, raw, uploads, budget, single)
             else:
                 if request.content_type in ("application/x-www-form-urlencoded",):
                     raise ApiError(415, "no_image", "send the image as multipart/form-data (field 'file') or as the "
                                    "raw request body (Content-Type image/...)")
-                name = request.headers.get("X-Filename") or "image"
-                uploads.append(await self._read_stream(request.content, name))
-                if uploads[0].size == 0:
+                name = clean_name(request.headers.get("X-Filename") or "image")
+                buf = await read_into(request.content, UploadBuffer(self.memory, _temp_dir()), name, budget)
+                uploads.append(Upload(name, buf, buf.size))
+                if buf.size == 0:
                     raise ApiError(400, "no_image", "the request body is empty; send an image as the body or as "
                                    "multipart/form-data field 'file'")
-        except BaseException:
+        except BaseException as e:
             for u in uploads:
                 u.data.close()
-            raise
+            if isinstance(e, (ApiError, ConnectionError, asyncio.CancelledError)) or not isinstance(e, Exception):
+                raise
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise temp_full(e, _temp_dir()) from None
+            if isinstance(e, OSError):
+                raise
+            # aiohttp's parser: no or a bad boundary, a truncated part, a duplicate or invalid header
+            first = (str(e).strip().splitlines() or [type(e).__name__])[-1].strip()
+            if "\\x00" in first or "\x00" in first:
+                first = "a part's header contains a NUL character (a file name must not contain one)"
+            first = first[:200]
+            raise ApiError(400, "malformed_multipart", f"the multipart/form-data body could not be read: {first}; "
+                           "send a well-formed multipart body (as curl -F or a browser form does) or the raw "
+                           "image as the body") from None
         if not uploads:
             raise ApiError(400, "no_image", "no image in the request: send it as multipart/form-data field 'file' "
                            "(several 'file' fields for /api/batch) or as the raw request body")
-        if single and len(uploads) > 1:
-            for u in uploads:
-                u.data.close()
-            raise ApiError(400, "too_many_files", f"{len(uploads)} files sent to {self.prefix}/api/remove, which "
-                           f"takes one; use {self.prefix}/api/batch for several (a zip comes back)")
         return raw, uploads
 
-    async def _read_multipart(self, request, raw: dict, uploads: list) -> None:
+    async def _read_multipart(self, request, raw: dict, uploads: list, budget: RequestBudget, single: bool) -> None:
         reader = await request.multipart()
         while True:
             part = await reader.next()
             if part is None:
                 break
+            budget.new_part(getattr(part, "name", None) or "?")
+            if not hasattr(part, "read_chunk"):  # a multipart/mixed part inside the form
+                raise ApiError(400, "malformed_multipart", "nested multipart parts are not accepted; send each "
+                               "image as its own 'file' field")
             if part.filename is None and part.name not in FILE_FIELDS:  # a form field = a parameter
                 value = await self._read_field(part)
                 if part.name in raw and raw[part.name] != value:
@@ -314,16 +379,19 @@ class CutoutService:
                 raw[part.name] = value
                 continue
             if part.name not in FILE_FIELDS:
-                raise ApiError(400, "unknown_parameter", f"file field '{part.name}' is not accepted; send images as "
-                               f"'file'; valid parameters are: {', '.join(P.VALID)}", parameters=[part.name],
-                               valid=list(P.VALID))
+                raise ApiError(400, "unknown_parameter", f"file field '{clean_name(str(part.name))}' is not "
+                               f"accepted; send images as 'file'; valid parameters are: {', '.join(P.VALID)}",
+                               parameters=[clean_name(str(part.name))], valid=list(P.VALID))
+            if single and uploads:  # before the second file is read
+                raise ApiError(400, "too_many_files", f"more than one file sent to {self.prefix}/api/remove, which "
+                               f"takes one; use {self.prefix}/api/batch for several (a zip comes back)")
             if len(uploads) >= self.limits.max_files:
                 raise ApiError(413, "too_many_files", f"more than {self.limits.max_files} files in one request "
                                "(CUTOUT_API_MAX_FILES)", max_files=self.limits.max_files)
-            name = part.filename or f"image-{len(uploads) + 1}"
-            up = await self._read_stream(part, name)
-            uploads.append(up)
-            if up.size == 0:
+            name = clean_name(part.filename or f"image-{len(uploads) + 1}")
+            buf = await read_into(part, UploadBuffer(self.memory, _temp_dir()), name, budget)
+            uploads.append(Upload(name, buf, buf.size))
+            if buf.size == 0:
                 raise ApiError(400, "no_image", f"file '{name}' is empty (0 bytes)", file=name)
 
     async def _read_field(self, part) -> str:
@@ -335,46 +403,35 @@ class CutoutService:
                 break
             data += chunk
             if len(data) > 1000:
-                raise ApiError(400, "bad_parameter", f"form field '{part.name}' is longer than 1000 bytes; "
-                               "parameters are short values (images go in 'file')", parameter=part.name)
+                raise ApiError(400, "bad_parameter", f"form field '{clean_name(str(part.name))}' is longer than "
+                               "1000 bytes; parameters are short values (images go in 'file')",
+                               parameter=clean_name(str(part.name)))
         return data.decode(part.get_charset("utf-8"), "replace")
 
-    async def _read_stream(self, stream, name: str) -> Upload:
-        limit = self.limits.max_bytes
-        spool = _spool()
-        size = 0
+    # ---------------------------------------------------------------- the worker
+    async def _run(self, request: web.Request, fn, uploads: list[Upload], opts: P.Options):
+        """``fn`` in the worker thread; stopped (within one image or one network poll) when the client goes."""
+        stop = threading.Event()
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._executor, self._in_worker, fn, uploads, opts, stop)
         try:
             while True:
-                chunk = await (stream.read_chunk(1 << 16) if hasattr(stream, "read_chunk") else stream.read(1 << 16))
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(413, "file_too_large", f"'{name}' is larger than the limit of "
-                                   f"{limit / (1 << 20):.0f} MB (CUTOUT_API_MAX_MB)", file=name, max_bytes=limit)
-                spool.write(chunk)
-        except BaseException:
-            spool.close()
+                done, _ = await asyncio.wait({fut}, timeout=0.1)
+                if done:
+                    return fut.result()
+                if not stop.is_set() and _client_gone(request):
+                    stop.set()  # the worker drops the rest; wait for it so the slot means "still working"
+                    self.cancelled += 1
+        except asyncio.CancelledError:
+            stop.set()
+            self.cancelled += 1
             raise
-        spool.seek(0)
-        return Upload(name, spool, size)
+        except comfy_glue.StopRequested:
+            raise ClientGone() from None
 
-    # ---------------------------------------------------------------- the worker
-    async def _run(self, fn, uploads: list[Upload], opts: P.Options):
-        with self._pending_lock:
-            if self._pending >= self.limits.max_pending:
-                raise ApiError(503, "busy", f"{self._pending} requests are already waiting; try again shortly",
-                               headers={"Retry-After": "5"})
-            self._pending += 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor, self._in_worker, fn, uploads, opts)
-        finally:
-            with self._pending_lock:
-                self._pending -= 1
-
-    def _in_worker(self, fn, uploads, opts):
-        with comfy_glue.detached():
+    def _in_worker(self, fn, uploads, opts, stop: threading.Event):
+        with comfy_glue.detached(stop.is_set):
+            comfy_glue.check_interrupt()  # abandoned while it waited in the queue: nothing to do
             return fn(uploads, opts)
 
     def _wait_for_comfy(self) -> None:
@@ -382,6 +439,7 @@ class CutoutService:
         deadline = time.monotonic() + self.limits.busy_wait
         logged = False
         while comfy_glue.prompts_pending() > 0:
+            comfy_glue.check_interrupt()  # the client may leave while we wait
             if not logged:
                 log.info("Cutout API: waiting for ComfyUI's queue to empty before cutting out")
                 logged = True
@@ -416,6 +474,8 @@ class CutoutService:
         model = opts.model or DEFAULT_MODEL
         try:
             mask = predict_masks(image, model, self.limits.device, node=NODE)
+        except ModelIncompatibleError as e:
+            raise ApiError(422, "model_incompatible", str(e), model=model) from None
         except (ModelNotAvailableError, UnknownModelError) as e:
             raise ApiError(503, "model_not_available", str(e), model=model) from None
         return image, pixels, mask
@@ -424,6 +484,7 @@ class CutoutService:
         self._check_model(opts.model or DEFAULT_MODEL)
         bodies, names = [], []
         for up in uploads:
+            comfy_glue.check_interrupt()
             image, pixels, mask = self._mask_and_pixels(up, opts)
             bodies.append(encode(finish(image, pixels, mask, opts), opts.format))
             names.append(f"{_safe_stem(up.name)}.{opts.extension}")
@@ -437,6 +498,7 @@ class CutoutService:
         try:
             with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as z:
                 for up in uploads:
+                    comfy_glue.check_interrupt()
                     image, pixels, mask = self._mask_and_pixels(up, opts)
                     data = encode(finish(image, pixels, mask, opts), opts.format)
                     stem, n = _safe_stem(up.name), 1
@@ -447,10 +509,20 @@ class CutoutService:
                     used.add(name.lower())
                     z.writestr(name, data)
                     self.images_done += 1
+        except OSError as e:
+            out.close()
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise temp_full(e, _temp_dir()) from None
+            raise
         except BaseException:
             out.close()
             raise
         return out
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _json_error(e: ApiError) -> web.Response:

@@ -4,7 +4,7 @@
 Background code (``imaging.refine``, ``imaging.composite``), the same functions the nodes and
 the dataset CLI use (imported lazily, inside the function).
 
-Order (documented in docs/notes-service.md): mask -> ppm -> refine -> [om: the mask is the
+Order (documented in docs/api.md): mask -> ppm -> refine -> [om: the mask is the
 result] -> decontaminate -> background (transparent / bgc / colour) -> pixels.
 """
 

@@ -32,13 +32,18 @@ def spec(prefix: str = "/cutout", limits=None) -> dict:
     lim = ""
     if limits is not None:
         lim = (f" Limits on this server: {limits.max_bytes / (1 << 20):.0f} MB per file, "
-               f"{limits.max_pixels / 1e6:.0f} megapixels per image, {limits.max_files} files per batch.")
+               f"{limits.max_pixels / 1e6:.0f} megapixels per image, {limits.max_files} files per batch, "
+               f"{limits.max_pending} requests at once.")
     errors = {
-        "400": _error("bad or unknown parameter, corrupt image, empty upload, unknown model"),
+        "400": _error("bad or unknown parameter, corrupt image, empty upload, unknown model, malformed multipart "
+                      "body (malformed_multipart)"),
         "404": _error("model not installed on this server"),
-        "413": _error("file too large, too many pixels, or too many files"),
+        "413": _error("file too large, request too large (never above ComfyUI's upload limit unless configured), "
+                      "too many pixels, files or parts, or the server's temp folder is full (temp_folder_full)"),
         "415": _error("the upload is not an image"),
-        "503": _error("busy: too many waiting requests, or ComfyUI kept running prompts (see Retry-After)"),
+        "422": _error("the model is an ONNX file that is not a segmentation network (model_incompatible)"),
+        "503": _error("busy: too many requests being read or waiting, or ComfyUI kept running prompts "
+                      "(see Retry-After)"),
     }
 
     def body(many: bool) -> dict:

