@@ -250,7 +250,7 @@ class Manifest:
         for p in mine:
             got = stat_pair(p)
             if got is None or files.get(file_key(self.dest, p)) != got:
-                return f"{p.name} changed or vanished since it was written", ()
+                return f"output changed or vanished since it was written: {p.name}", ()
         missing = []
         for root, rel in planned.masks:
             p = Path(root) / rel
