@@ -156,11 +156,20 @@ class Resume:
         self.manifest.add(record, self.values, masks_only=not planned.write_image)
 
 
+# Job options that never change an output's pixels; any other (one added later included) is
+# part of the manifest's fingerprint, as for the write options (manifest.NOT_PIXELS).
+JOB_NOT_PIXELS = {"model", "device", "recursive", "pattern", "start", "limit", "write", "read_workers",
+                  "write_workers", "prefetch", "max_megapixels", "refine"}
+
+
 def settings_for(opts: JobOptions) -> dict:
     """This run's pixel settings (model file MD5 included)."""
+    import dataclasses
+
     from ..models.session import locate
 
-    return manifest.settings_values(opts.write, opts.model, locate(opts.model)[1], opts.refine)
+    extra = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if f.name not in JOB_NOT_PIXELS}
+    return manifest.settings_values(opts.write, opts.model, locate(opts.model)[1], opts.refine, extra)
 
 
 def plan(source: Path, dest: Path, opts: JobOptions, report: Report, resume_state: Resume | None = None) -> list[Planned]:

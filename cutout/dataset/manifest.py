@@ -51,8 +51,9 @@ def model_md5(path: Path) -> str:
 
 
 def settings_values(write_opts, model: str | None = None, model_path: Path | None = None,
-                    refine: dict | None = None) -> dict:
-    """Every setting that changes an output's pixels, as plain JSON values."""
+                    refine: dict | None = None, extra: dict | None = None) -> dict:
+    """Every setting that changes an output's pixels, as plain JSON values (``extra``: the job's
+    own options of that kind)."""
     from ..pipeline import PIPELINE_VERSION
 
     w = {k: v for k, v in dataclasses.asdict(write_opts).items() if k not in NOT_PIXELS}
@@ -63,6 +64,7 @@ def settings_values(write_opts, model: str | None = None, model_path: Path | Non
         values["model"] = model
         values["model_md5"] = model_md5(model_path) if model_path is not None else None
         values["refine"] = dict(sorted((refine or {}).items()))
+    values.update(extra or {})
     return json.loads(json.dumps(values, sort_keys=True, default=str))
 
 
