@@ -29,6 +29,10 @@ from .imaging.tensors import as_image, sanitize
 from .models.session import ModelSession, RunCancelled, get_session
 from .options import QUALITIES, Background, CutoutOptions
 
+# Bump when a change anywhere in the pipeline changes output pixels: the folder job's manifest
+# records it, and a rerun redoes what an older version made.
+PIPELINE_VERSION = 1
+
 
 def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool = False,
                   quality: str = "fast") -> torch.Tensor:
