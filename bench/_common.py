@@ -113,12 +113,14 @@ def interleaved(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
 
 
 def peak_rss_child(code: str, *args: str) -> dict:
-    """The memory meter: run ``code`` in a fresh Python (repo root on its path) and return the JSON
-    it prints last, with ``peak_rss_mb`` (the child's ``ru_maxrss``) added. Peak memory is a
-    process's own, so every measured step gets its own process."""
-    wrapper = ("import json, resource, sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[1:]\n"
-               + code + "\nprint(json.dumps({**RESULT, 'peak_rss_mb': "
-               "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+    """The memory meter: run ``code`` in a fresh Python (repo root on its path, ``peak_mb()`` defined)
+    and return the dict it leaves in ``RESULT``, with ``peak_rss_mb``: the child's own high-water mark
+    (``VmHWM``; ``ru_maxrss`` would include the parent's RSS at fork). Every measured step gets its
+    own process, so a peak is that step's."""
+    wrapper = ("import json, sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[1:]\n"
+               "def peak_mb():\n    with open('/proc/self/status') as f:\n"
+               "        return next(int(ln.split()[1]) for ln in f if ln.startswith('VmHWM')) / 1024\n"
+               + code + "\nprint(json.dumps({**RESULT, 'peak_rss_mb': peak_mb()}))")
     p = subprocess.run([sys.executable, "-c", wrapper, str(ROOT), *args], capture_output=True, text=True)
     if p.returncode != 0:
         return {"error": p.stderr[-800:]}

@@ -124,6 +124,16 @@ def flicker(masks, gts) -> float:
     return float(np.mean(values)) if values else 0.0
 
 
+def dtssd(masks, gts) -> float:
+    """The video-matting temporal error: mean over t of sqrt(mean(((m_t − m_t−1) − (g_t − g_t−1))²)).
+    Unlike ``flicker`` it does not punish a mask that changes where the GT changed."""
+    if len(masks) != len(gts):
+        raise ValueError(f"{len(masks)} masks but {len(gts)} GT frames")
+    values = [(((masks[t] - masks[t - 1]) - (gts[t] - gts[t - 1])) ** 2).mean().sqrt().item()
+              for t in range(1, len(masks))]
+    return float(np.mean(values)) if values else 0.0
+
+
 def mean_by(rows: list[dict], keys: list[str], group: str | None = None) -> dict:
     """Means of ``keys`` over ``rows`` ({"all": {...}} plus one entry per value of ``group``)."""
     def avg(rs):

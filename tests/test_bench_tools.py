@@ -29,6 +29,15 @@ def test_flicker_counts_only_pixels_whose_gt_stayed():
     assert M.flicker(masks, gts) == pytest.approx((0.0 + 0.8 / 16) / 2)
 
 
+def test_dtssd_punishes_change_that_the_gt_did_not_make():
+    gts = [torch.zeros(4, 4) for _ in range(3)]
+    gts[1][0, 0] = gts[2][0, 0] = 1.0
+    masks = [g.clone() for g in gts]  # follows the GT exactly: no temporal error
+    assert M.dtssd(masks, gts) == 0.0
+    masks[2][3, 3] = 0.8  # pair (1,2): sqrt(0.8² / 16) = 0.2
+    assert M.dtssd(masks, gts) == pytest.approx((0.0 + 0.2) / 2)
+
+
 def test_flicker_of_a_still_mask_is_zero_and_lengths_must_match():
     m = [torch.rand(5, 5)] * 4
     assert M.flicker(m, [torch.ones(5, 5)] * 4) == 0.0

@@ -18,7 +18,10 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+# image types people keep in datasets that this pack does not read: reported, never silently left out
+UNREAD_IMAGE_EXTENSIONS = (".heic", ".heif", ".avif", ".jxl", ".svg", ".psd", ".exr", ".dng", ".cr2", ".nef",
+                           ".arw", ".raw")
 DEFAULT_PATTERN = ";".join(f"*{e}" for e in IMAGE_EXTENSIONS)
 CAPTION_EXTENSIONS = (".txt", ".caption", ".json")
 
@@ -80,7 +83,16 @@ def list_images(root: Path, recursive: bool = True, pattern: str = DEFAULT_PATTE
     globs = _patterns(pattern)
     found: list[Item] = []
     problems: list[Problem] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+    def walk_error(e: OSError) -> None:  # a folder that cannot be listed (permissions, path too long …)
+        where = e.filename if isinstance(e.filename, str) else str(root)
+        try:
+            rel = Path(where).relative_to(root).as_posix() or "."
+        except ValueError:
+            rel = where
+        problems.append(Problem(rel + "/", f"folder not listed ({e.strerror or e}); its images are not included"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=walk_error):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         if not recursive:
             dirnames[:] = []
@@ -88,6 +100,11 @@ def list_images(root: Path, recursive: bool = True, pattern: str = DEFAULT_PATTE
             if name.startswith("."):
                 continue
             if not any(fnmatch.fnmatchcase(name.lower(), g) for g in globs):
+                ext = os.path.splitext(name)[1].lower()
+                if ext in UNREAD_IMAGE_EXTENSIONS:
+                    rel = PurePosixPath(Path(dirpath, name).relative_to(root).as_posix())
+                    problems.append(Problem(str(rel), f"{ext} images are not read by this pack; convert it to "
+                                                      "PNG, JPEG, WebP or TIFF"))
                 continue
             if os.path.splitext(name)[1].lower() in CAPTION_EXTENSIONS:
                 continue  # a broad pattern ('img*') must not take captions for images

@@ -4,7 +4,9 @@ Every background goes through ``apply_background``, a thin uint8 wrapper of the 
 ``imaging.composite.composite_background`` (the Composite Background node's function). Every file goes through
 ``atomic_write``: it is written to a hidden temporary file beside its target and renamed
 over it, so an interrupted run never leaves a half-written image; ``clean_stale_temps``
-removes what a killed run left behind. The image is written last: when it exists, its
+removes what a killed run left behind. The writer holds an exclusive ``flock`` on its
+temporary file while it writes: that lock, not the PID in the name, says "in use", so a live
+process in another container or on another machine sharing the folder keeps its file. The image is written last: when it exists, its
 caption copies and its mask are already complete, which is what resume relies on.
 """
 
@@ -22,6 +24,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows: a file open in another process cannot be deleted, which is the lock
+    fcntl = None
 
 from ..imaging.composite import composite_background, parse_color
 from .paths import UnsafePath, safe_target
@@ -132,22 +139,55 @@ def _tmp_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}.{n}{TMP_SUFFIX}")
 
 
+def _try_lock(fd: int) -> bool:
+    """An exclusive, non-blocking lock on an open file; True when we hold it (always on Windows,
+    where an open file cannot be deleted by others anyway)."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def _open_locked_temp(target: Path):
+    """Create the temporary file and take its lock; retried if a cleaner removed it in between."""
+    for _ in range(5):
+        tmp = _tmp_name(target)
+        f = open(tmp, "xb")
+        _try_lock(f.fileno())
+        try:
+            if os.stat(tmp).st_ino == os.fstat(f.fileno()).st_ino:
+                return tmp, f
+        except FileNotFoundError:
+            pass
+        f.close()  # removed by another process's clean-up before we held the lock: a new name
+    raise OSError(f"could not create a temporary file beside {target}")
+
+
 @contextmanager
 def _atomic_file(target: Path, fsync: bool = True):
-    """A new temporary file beside ``target``, renamed over it on success and removed on any failure."""
-    tmp = _tmp_name(target)
+    """A new temporary file beside ``target`` (locked while written), renamed over it on success and
+    removed on any failure."""
+    tmp = None
     try:
-        with open(tmp, "xb") as f:
+        tmp, f = _open_locked_temp(target)
+        with f:
             yield f
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp, target)
+            if fcntl is not None:
+                os.replace(tmp, target)  # still holding the lock: never seen unlocked by a cleaner
+        if fcntl is None:
+            os.replace(tmp, target)  # Windows renames only closed files
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         raise
 
 
@@ -162,34 +202,38 @@ def atomic_copy(src: Path, target: Path, fsync: bool = True) -> None:
         shutil.copyfileobj(fi, fo, 1 << 20)
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
+def _remove_if_unlocked(path: str) -> bool:
+    """Delete a temporary file nobody holds the lock of (its writer is gone); False if in use."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return False
-    return True
+    try:
+        if not _try_lock(fd):
+            return False  # a live writer, wherever it runs
+        os.unlink(path)
+        return True
+    except OSError:
+        return False  # Windows: open elsewhere; or gone already
+    finally:
+        os.close(fd)
 
 
 def clean_stale_temps(dest: Path) -> int:
-    """Remove temporary files left in ``dest`` by a killed run (its process is gone); returns how many."""
+    """Remove temporary files left in ``dest`` by a killed run; returns how many.
+
+    A file is stale when no process holds its lock (``_atomic_file`` keeps it locked until the
+    rename), which works across PID namespaces and, with NFS lock support, across machines.
+    This process's own files are never touched (its writers may be between create and lock).
+    """
     removed = 0
     if not Path(dest).is_dir():
         return 0
     for dirpath, _dirs, files in os.walk(dest):
         for name in files:
             m = _TMP_RE.match(name)
-            if m and not _pid_alive(int(m.group(1))):
-                try:
-                    os.unlink(os.path.join(dirpath, name))
-                    removed += 1
-                except OSError:
-                    pass
+            if m and int(m.group(1)) != os.getpid() and _remove_if_unlocked(os.path.join(dirpath, name)):
+                removed += 1
     return removed
 
 
