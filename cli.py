@@ -5,6 +5,7 @@
     python cli.py --source dataset --dest dataset_clean --background white --format jpg
     python cli.py --source raw --dest masks --mask-only
     python cli.py --source raw --dest clean --refine guided --fill-holes --remove-islands 200
+    python cli.py --source clip.mp4 --dest cut.webm            # a video: VP9 with alpha (.mov: ProRes 4444)
 
 A rerun does only what is missing (resume after Ctrl-C); ``--overwrite`` redoes everything.
 Exit code: 0 all good, 1 some files failed (listed at the end), 2 bad arguments,
@@ -52,6 +53,10 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--decontaminate", action=argparse.BooleanOptionalAction, default=True,
                    help="re-estimate half-transparent edge colours without the old background's tint, as Remove "
                         "Background and Composite Background do (default: yes)")
+    p.add_argument("--clear-fill", default="black", choices=["black", "bleed", "photo"],
+                   help="what a transparent output stores where alpha is 0 (invisible, but what kohya's sd-scripts "
+                        "train on without --alpha_mask): black (default, as rembg), bleed (subject colours spread "
+                        "outward) or photo (the photo's pixels: only for training with --alpha_mask)")
     p.add_argument("--mask-only", action="store_true", help="write the subject mask (white = subject) instead of the cut-out")
     p.add_argument("--save-mask", action="store_true", help="also write <stem>_mask.png beside each image")
     p.add_argument("--mask-dir", type=Path, help="also write masks into this folder, same relative paths and stems "
@@ -69,7 +74,7 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
                    help="write <stem>_1 etc. next to existing outputs")
     p.set_defaults(existing="skip")
     p.add_argument("--no-captions", dest="captions", action="store_false", help="do not copy .txt/.caption/.json sidecars")
-    p.add_argument("--png-compress", type=int, default=1, choices=range(10), metavar="0-9", help="PNG zlib level (default 1: fastest; 9 = smallest files)")
+    p.add_argument("--png-compress", type=int, default=2, choices=range(10), metavar="0-9", help="PNG zlib level (default 2: fast; 4-6 for files about 15 %% smaller; 9 = smallest, slow)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="default 95")
     p.add_argument("--workers", type=int, default=2, help="decoder threads and encoder threads, each (default 2)")
     f = p.add_argument_group("mask refinement (Mask Refine's operations, in its order: threshold -> fill holes -> "
@@ -87,6 +92,14 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
                    help="edge refinement against the photo: guided (fast guided filter) or matting (closed-form, "
                         "slow, hair/fur; needs pymatting); default off")
     f.add_argument("--feather", type=float, default=0.0, metavar="N", help="blur the mask edge by N px (default 0)")
+    v = p.add_argument_group("video (--source is a video file; --dest a .webm or .mov with alpha, or .mp4/.mkv)")
+    v.add_argument("--temporal", default="motion", choices=["off", "colour", "motion"],
+                   help="temporal smoothing of the masks (Mask Refine's temporal_mode): motion (default) follows "
+                        "the optical flow, colour averages the same pixel where its colour did not change")
+    v.add_argument("--temporal-strength", type=float, default=1.0, metavar="S",
+                   help="0..1, weight strength^distance of the neighbouring frames (default 1)")
+    v.add_argument("--png-dir", type=Path, help="also write every frame as a PNG into this folder")
+    v.add_argument("--mask-video", type=Path, help="also write the mask as a grey video (.mp4, .webm, .mov, .mkv)")
     r = p.add_argument_group("scale-out (Ray Data; pip install -r requirements-ray.txt)")
     r.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local (default): threads in this process; ray: Ray Data tasks and actors")
@@ -115,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
 
+    if a.source.is_file():
+        return video_main(a, parser)
     if not a.source.is_dir():
-        parser.error(f"--source {a.source} is not a folder")
+        parser.error(f"--source {a.source} is not a folder or a video file")
     try:
         check_no_overlap(a.source, a.dest)
         if a.mask_dir is not None:
@@ -124,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         wopts = WriteOptions(fmt=a.format, background=a.background, jpeg_background=a.jpeg_background,
                              mask_only=a.mask_only, save_mask=a.save_mask, mask_dir=a.mask_dir,
                              existing=a.existing, copy_captions=a.captions, png_compress=a.png_compress,
-                             jpeg_quality=a.jpeg_quality, decontaminate=a.decontaminate)
+                             jpeg_quality=a.jpeg_quality, decontaminate=a.decontaminate, clear_fill=a.clear_fill)
         refine = refine_options(a)
     except (UnsafePath, ValueError) as e:
         parser.error(str(e))
@@ -175,6 +190,55 @@ def main(argv: list[str] | None = None) -> int:
     if report.interrupted:
         return 130
     return 0 if report.ok else 1
+
+
+def video_main(a: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``--source`` is a video file: ``cutout.video.cut_out_video``."""
+    from cutout.models import ModelNotAvailableError, UnknownModelError
+    from cutout.video import VideoError, VideoOptions, cut_out_video
+
+    if not 0.0 <= a.temporal_strength <= 1.0:
+        parser.error(f"--temporal-strength {a.temporal_strength}: expected 0..1")
+    try:
+        refine = refine_options(a)
+        from cutout.dataset.writer import parse_background
+
+        parse_background(a.background)
+    except ValueError as e:
+        parser.error(str(e))
+    opts = VideoOptions(model=a.model, device=a.device, background=a.background, decontaminate=a.decontaminate,
+                        refine=refine, temporal=0.0 if a.temporal == "off" else a.temporal_strength,
+                        temporal_mode="colour" if a.temporal == "off" else a.temporal, png_dir=a.png_dir,
+                        mask_video=a.mask_video, overwrite=a.existing == "overwrite")
+    bar = None
+
+    def on_progress(done, total):
+        nonlocal bar
+        if not a.progress:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total or None, unit="frame", dynamic_ncols=True, desc="cutout")
+        bar.update(done - bar.n)
+
+    try:
+        info = cut_out_video(a.source, a.dest, opts, on_progress)
+    except VideoError as e:
+        print(f"cli.py: {e}", file=sys.stderr)
+        return 2
+    except (ModelNotAvailableError, UnknownModelError) as e:
+        print(f"cli.py: --model {a.model}: {e}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("cli.py: interrupted; no output written", file=sys.stderr)
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"{info['frames']} frames, {info['size'][0]}x{info['size'][1]} at {info['fps']:.3f} fps, audio "
+          f"{info['audio'] or 'none'} -> {a.dest}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

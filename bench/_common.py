@@ -27,21 +27,17 @@ SOURCE_PHOTO = "alphamatting_GT01.png"  # a real photo with hair, resized to the
 
 
 def machine_info() -> dict:
-    import numpy
-    import torch
+    from importlib.metadata import PackageNotFoundError, version
 
-    info = {"date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+    info = {"date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cores": os.cpu_count(),
+            "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
             "load_avg_1min": os.getloadavg()[0]}
     try:
         with open("/proc/cpuinfo") as f:
             info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    from importlib.metadata import PackageNotFoundError, version
-
-    for pkg in ("onnxruntime", "rembg"):
+    for pkg in ("torch", "numpy", "onnxruntime", "rembg"):
         try:
             info[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -83,8 +79,7 @@ def rembg_session(model: str):
     link = home / f"{model}.onnx"
     if not link.exists():
         link.symlink_to(path.resolve())
-    old = os.environ.get("U2NET_HOME")
-    os.environ["U2NET_HOME"] = str(home)
+    old, os.environ["U2NET_HOME"] = os.environ.get("U2NET_HOME"), str(home)
     try:
         from rembg import new_session
 
@@ -113,12 +108,14 @@ def interleaved(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
 
 
 def peak_rss_child(code: str, *args: str) -> dict:
-    """The memory meter: run ``code`` in a fresh Python (repo root on its path) and return the JSON
-    it prints last, with ``peak_rss_mb`` (the child's ``ru_maxrss``) added. Peak memory is a
-    process's own, so every measured step gets its own process."""
-    wrapper = ("import json, resource, sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[1:]\n"
-               + code + "\nprint(json.dumps({**RESULT, 'peak_rss_mb': "
-               "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))")
+    """The memory meter: run ``code`` in a fresh Python (repo root on its path, ``peak_mb()`` defined)
+    and return the dict it leaves in ``RESULT``, with ``peak_rss_mb``: the child's own high-water mark
+    (``VmHWM``; ``ru_maxrss`` would include the parent's RSS at fork). Every measured step gets its
+    own process, so a peak is that step's."""
+    wrapper = ("import json, sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[1:]\n"
+               "def peak_mb():\n    with open('/proc/self/status') as f:\n"
+               "        return next(int(ln.split()[1]) for ln in f if ln.startswith('VmHWM')) / 1024\n"
+               + code + "\nprint(json.dumps({**RESULT, 'peak_rss_mb': peak_mb()}))")
     p = subprocess.run([sys.executable, "-c", wrapper, str(ROOT), *args], capture_output=True, text=True)
     if p.returncode != 0:
         return {"error": p.stderr[-800:]}

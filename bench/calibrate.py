@@ -1,7 +1,7 @@
 """Offline calibration of the int8 variants: the activation ranges and per-Conv input errors
 that ``cutout/models/quant/*.json`` ship and ``cutout.models.quantize`` builds variants from.
 
-    python -m bench.calibrate [--model u2netp] [--method minmax|avgminmax|percentile]
+    python -m bench.calibrate [--model u2netp]
 
 Runs the prepared float model over the calibration photos (scikit-image's bundled sample photos,
 with flips and crops; never the eval photos). The variants' quality is measured like any model's:
@@ -44,12 +44,8 @@ def calibration_inputs(fam) -> tuple[list[str], list[np.ndarray]]:
     return names, out
 
 
-def collect_ranges(model, inputs, method: str = "minmax", percentile: float = 99.999) -> dict[str, list[float]]:
-    """Activation ranges over the calibration inputs (offline).
-
-    ``minmax``: overall min/max. ``percentile``: the symmetric-ish percentile of each tensor's
-    values over all inputs (outliers clipped). ``avgminmax``: the mean of the per-input min/max.
-    """
+def collect_ranges(model, inputs) -> dict[str, list[float]]:
+    """Each activation's overall min/max over the calibration inputs (MinMax; the ranges shipped)."""
     import onnx
     import onnxruntime as ort
     from onnx import helper
@@ -57,45 +53,22 @@ def collect_ranges(model, inputs, method: str = "minmax", percentile: float = 99
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     names = activation_names(model)
+    in_name = model.graph.input[0].name
     existing = {o.name for o in probe.graph.output}
     for name in names:
-        if name not in existing and name != model.graph.input[0].name:
+        if name not in existing and name != in_name:
             probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
     sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     out_names = [o.name for o in sess.get_outputs()]
-    in_name = model.graph.input[0].name
-    lows: dict[str, list[float]] = {n: [] for n in names}
-    highs: dict[str, list[float]] = {n: [] for n in names}
-    samples: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    rng = np.random.default_rng(0)
+    ranges = {n: [float("inf"), float("-inf")] for n in names}
     for x in inputs:
         values = dict(zip(out_names, sess.run(out_names, {in_name: x})))
         values[in_name] = x
         for n in names:
-            v = values[n]
-            lows[n].append(float(v.min()))
-            highs[n].append(float(v.max()))
-            if method == "percentile":
-                flat = v.reshape(-1)
-                take = flat if flat.size <= 200_000 else rng.choice(flat, 200_000, replace=False)
-                samples[n].append(take)
-    ranges = {}
-    for n in names:
-        if method == "minmax":
-            lo, hi = min(lows[n]), max(highs[n])
-        elif method == "avgminmax":
-            lo, hi = float(np.mean(lows[n])), float(np.mean(highs[n]))
-        elif method == "percentile":
-            allv = np.concatenate(samples[n])
-            lo = float(np.percentile(allv, 100 - percentile)) if min(lows[n]) < 0 else 0.0
-            hi = float(np.percentile(allv, percentile))
-            lo, hi = max(lo, min(lows[n])), min(hi, max(highs[n]))
-        else:
-            raise ValueError(f"unknown calibration method '{method}'")
-        ranges[n] = [lo, hi]
+            ranges[n] = [min(ranges[n][0], float(values[n].min())), max(ranges[n][1], float(values[n].max()))]
     return ranges
 
 
@@ -152,20 +125,17 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="u2netp")
-    ap.add_argument("--method", default="minmax", choices=["minmax", "avgminmax", "percentile"])
-    ap.add_argument("--percentile", type=float, default=99.999)
     a = ap.parse_args(argv)
     spec = catalog.get_spec(a.model)
     src = weights.resolve(spec, allow_download=False)
     prepared = quantize.prepare_float(src)
     names, xs = calibration_inputs(spec.family)
     t = time.time()
-    ranges = collect_ranges(prepared, xs, a.method, a.percentile)
+    ranges = collect_ranges(prepared, xs)
     sens = conv_input_errors(prepared, ranges, xs[::4][:6])
-    meta = {"model": a.model, "source_md5": weights.file_md5(src), "method": a.method,
-            "percentile": a.percentile if a.method == "percentile" else None,
+    meta = {"model": a.model, "source_md5": weights.file_md5(src), "method": "minmax", "percentile": None,
             "calibration": names, "views_per_photo": 4, "inputs": len(xs)}
-    out = quantize.RANGES_DIR / f"{a.model}.{a.method if a.method != 'percentile' else f'p{a.percentile:g}'}.json"
+    out = quantize.RANGES_DIR / f"{a.model}.minmax.json"
     save_ranges(ranges, out, meta, sens)
     print(f"{len(xs)} calibration inputs, {len(ranges)} tensors, {time.time() - t:.1f} s -> {out}")
     return 0

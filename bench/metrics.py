@@ -124,6 +124,16 @@ def flicker(masks, gts) -> float:
     return float(np.mean(values)) if values else 0.0
 
 
+def dtssd(masks, gts) -> float:
+    """The video-matting temporal error: mean over t of sqrt(mean(((m_t − m_t−1) − (g_t − g_t−1))²)).
+    Unlike ``flicker`` it does not punish a mask that changes where the GT changed."""
+    if len(masks) != len(gts):
+        raise ValueError(f"{len(masks)} masks but {len(gts)} GT frames")
+    values = [(((masks[t] - masks[t - 1]) - (gts[t] - gts[t - 1])) ** 2).mean().sqrt().item()
+              for t in range(1, len(masks))]
+    return float(np.mean(values)) if values else 0.0
+
+
 def mean_by(rows: list[dict], keys: list[str], group: str | None = None) -> dict:
     """Means of ``keys`` over ``rows`` ({"all": {...}} plus one entry per value of ``group``)."""
     def avg(rs):
@@ -136,3 +146,39 @@ def mean_by(rows: list[dict], keys: list[str], group: str | None = None) -> dict
         for g in sorted({r[group] for r in rows}):
             result[g] = avg([r for r in rows if r[group] == g])
     return result
+
+
+def split(pairs: list[EvalPair], part: str) -> list[EvalPair]:
+    """The fixed tuning / held-out split of an eval folder: per source, every third group is held out.
+
+    A group is one photo, or one DAVIS sequence (its frames look alike, so they stay on one side).
+    ``part``: 'tune' (about 2/3), 'held' (the rest) or 'all'.
+    """
+    if part == "all":
+        return list(pairs)
+
+    def group(p):
+        return p.name.rsplit("_", 1)[0] if p.source.startswith("davis") else p.name
+
+    held = set()
+    for src in sorted({p.source for p in pairs}):
+        groups = sorted({group(p) for p in pairs if p.source == src})
+        held |= {(src, g) for i, g in enumerate(groups) if i % 3 == 2}
+    return [p for p in pairs if ((p.source, group(p)) in held) == (part == "held")]
+
+
+def spearman(a, b) -> float:
+    """Rank correlation (ties get their mean rank)."""
+    def ranks(x):
+        x = np.asarray(x, dtype=np.float64)
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for v in np.unique(x):  # mean rank of ties
+            r[x == v] = r[x == v].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])

@@ -1,6 +1,7 @@
 """Quality against ground truth: the pack's own code path vs ``rembg.remove(only_mask=True)``.
 
-    python -m bench.quality [FOLDER ...] [--models u2netp,u2net] [--refine-edges] [--refine "k=v,k=v"] [--limit N]
+    python -m bench.quality [FOLDER ...] [--models u2netp,u2net] [--quality fast,best] [--split held]
+                            [--refine-edges] [--refine "k=v,k=v"] [--limit N]
 
 FOLDER is an eval folder with a ``manifest.csv`` (columns ``file``, ``gt_file``; the source is
 the file-name prefix before the first ``_``) — default ``../shared/eval/dev`` — or a folder of
@@ -12,7 +13,10 @@ Remove Background's ``refine_edges``; ``--refine`` (repeatable) runs Mask Refine
 
 Measures per model and per source: mean IoU (mask > 0.5 vs GT > 0.5), MAE vs the (soft) GT,
 band error (MAE within 10 px of the GT edge), seconds per image (network + pre/post-processing,
-decoding excluded on both sides), and the mean |ours − rembg| between the two masks.
+decoding excluded on both sides), and the mean |ours − rembg| between the two masks. Each
+``--quality`` setting (default: all) is one method; its per-frame confidence is recorded and its
+Spearman rank correlation with IoU reported. ``--split`` picks the fixed tuning / held-out part
+(``metrics.split``) the settings were (not) tuned on.
 Writes ``bench/results/quality.json`` and ``bench/results/quality.md``.
 """
 
@@ -47,36 +51,53 @@ def score(pred, gt, M) -> dict:
     return {"iou": M.iou(pred, gt), "mae": M.mae(pred, gt), "band": M.band_error(pred, gt)}
 
 
-def evaluate_folder(folder: Path, models: list[str], refiners: dict, use_rembg: bool, limit: int | None,
-                    log, refine_edges: bool = False) -> dict:
+def pack_mask(image, model: str, quality: str, refine_edges: bool = False):
+    """(mask [H,W], confidence) from the pack's quality path for a one-frame IMAGE."""
+    from cutout.imaging.tensors import sanitize
+    from cutout.models.session import get_session
+    from cutout.quality import partner_session, predict_frame_quality
+
+    session = get_session(model)
+    r = predict_frame_quality(session, sanitize(image[0]), quality, refine_edges,
+                              partner=partner_session(session, quality))
+    return r.mask, r.confidence
+
+
+def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refiners: dict, use_rembg: bool,
+                    limit: int | None, log, part: str = "all", refine_edges: bool = False) -> dict:
     from bench import metrics as M
-    from cutout import pipeline
 
     video = M.is_video_folder(folder)
-    pairs = M.read_video_folder(folder) if video else M.read_manifest(folder)
+    pairs = M.read_video_folder(folder) if video else M.split(M.read_manifest(folder), part)
     if limit:
         pairs = pairs[:limit]
     log(f"\n== {folder} ({'video, ' if video else ''}{len(pairs)} images)")
     data = [(p, M.load_rgb(p.image), M.load_gray(p.gt)) for p in pairs]
-    out = {"folder": str(folder), "video": video, "n": len(pairs), "methods": {}}
+    out = {"folder": str(folder), "video": video, "n": len(pairs), "split": part, "methods": {}}
     for model in models:
-        methods = {f"{model} · cutout": [], **({f"{model} · rembg": []} if use_rembg else {}),
+        methods = {**{f"{model} · cutout {q}": [] for q in qualities},
+                   **({f"{model} · rembg": []} if use_rembg else {}),
                    **({f"{model} · cutout refine_edges": []} if refine_edges else {})}
         for label in refiners:
             methods[f"{model} · cutout + refine({label})"] = []
         masks = {k: [] for k in methods}
         rsession = rembg_session(model) if use_rembg else None
         # warm-up both paths (session load, first-run allocations) on the first image
-        pipeline.predict_masks(data[0][1], model)
+        for q in qualities:
+            pack_mask(data[0][1], model, q)
         if rsession is not None:
             rembg_mask(rsession, to_pil(data[0][1]))
         t_model = time.perf_counter()
         for i, (pair, image, gt) in enumerate(data):
-            t0 = time.perf_counter()
-            ours = pipeline.predict_masks(image, model)
-            dt = time.perf_counter() - t0
-            masks[f"{model} · cutout"].append(ours[0])
-            row = {"name": pair.name, "source": pair.source, "seconds": dt, **score(ours[0], gt, M)}
+            rows = {}
+            for q in qualities:
+                t0 = time.perf_counter()
+                mask, confidence = pack_mask(image, model, q)
+                rows[q] = {"name": pair.name, "source": pair.source, "seconds": time.perf_counter() - t0,
+                           "confidence": confidence, **score(mask, gt, M)}
+                masks[f"{model} · cutout {q}"].append(mask)
+                if q == qualities[0]:
+                    ours, row, dt = mask[None], rows[q], rows[q]["seconds"]
             if rsession is not None:
                 pil = to_pil(image)
                 t0 = time.perf_counter()
@@ -86,14 +107,15 @@ def evaluate_folder(folder: Path, models: list[str], refiners: dict, use_rembg: 
                 rrow = {"name": pair.name, "source": pair.source, "seconds": rdt, **score(ref, gt, M)}
                 row["vs_rembg"] = rrow["vs_rembg"] = (ours[0] - ref).abs().mean().item()
                 methods[f"{model} · rembg"].append(rrow)
-            methods[f"{model} · cutout"].append(row)
+            for q in qualities:
+                methods[f"{model} · cutout {q}"].append(rows[q])
             if refine_edges:
                 t0 = time.perf_counter()
-                fitted = pipeline.predict_masks(image, model, refine_edges=True)
+                fitted, _ = pack_mask(image, model, qualities[0], refine_edges=True)
                 key = f"{model} · cutout refine_edges"
-                masks[key].append(fitted[0])
+                masks[key].append(fitted)
                 methods[key].append({"name": pair.name, "source": pair.source,
-                                     "seconds": time.perf_counter() - t0, **score(fitted[0], gt, M)})
+                                     "seconds": time.perf_counter() - t0, **score(fitted, gt, M)})
             for label, refine in refiners.items():
                 t0 = time.perf_counter()
                 refined = refine(ours, image)
@@ -110,9 +132,14 @@ def evaluate_folder(folder: Path, models: list[str], refiners: dict, use_rembg: 
             if video:
                 gts = [g for _, _, g in data]
                 summary["all"]["flicker"] = M.flicker(masks[key], gts)
+            if "confidence" in rows[0]:
+                summary["all"]["spearman_conf_iou"] = M.spearman([r["confidence"] for r in rows],
+                                                                 [r["iou"] for r in rows])
             out["methods"][key] = {"summary": summary, "rows": rows}
             a = summary["all"]
             extra = f"  flicker {a['flicker'] * 1e3:.2f}e-3" if video else ""
+            if "spearman_conf_iou" in a:
+                extra += f"  rho(conf, IoU) {a['spearman_conf_iou']:.2f}"
             log(f"   {key:<40} IoU {a['iou']:.3f}  MAE {a['mae']:.4f}  band {a['band']:.3f}  "
                 f"{a['seconds']:.3f} s/img{extra}")
     return out
@@ -120,45 +147,34 @@ def evaluate_folder(folder: Path, models: list[str], refiners: dict, use_rembg: 
 
 def markdown(report: dict) -> str:
     info = report["machine"]
-    lines = [
-        "# Quality on real photos (generated by `python -m bench.quality`)",
-        "",
-        f"Measured {info['date_utc']} on {info['cpu']} ({info['cores']} cores, shared — seconds are noisy), "
-        f"torch {info['torch']}, onnxruntime {info.get('onnxruntime', '?')}, rembg {info.get('rembg', '?')}.",
-        "IoU: mask > 0.5 vs GT > 0.5. MAE: vs the soft GT. Band: MAE within 10 px of the GT edge. "
-        "s/img: network + pre/post-processing on one image (decoding excluded on both sides). "
-        "|Δ rembg|: mean absolute difference between our mask and rembg's.",
-        "",
-    ]
+    lines = ["# Quality on real photos (`python -m bench.quality`)", "",
+             f"{info['date_utc']}, {info['cpu']}, torch {info['torch']}, onnxruntime {info.get('onnxruntime', '?')}, "
+             f"rembg {info.get('rembg', '?')}. IoU: mask > 0.5 vs GT > 0.5; MAE vs the soft GT; band: MAE within "
+             "10 px of the GT edge; s/img on a shared CPU (compare, don't quote); |Δ rembg|: our mask vs rembg's.", ""]
     for f in report["folders"]:
-        lines.append(f"## {f['folder']} ({f['n']} {'frames' if f['video'] else 'images'})")
-        lines.append("")
-        methods = f["methods"]
-        if f["video"]:
-            lines += ["| model · method | flicker ×10⁻³ | IoU | MAE | band | s/frame |", "|---|---|---|---|---|---|"]
-            for key, m in methods.items():
-                a = m["summary"]["all"]
-                lines.append(f"| {key} | {a['flicker'] * 1e3:.2f} | {a['iou']:.3f} | {a['mae']:.4f} | "
-                             f"{a['band']:.3f} | {a['seconds']:.3f} |")
-        else:
-            sources = [s for s in next(iter(methods.values()))["summary"] if s != "all"] if methods else []
-            head = "| model · method | all: IoU / MAE / band | " + " | ".join(
-                f"{s} (n={next(iter(methods.values()))['summary'][s]['n']}): IoU / MAE / band" for s in sources
-            ) + " | s/img | \\|Δ rembg\\| |"
-            lines += [head, "|" + "---|" * (4 + len(sources))]
-            for key, m in methods.items():
-                s = m["summary"]
-                cells = [f"{s[g]['iou']:.3f} / {s[g]['mae']:.4f} / {s[g]['band']:.3f}" for g in ["all"] + sources]
-                vs = f"{s['all']['vs_rembg']:.4f}" if "vs_rembg" in s["all"] and "rembg" not in key else "—"
-                lines.append(f"| {key} | " + " | ".join(cells) + f" | {s['all']['seconds']:.3f} | {vs} |")
+        groups = ["all"] + sorted({g for m in f["methods"].values() for g in m["summary"] if g != "all"})
+        extra = ["flicker ×10⁻³"] if f["video"] else []
+        part = f" — {f['split']} part" if f.get("split", "all") != "all" else ""
+        lines += [f"## {f['folder']}{part} ({f['n']} {'frames' if f['video'] else 'images'})", "",
+                  "| model · method | " + " | ".join(f"{g}: IoU / MAE / band" for g in groups)
+                  + "".join(f" | {e}" for e in extra) + " | s/img | \\|Δ rembg\\| | ρ(conf, IoU) |",
+                  "|" + "---|" * (len(groups) + len(extra) + 4)]
+        for key, m in f["methods"].items():
+            s = m["summary"]
+            cells = [f"{s[g]['iou']:.3f} / {s[g]['mae']:.4f} / {s[g]['band']:.3f}" if g in s else "—" for g in groups]
+            cells += [f"{s['all']['flicker'] * 1e3:.2f}"] if f["video"] else []
+            vs = f"{s['all']['vs_rembg']:.4f}" if "vs_rembg" in s["all"] and "rembg" not in key else "—"
+            rho = f"{s['all']['spearman_conf_iou']:.2f}" if "spearman_conf_iou" in s["all"] else "—"
+            lines.append(f"| {key} | " + " | ".join(cells) + f" | {s['all']['seconds']:.3f} | {vs} | {rho} |")
         lines.append("")
     if report["skipped_models"]:
-        lines.append("Skipped models (not faked): " + "; ".join(f"**{k}**: {v}" for k, v in report["skipped_models"].items()))
-        lines.append("")
+        lines += ["Skipped (not faked): " + "; ".join(f"**{k}**: {v}" for k, v in report["skipped_models"].items()), ""]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
+    from cutout.quality import QUALITIES
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folders", nargs="*", type=Path, help=f"eval folders (default {DEFAULT_EVAL})")
     ap.add_argument("--models", help="comma-separated model names (default: every catalog model; "
@@ -166,6 +182,10 @@ def main(argv=None) -> int:
     ap.add_argument("--refine-edges", action="store_true", help="also score Remove Background's refine_edges")
     ap.add_argument("--refine", action="append", default=[], metavar="K=V,K=V",
                     help="also run Mask Refine's operations with these inputs on our masks; repeatable")
+    ap.add_argument("--quality", default=",".join(QUALITIES), help="comma-separated quality settings "
+                                                                   f"(default {','.join(QUALITIES)})")
+    ap.add_argument("--split", choices=("all", "tune", "held"), default="all",
+                    help="the part of a manifest folder to measure (metrics.split)")
     ap.add_argument("--no-rembg", action="store_true", help="skip the rembg reference")
     ap.add_argument("--limit", type=int, help="first N images of each folder (quick checks)")
     ap.add_argument("--out", type=Path, default=RESULTS / "quality", help="output path stem (.json and .md)")
@@ -191,8 +211,9 @@ def main(argv=None) -> int:
               "refine_settings": list(refiners), "folders": []}
     print(f"{report['machine']['cpu']} — absolute seconds are noisy on a shared CPU")
     for f in folders:
-        report["folders"].append(evaluate_folder(f, models, refiners, not args.no_rembg, args.limit,
-                                                 lambda s: print(s, flush=True), args.refine_edges))
+        report["folders"].append(evaluate_folder(f, models, args.quality.split(","), refiners, not args.no_rembg,
+                                                 args.limit, lambda s: print(s, flush=True), args.split,
+                                                 args.refine_edges))
     out = args.out
     write_json(out.with_suffix(".json"), report)
     out.with_suffix(".md").write_text(markdown(report))

@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 
 from . import comfy_glue
+from .imaging.clear import DEFAULT_CLEAR_FILL, check_clear_fill, fill_clear
 from .imaging.composite import estimate_foreground
 from .imaging.model_io import from_model_output, guided_upsample, model_map, normalise, shrink_for_model
 from .imaging.tensors import as_image, sanitize
@@ -53,17 +54,21 @@ def predict_masks(images: torch.Tensor, model: str, device: str = "cpu", node: s
 
 def remove_background(images: torch.Tensor, model: str, device: str = "cpu", node: str = "Cutout",
                       on_progress: Callable[[int, int], None] | None = None,
-                      decontaminate: bool = True, refine_edges: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                      decontaminate: bool = True, refine_edges: bool = False,
+                      clear_fill: str = DEFAULT_CLEAR_FILL) -> tuple[torch.Tensor, torch.Tensor]:
     """(RGBA ``[B,H,W,4]`` with straight alpha, MASK ``[B,H,W]``).
 
     With ``decontaminate`` the colours of semi-transparent edge pixels are replaced by the
     estimated subject colour (``imaging.composite.estimate_foreground``), so the cut-out shows
     no fringe of the old background on a new one; otherwise the original colours are kept.
+    Where alpha is 0 the colour is ``clear_fill``'s (``imaging.clear``: black by default, so a
+    trainer loading the RGB alone sees no background; ``"photo"`` keeps the photo's).
 
     Outputs are allocated once and filled frame by frame, so peak memory is the input plus
     the outputs plus one frame of work.
     """
     rgb = as_image(images, node)
+    check_clear_fill(clear_fill)
     b, h, w, _ = rgb.shape
     session = get_session(model, device)
     progress = comfy_glue.Progress(b, on_progress)
@@ -77,6 +82,7 @@ def remove_background(images: torch.Tensor, model: str, device: str = "cpu", nod
             estimate_foreground(frame, alpha, out=rgba[i, ..., :3])
         else:
             rgba[i, ..., :3] = frame
+        fill_clear(rgba[i, ..., :3], alpha, clear_fill)
         rgba[i, ..., 3] = alpha
         if masks is None:
             # A single frame's upsampled mask is already a fresh contiguous tensor of its own:

@@ -144,9 +144,10 @@ def test_job_writes_every_good_image_at_its_relative_path(tree, tmp_path):
     # half-transparent edge is decontaminated, the default, as Remove Background does)
     rgba = np.asarray(Image.open(dest / "5_other/a.png")).astype(int)
     orig = np.asarray(Image.open(src / "5_other/a.webp").convert("RGB")).astype(int)
-    hard = (rgba[..., 3] == 0) | (rgba[..., 3] == 255)
-    assert hard.mean() > 0.5
-    assert np.abs(rgba[..., :3] - orig)[hard].max() <= 1
+    opaque, clear = rgba[..., 3] == 255, rgba[..., 3] == 0
+    assert (opaque | clear).mean() > 0.5
+    assert np.abs(rgba[..., :3] - orig)[opaque].max() <= 1
+    assert rgba[..., :3][clear].max(initial=0) == 0  # nothing of the background under alpha 0 (imaging.clear)
     # the source is untouched and nothing was written outside dest
     assert snapshot(tmp_path, exclude=dest) == before_outside
     assert not [p for p in dest.rglob(".*")]  # no temporary files left
@@ -323,7 +324,8 @@ def test_job_no_decontaminate_keeps_original_colours(tree, tmp_path):
                                                 pattern="*.webp"))
     rgba = np.asarray(Image.open(tmp_path / "plain/5_other/a.png")).astype(int)
     orig = np.asarray(Image.open(src / "5_other/a.webp").convert("RGB")).astype(int)
-    assert np.abs(rgba[..., :3] - orig).max() <= 1
+    seen = rgba[..., 3] > 0  # under alpha 0: black (imaging.clear)
+    assert np.abs(rgba[..., :3] - orig)[seen].max() <= 1 and rgba[..., :3][~seen].max(initial=0) == 0
 
 
 def test_cli_refuses_overlapping_folders_and_bad_options(tree, tmp_path, cli):
@@ -469,7 +471,9 @@ def test_colours_and_backgrounds():
     rgb = np.full((2, 2, 3), 200, np.uint8)
     alpha = np.array([[1.0, 0.0], [0.5, 0.25]], np.float32)
     t = writer.apply_background(rgb, alpha, "transparent")
-    assert t.shape == (2, 2, 4) and t[0, 0, 3] == 255 and t[0, 1, 3] == 0 and (t[..., :3] == 200).all()
+    assert t.shape == (2, 2, 4) and t[0, 0, 3] == 255 and t[0, 1, 3] == 0
+    assert (t[..., :3] == np.array([[200, 0], [200, 200]])[..., None]).all()  # black under alpha 0
+    assert (writer.apply_background(rgb, alpha, "transparent", clear_fill="photo")[..., :3] == 200).all()
     c = writer.apply_background(rgb, alpha, "0,0,100")
     assert c.shape == (2, 2, 3)
     assert tuple(c[0, 0]) == (200, 200, 200) and tuple(c[0, 1]) == (0, 0, 100)

@@ -34,7 +34,9 @@ def test_photo_batch_gives_one_mask_per_frame_and_straight_rgba():
     rgba, mask = CutoutRemoveBackground().run(batch, "u2netp", decontaminate=False)
     assert rgba.shape == (3, *batch.shape[1:3], 4) and mask.shape == batch.shape[:3]
     assert rgba.dtype == mask.dtype == torch.float32
-    assert torch.equal(rgba[..., :3], batch) and torch.equal(rgba[..., 3], mask)  # original colours, straight alpha
+    seen = mask >= 0.5 / 255  # original colours where alpha > 0, black where it is 0 (imaging.clear); straight alpha
+    assert torch.equal(rgba[..., :3][seen], batch[seen]) and torch.equal(rgba[..., 3], mask)
+    assert float(rgba[..., :3][~seen].abs().sum()) == 0
     assert 0 <= mask.min() and mask.max() <= 1
     for i in range(3):
         frac = (mask[i] > 0.5).float().mean().item()
@@ -48,7 +50,7 @@ def test_photo_batch_gives_one_mask_per_frame_and_straight_rgba():
 @pytest.mark.parametrize("shape", [(1, 1, 1, 3), (1, 2, 3, 3), (2, 17, 331, 4), (1, 16, 10000, 3)])
 def test_odd_sizes_and_rgba_input(shape):
     img = torch.rand(shape)
-    rgba, mask = CutoutRemoveBackground().run(img, "u2netp", decontaminate=False)
+    rgba, mask = CutoutRemoveBackground().run(img, "u2netp", decontaminate=False, clear_fill="photo")
     assert rgba.shape == (*shape[:3], 4) and mask.shape == shape[:3]
     assert torch.equal(rgba[..., :3], img[..., :3])
 

@@ -122,8 +122,10 @@ def test_round_trip_multipart_matches_the_node(real_photo):
     src = Image.open(io.BytesIO(data))
     assert out.mode == "RGBA" and out.size == src.size
     a = np.asarray(out)
-    assert np.array_equal(a[..., :3], np.asarray(src.convert("RGB")))  # colours untouched
     alpha = a[..., 3]
+    seen = alpha > 0  # colours untouched where visible; black under alpha 0 (imaging.clear), as rembg
+    assert np.array_equal(a[..., :3][seen], np.asarray(src.convert("RGB"))[seen])
+    assert a[..., :3][~seen].max(initial=0) == 0
     assert alpha.min() == 0 and alpha.max() == 255  # a real cut-out: some background, some subject
     np.testing.assert_array_equal(alpha, node_alpha(data))  # same code path as the node
 

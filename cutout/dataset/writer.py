@@ -17,7 +17,9 @@ import logging
 import os
 import re
 import shutil
+import struct
 import threading
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -30,7 +32,8 @@ try:
 except ImportError:  # Windows: a file open in another process cannot be deleted, which is the lock
     fcntl = None
 
-from ..imaging.composite import composite_background, parse_color
+from ..imaging.clear import DEFAULT_CLEAR_FILL, check_clear_fill
+from ..imaging.composite import composite_background, cutout_rgba8, parse_color
 from .paths import UnsafePath, safe_target
 from .reader import CAPTION_EXTENSIONS, Item
 
@@ -60,19 +63,26 @@ def parse_background(text: str) -> tuple[float, float, float] | None:
                          "#RRGGBB or r,g,b with 0..255") from None
 
 
-def apply_background(rgb: np.ndarray, alpha: np.ndarray, background: str, decontaminate: bool = False) -> np.ndarray:
+def apply_background(rgb: np.ndarray, alpha: np.ndarray, background: str, decontaminate: bool = False,
+                     clear_fill: str = DEFAULT_CLEAR_FILL) -> np.ndarray:
     """THE background function of the dataset job: uint8 ``[H,W,3]`` + alpha -> uint8 ``[H,W,3|4]``.
 
     ``alpha`` is float 0..1 ``[H,W]`` (1 = subject). 'transparent' gives straight RGBA; a colour
     gives RGB flattened onto it (``rgb·a + colour·(1−a)``). Both go through
     ``imaging.composite.composite_background`` (the Composite Background node's function), so
     ``decontaminate`` means the same as there: edge colours are re-estimated without the old
-    background's tint (opaque and fully transparent pixels are unchanged).
+    background's tint (opaque and fully transparent pixels are unchanged). ``clear_fill``:
+    what a transparent result holds under alpha = 0 (``imaging.clear``).
     """
     colour = parse_background(background)
+    if colour is None:  # the uint8 path: no float copy of the frame
+        a = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32)).nan_to_num_(0.0).clamp_(0.0, 1.0)
+        return cutout_rgba8(torch.from_numpy(np.ascontiguousarray(rgb[..., :3])), a, decontaminate,
+                            clear_fill).numpy()
     x = torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).to(torch.float32).div_(255.0)
     a = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32)).nan_to_num_(0.0).clamp_(0.0, 1.0)
-    out = composite_background(x, a, "transparent" if colour is None else colour, decontaminate=decontaminate)
+    out = composite_background(x, a, "transparent" if colour is None else colour, decontaminate=decontaminate,
+                               clear_fill=clear_fill)
     return out.mul_(255.0).add_(0.5).clamp_(0, 255).to(torch.uint8).numpy()
 
 
@@ -82,12 +92,13 @@ class WriteOptions:
     background: str = "transparent"
     jpeg_background: str = "white"  # JPEG has no alpha: a transparent result is flattened onto this
     decontaminate: bool = True  # edge colours without the old background's tint (as Remove Background)
+    clear_fill: str = DEFAULT_CLEAR_FILL  # colour under alpha = 0: black | bleed | photo (imaging.clear)
     mask_only: bool = False  # write the mask (grey) instead of the cut-out
     save_mask: bool = False  # also write <stem>_mask.png beside the image
     mask_dir: Path | None = None  # or: also write masks into this tree, same relative path and stem
     existing: str = "skip"  # skip | overwrite | keep_both
     copy_captions: bool = True
-    png_compress: int = 1  # zlib level 0..9: 1 is much faster to encode for slightly larger files (docs/dataset.md)
+    png_compress: int = 2  # zlib level 0..9: with imagecodecs' one 'up' filter, 2 is fast and about as small as Pillow's 1 (docs/dataset.md)
     jpeg_quality: int = 95
     webp_method: int = 0  # lossless: method 0 + quality 25 wrote a 1.1 MP cut-out as fast as PNG level 1,
     webp_effort: int = 25  # 40 % smaller; Pillow's quality=100 (its 'effort' in lossless mode) was 6x slower
@@ -99,6 +110,7 @@ class WriteOptions:
         if self.existing not in EXISTING:
             raise ValueError(f"existing '{self.existing}' unknown; expected one of {', '.join(EXISTING)}")
         parse_background(self.background)
+        check_clear_fill(self.clear_fill)
         if parse_background(self.jpeg_background) is None:
             raise ValueError("jpeg_background cannot be transparent (JPEG has no alpha); expected a colour")
 
@@ -237,12 +249,32 @@ def clean_stale_temps(dest: Path) -> int:
     return removed
 
 
+def fast_png(pixels: np.ndarray, level: int, icc: bytes | None = None) -> bytes | None:
+    """PNG bytes through imagecodecs (libpng) with the 'up' filter on every row, or None when
+    imagecodecs is not installed (Pillow then encodes). Pillow tries all five filters on every
+    row; one fixed filter encodes several times faster for files about as small (docs/performance.md)."""
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    data = imagecodecs.png_encode(np.ascontiguousarray(pixels), level=level, filter=imagecodecs.PNG.FILTER.UP)
+    if icc and pixels.ndim == 3:  # the colour profile chunk goes right after IHDR (8 + 25 bytes)
+        body = b"ICC Profile\0\0" + zlib.compress(icc)
+        chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
+        data = data[:33] + chunk + data[33:]
+    return data
+
+
 def encode(pixels: np.ndarray, fmt: str, opts: WriteOptions, icc: bytes | None = None) -> bytes:
     """uint8 ``[H,W]`` (grey), ``[H,W,3]`` or ``[H,W,4]`` -> file bytes in ``fmt``."""
     from PIL import Image
 
     if pixels.ndim == 3 and pixels.shape[-1] == 4 and fmt == "jpg":
         pixels = apply_background(pixels[..., :3], pixels[..., 3].astype(np.float32) / 255.0, opts.jpeg_background)
+    if fmt == "png":
+        data = fast_png(pixels, opts.png_compress, icc)
+        if data is not None:
+            return data
     im = Image.fromarray(np.ascontiguousarray(pixels))
     buf = io.BytesIO()
     extra = {"icc_profile": icc} if icc and im.mode != "L" else {}
@@ -331,7 +363,7 @@ def save_item(dest: Path, item: Item, rgb: np.ndarray, alpha: np.ndarray, opts: 
             background = opts.background
             if opts.fmt == "jpg" and parse_background(background) is None:
                 background = opts.jpeg_background
-            pixels = apply_background(rgb, alpha, background, opts.decontaminate)
+            pixels = apply_background(rgb, alpha, background, opts.decontaminate, opts.clear_fill)
         atomic_write(target, encode(pixels, opts.fmt, opts, icc), opts.fsync)
         written.append(target)
         return Saved("done", target, written)

@@ -4,14 +4,15 @@ Public, stable API (used by the nodes, the dataset CLI and the HTTP API)::
 
     composite_background(rgb, alpha, background="transparent", *, color2=None, angle=90.0,
                          fit="cover", blur_radius=24.0, checker_size=16,
-                         decontaminate=True) -> torch.Tensor
+                         decontaminate=True, clear_fill="black") -> torch.Tensor
     parse_color("white" | "#RRGGBB" | "#RGB" | "rgb(…)" | "r,g,b" | (r, g, b)) -> (r, g, b) floats 0..1
     estimate_foreground(rgb, alpha, method="blur_fusion") -> rgb
 
 ``rgb`` is ``[B,H,W,3]`` float 0..1, ``alpha`` ``[B,H,W]`` with 1 = subject (a ``[H,W,3]`` /
 ``[H,W]`` pair is a batch of one). ``background`` is one of:
 
-* ``"transparent"``: returns straight RGBA ``[B,H,W,4]`` (colours decontaminated);
+* ``"transparent"``: returns straight RGBA ``[B,H,W,4]`` (colours decontaminated; black where
+  alpha is 0 unless ``clear_fill`` says otherwise, see ``imaging.clear``);
 * a colour (``"white"``, ``"#00ff00"``, ``(1.0, 1.0, 1.0)``, …): a solid background; with
   ``color2`` a linear gradient from ``background`` to ``color2``, ``angle`` degrees
   (0 = left → right, 90 = top → bottom);
@@ -39,6 +40,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .clear import DEFAULT_CLEAR_FILL, check_clear_fill, fill_clear
 from .kernels import box_filter
 from .tensors import nchw, to_rgba
 
@@ -117,16 +119,22 @@ COARSE_RADIUS, FINE_RADIUS = 90, 6
 STRIP_PIXELS = 1 << 20  # full-resolution pixels per strip of the final step
 
 
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Colours as float 0..1 (uint8 frames are converted piece by piece, never whole)."""
+    return x.float().mul_(1 / 255) if x.dtype == torch.uint8 else x.float()
+
+
 def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
     """Area-downscale (factor ``s``, ceil) of [α, I·α, I·(1−α), I] for one frame
     (``img`` [H,W,3], ``a`` [H,W]) -> [1,10,ceil(H/s),ceil(W/s)].
 
     Only α, I·α and I are pooled (I·(1−α) = I − I·α is linear). The product I·α is formed and
-    pooled a band of rows at a time, so it never exists at full size, and every frame is read as a channels-last view (tensors.nchw)."""
-    img = img.float()
+    pooled a band of rows at a time, so it never exists at full size, and every frame is read as a
+    channels-last view (tensors.nchw); a uint8 frame is converted band by band too."""
     a = a.float()
     h, w = a.shape
     if s == 1:
+        img = _unit(img)
         ia = img * a[..., None]
         a_l, ia_l, i_l = a[None, None], ia.permute(2, 0, 1)[None], img.permute(2, 0, 1)[None]
         return torch.cat([a_l, ia_l, i_l - ia_l, i_l], 1).contiguous()
@@ -140,7 +148,7 @@ def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
     for y0 in range(0, h, step):
         y1 = min(h, y0 + step)
         r0, r1 = y0 // s, -(-y1 // s)
-        it, at = img[y0:y1], a[y0:y1, :, None]
+        it, at = _unit(img[y0:y1]), a[y0:y1, :, None]
         out[:, 0:1, r0:r1] = pool(at)
         out[:, 1:4, r0:r1] = pool(it * at)
         out[:, 7:10, r0:r1] = pool(it)
@@ -150,7 +158,7 @@ def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
 
 def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
                        work_megapixels: float = 1.0, out: torch.Tensor | None = None,
-                       over: torch.Tensor | None = None) -> torch.Tensor:
+                       over: torch.Tensor | None = None, prefilled: bool = False) -> torch.Tensor:
     """Blur-fusion on one frame (``img`` [H,W,3], ``a`` [H,W]), computed only where it matters.
 
     Both blur passes (radius 90 and 6 px at full resolution) only produce smooth estimates
@@ -162,7 +170,8 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
     ``work_megapixels``, the rest is a fixed number of element-wise passes per pixel, so the
     worst case (the whole frame is edge band) is linear in the pixel count, with ≈ 1 MP of
     temporaries beyond the frame. Writes ``img`` with the band pixels replaced into ``out``
-    (default: a new tensor; ``out`` may be ``img`` itself).
+    (default: a new tensor; ``out`` may be ``img`` itself, or hold a copy of it already:
+    ``prefilled``). ``img`` and ``out`` may be uint8 (0..255): converted strip by strip.
 
     With ``over`` (a background [H,W,3], possibly a broadcast view) the caller has already put
     the naive composite lerp(over, img, α) into ``out``; only its band pixels are rewritten,
@@ -195,7 +204,7 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
     if out is None:
         out = torch.empty_like(img)
     # out already holds the pixels outside the band: it is img itself, or the caller's naive composite
-    prefilled = out.data_ptr() == img.data_ptr() or over is not None
+    prefilled = prefilled or out.data_ptr() == img.data_ptr() or over is not None
     if s2 == 1:
         coarse = [c[0].permute(1, 2, 0) for c in coarse]  # [H,W,3]
     else:  # channels-last so that each upsampled strip is a contiguous [rows,W,3]
@@ -223,13 +232,15 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
             bb, dd = (F.interpolate(c[:, :, c0:c1, k0:k1], scale_factor=s2, mode="bilinear",
                                     align_corners=False)[0].permute(1, 2, 0)
                       [y0 - c0 * s2:y1 - c0 * s2, x0 - k0 * s2:x1 - k0 * s2] for c in coarse)
-        it = img[y0:y1, x0:x1].float()
+        it = _unit(img[y0:y1, x0:x1])
         at = a[y0:y1, x0:x1, None].float()
         e = torch.lerp(bb, it, at)
         e.addcmul_(dd, 1 - at * at).clamp_(0, 1)
         if over is not None:
             e = torch.lerp(over[y0:y1, x0:x1].to(e.dtype), e, at)
         src = out[y0:y1, x0:x1] if prefilled else img[y0:y1, x0:x1]
+        if out.dtype == torch.uint8:
+            e = e.mul_(255).add_(0.5)
         torch.where(band[y0:y1, x0:x1, None], e.to(out.dtype), src, out=out[y0:y1, x0:x1])
     return out
 
@@ -359,15 +370,39 @@ def _blurred_backdrop(rgb: torch.Tensor, alpha: torch.Tensor, radius: float) -> 
     return torch.cat(out).permute(0, 2, 3, 1).clamp(0, 1)
 
 
+def cutout_rgba8(rgb8: torch.Tensor, alpha: torch.Tensor, decontaminate: bool = True,
+                 clear_fill: str = DEFAULT_CLEAR_FILL) -> torch.Tensor:
+    """``composite_background(rgb, alpha, "transparent")`` for one uint8 frame, in uint8:
+    ``rgb8`` [H,W,3] uint8, ``alpha`` [H,W] float 0..1 -> RGBA uint8 [H,W,4] (alpha rounded).
+
+    What files are made of (the dataset job, Save Image Folder): no float copy of the frame, and
+    decontamination touches only the band of the 8-bit alpha. Same pixels as the float path
+    within one 8-bit level."""
+    check_clear_fill(clear_fill)
+    h, w = alpha.shape
+    out = torch.empty((h, w, 4), dtype=torch.uint8)
+    out[..., 3].copy_(alpha.float().mul(255).add_(0.5).clamp_(0, 255))  # copy_ truncates: rounded
+    out[..., :3].copy_(rgb8)
+    a8 = out[..., 3]
+    if decontaminate:
+        band = (a8 > 0) & (a8 < 255)
+        if bool(band.any()):
+            _blur_fusion_tiled(rgb8, alpha.float().clamp(0, 1), band, out=out[..., :3], prefilled=True)
+    fill_clear(out[..., :3], a8, clear_fill)
+    return out
+
+
 def composite_background(rgb: torch.Tensor, alpha: torch.Tensor, background="transparent", *,
                          color2: ColorLike | None = None, angle: float = 90.0, fit: str = "cover",
                          blur_radius: float = 24.0, checker_size: int = 16,
-                         decontaminate: bool = True) -> torch.Tensor:
+                         decontaminate: bool = True, clear_fill: str = DEFAULT_CLEAR_FILL) -> torch.Tensor:
     """Composite the subject (``rgb`` [B,H,W,3], ``alpha`` [B,H,W], 1 = subject) over ``background``.
 
     See the module docstring for the accepted ``background`` values. Returns RGBA
     ``[B,H,W,4]`` (straight alpha) for ``"transparent"``, else RGB ``[B,H,W,3]``; float 0..1.
-    A background IMAGE batch must be 1 (used for every frame) or B.
+    A background IMAGE batch must be 1 (used for every frame) or B. ``clear_fill`` (transparent
+    only): what the colour channels hold where alpha is 0 (``imaging.clear``; default black, never
+    the photo unless ``"photo"`` is asked for).
     """
     single = rgb.dim() == 3
     if single:
@@ -379,7 +414,10 @@ def composite_background(rgb: torch.Tensor, alpha: torch.Tensor, background="tra
     alpha = alpha.to(rgb.dtype).clamp(0, 1)
 
     if isinstance(background, str) and background.strip().lower() == "transparent":
+        check_clear_fill(clear_fill)
         out = to_rgba(estimate_foreground(rgb, alpha) if decontaminate else rgb, alpha)
+        for i in range(b):
+            fill_clear(out[i, ..., :3], alpha[i], clear_fill)
         return out[0] if single else out
     if isinstance(background, torch.Tensor):
         bg = background if background.dim() == 4 else background[None]

@@ -137,3 +137,10 @@ def checked_widgets(display_name: str):
         return cls
 
     return decorate
+
+
+CLEAR_FILL_TIP = (
+    "What the RGBA stores where alpha is 0 (invisible, but what a trainer loading the RGB alone sees, e.g. kohya "
+    "without --alpha_mask): black (default, as rembg; no background survives), bleed (the subject's edge colours "
+    "spread outward) or photo (the photo's own pixels, for kohya's --alpha_mask masked loss)."
+)

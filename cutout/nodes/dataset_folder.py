@@ -18,8 +18,9 @@ import torch
 
 from .. import comfy_glue
 from ..dataset import paths, reader, writer
+from ..imaging.clear import CLEAR_FILLS, DEFAULT_CLEAR_FILL
 from ..imaging.tensors import CutoutInputError, as_image, as_mask
-from .common import CATEGORY, MASK_CONVENTION, advanced_inputs, checked_widgets
+from .common import CATEGORY, CLEAR_FILL_TIP, MASK_CONVENTION, advanced_inputs, checked_widgets
 
 log = logging.getLogger("comfyui_cutout")
 
@@ -142,7 +143,7 @@ class CutoutLoadImageFolder:
         return (frames, rels, str(root), report)
 
 
-@advanced_inputs("jpeg_background")
+@advanced_inputs("jpeg_background", "clear_fill")
 @checked_widgets(SAVE_NAME)
 class CutoutSaveImageFolder:
     SEARCH_ALIASES = ["save folder", "dataset", "lora dataset", "batch save", "rembg", "cutout", "remove background"]
@@ -186,15 +187,17 @@ class CutoutSaveImageFolder:
                                           "beside each image."}),
                 "jpeg_background": ("STRING", {"default": "white", "tooltip": "Colour a transparent result is "
                                                "flattened onto for jpg."}),
+                "clear_fill": (list(CLEAR_FILLS), {"default": DEFAULT_CLEAR_FILL, "tooltip": CLEAR_FILL_TIP}),
             },
         }
 
     def save(self, images, destination, format, existing, background, relative_path=None, source_folder=None,
-             mask=None, save_mask=None, jpeg_background=None):
+             mask=None, save_mask=None, jpeg_background=None, clear_fill=None):
         node = SAVE_NAME
         destination, fmt, existing = _first(destination), _first(format), _first(existing)
         background, save_mask = _first(background, "transparent"), bool(_first(save_mask, False))
         jpeg_background = _first(jpeg_background, "white")
+        clear_fill = _first(clear_fill, DEFAULT_CLEAR_FILL)
         dest = _guard(destination, node, "destination", comfy_glue.output_directory(), must_exist=False)
         src_root = None
         if source_folder:
@@ -211,6 +214,7 @@ class CutoutSaveImageFolder:
                 raise CutoutInputError(node, name, f"is {value!r} but JPEG has no transparency", colours)
         opts = writer.WriteOptions(fmt=fmt, background=background, jpeg_background=jpeg_background,
                                    existing=existing, save_mask=save_mask, copy_captions=src_root is not None,
+                                   clear_fill=clear_fill,
                                    decontaminate=False)  # Remove Background's RGBA is already decontaminated
         rels = list(relative_path or [])
         masks = list(mask or [])

@@ -59,6 +59,7 @@ def finish(rgb: torch.Tensor, pixels: np.ndarray, mask: torch.Tensor, opts: Opti
     ``rgb`` is the decoded IMAGE ``[1,H,W,3]``, ``pixels`` the same as uint8, ``mask`` the
     network's MASK ``[1,H,W]`` (1 = subject).
     """
+    from ..imaging.clear import fill_clear
     from ..imaging.composite import composite_background, estimate_foreground
     from ..imaging.masks import post_process_mask
     from ..imaging.refine_chain import refine_masks
@@ -80,8 +81,10 @@ def finish(rgb: torch.Tensor, pixels: np.ndarray, mask: torch.Tensor, opts: Opti
     if opts.decontaminate:
         colour = to_uint8(estimate_foreground(rgb, mask)[0])
     else:
-        colour = pixels  # the original pixels, untouched
-    rgba = np.dstack([colour, to_uint8(mask[0])])
+        colour = pixels.copy()  # the original pixels (copied: the clear fill must not reach the caller's)
+    alpha8 = to_uint8(mask[0])
+    fill_clear(torch.from_numpy(colour), torch.from_numpy(alpha8), opts.clear_fill)
+    rgba = np.dstack([colour, alpha8])
     if opts.bgc is not None:  # rembg: Image.alpha_composite(colour background, cut-out)
         from PIL import Image
 

@@ -54,6 +54,10 @@ PARAMS: tuple[Param, ...] = (
     Param("background", "str", "transparent", "What goes behind the subject: 'transparent' (RGBA PNG), a colour "
           "('#rrggbb', a CSS name such as 'white', or 'r,g,b'), 'blur' (the photo, blurred) or 'checkerboard'; "
           "anything but transparent gives an opaque RGB image."),
+    Param("clear_fill", "choice", "black", "What a transparent result stores under alpha = 0 (invisible, but "
+          "what a trainer loading the RGB alone sees): black (as rembg), bleed (the subject's edge colours "
+          "spread outward) or photo (the photo's own pixels, for kohya's --alpha_mask masked loss).",
+          choices=("black", "bleed", "photo")),
     Param("format", "choice", "png", "Output format: png, webp (lossless, keeps alpha) or jpeg (needs an opaque "
           "background: background=<colour> or bgc with a = 255).", choices=tuple(FORMATS)),
 )
@@ -81,6 +85,7 @@ class Options:
     bgc: tuple[int, int, int, int] | None = None
     decontaminate: bool = False
     background: str = "transparent"
+    clear_fill: str = "black"
     format: str = "png"
     given: dict = field(default_factory=dict)
 

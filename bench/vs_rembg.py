@@ -1,0 +1,140 @@
+"""Folder job vs ``rembg p``: output bytes and throughput, same photos, same model, side by side.
+
+    python bench/vs_rembg.py [--photos DIR] [--n 40] [--rounds 2] [--models u2netp,u2netp-int8]
+
+Builds a temporary folder of ``--n`` real photos (``../shared/eval/dev``; every 4th scaled up
+to 12 MP and saved as a JPEG, as a camera would), then alternates, round by round, ``rembg p
+-m u2netp`` and ``cli.py`` (default settings) on it, each a fresh process into a fresh folder,
+so a change of machine load hits both sides alike. rembg has no int8 model: ``u2netp-int8`` is
+compared with rembg's ``u2netp``. Prints per model: seconds of each side, the throughput
+ratio (ours / rembg's, goals 1.5x u2netp, 2x u2netp-int8) and output bytes (goal: <= rembg's).
+Also checks what a trainer sees: the share of alpha = 0 pixels whose colour is the photo's.
+Nothing is kept (``--keep`` keeps the temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = Path(os.environ.get("CUTOUT_WEIGHTS", "/work/weights"))  # a folder holding u2netp.onnx, for rembg
+
+
+def build_set(photos: Path, out: Path, n: int) -> list[Path]:
+    from PIL import Image
+
+    files = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+                   and not p.name.endswith(".mask.png"))[:n]
+    out.mkdir(parents=True)
+    for i, src in enumerate(files):
+        if i % 4 == 3:  # a camera-sized photo: 12 MP
+            with Image.open(src) as im:
+                s = (12e6 / (im.width * im.height)) ** 0.5
+                im.convert("RGB").resize((round(im.width * s), round(im.height * s)), Image.BICUBIC) \
+                    .save(out / f"{src.stem}_12mp.jpg", quality=92)
+        else:
+            shutil.copy(src, out / src.name)
+    return sorted(out.iterdir())
+
+
+def run(cmd: list[str], env: dict) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def folder_bytes(d: Path) -> int:
+    return sum(p.stat().st_size for p in d.rglob("*.png"))
+
+
+def photo_under_clear(src: Path, dest: Path) -> float:
+    """Share of alpha = 0 pixels, over all outputs, whose RGB equals the photo's (what a trainer's
+    ``convert("RGB")`` would show of the background)."""
+    import numpy as np
+    from PIL import Image
+
+    same = total = 0
+    for p in sorted(src.iterdir()):
+        out = dest / (p.stem + ".png")
+        with Image.open(p) as a, Image.open(out) as b:
+            photo, rgba = np.asarray(a.convert("RGB")), np.asarray(b.convert("RGBA"))
+        clear = rgba[..., 3] == 0
+        total += int(clear.sum())
+        same += int((clear & (np.abs(rgba[..., :3].astype(int) - photo).max(-1) <= 2)
+                     & (photo.max(-1) > 8)).sum())  # dark photo pixels could be black by chance
+    return same / max(total, 1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--photos", type=Path,
+                    default=Path(os.environ.get("CUTOUT_SHARED", ROOT.parent / "shared")) / "eval" / "dev")
+    ap.add_argument("--n", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--models", default="u2netp,u2netp-int8")
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+    if not a.photos.is_dir() or not (WEIGHTS / "u2netp.onnx").is_file() or shutil.which("rembg") is None:
+        print(f"skipped: needs {a.photos}, {WEIGHTS}/u2netp.onnx (CUTOUT_WEIGHTS) and the rembg CLI")
+        return 0
+    tmp = Path(tempfile.mkdtemp(prefix="cutout-vs-rembg-"))
+    env = {**os.environ, "U2NET_HOME": str(WEIGHTS), "CUTOUT_MODELS_DIR": str(tmp / "models"),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
+    env = {k: v for k, v in env.items() if v}
+    try:
+        src = build_set(a.photos, tmp / "src", a.n)
+        mp = sum(1 for p in src if "_12mp" in p.name)
+        print(f"{len(src)} photos ({mp} at 12 MP), {a.rounds} rounds, alternating; machine load "
+              f"{os.getloadavg()[0]:.1f}", flush=True)
+        models = [m.strip() for m in a.models.split(",") if m.strip()]
+        for m in models:  # warm-up: int8 variants are built on first use; page cache
+            run([sys.executable, str(ROOT / "cli.py"), "--source", str(tmp / "src"), "--dest", str(tmp / "warm"),
+                 "--model", m, "--no-progress", "--limit", "1"], env)
+        rembg_t: list[float] = []
+        ours: dict[str, list[float]] = {m: [] for m in models}
+        rembg_bytes = our_bytes = clear_photo = None
+        for r in range(a.rounds):
+            sides = [None] + models  # None: rembg p
+            for m in (sides[::-1] if r % 2 else sides):
+                out = tmp / "out"
+                if m is None:
+                    rembg_t.append(run(["rembg", "p", "-m", "u2netp", str(src[0].parent), str(out)], env))
+                    rembg_bytes = folder_bytes(out)
+                else:
+                    ours[m].append(run([sys.executable, str(ROOT / "cli.py"), "--source", str(src[0].parent),
+                                        "--dest", str(out), "--model", m, "--no-progress"], env))
+                    if m == models[0]:
+                        our_bytes = folder_bytes(out)
+                        if clear_photo is None:
+                            clear_photo = photo_under_clear(src[0].parent, out)
+                print(f"  round {r + 1}: {'rembg p u2netp' if m is None else 'cli.py ' + m}: "
+                      f"{(rembg_t if m is None else ours[m])[-1]:.1f} s", flush=True)
+                shutil.rmtree(out)
+        tr = sum(rembg_t)
+        print(f"rembg p u2netp: {tr / a.rounds:.1f} s per run, {len(src) * a.rounds / tr:.2f} img/s, "
+              f"{rembg_bytes / 1e6:.1f} MB")
+        for m in models:
+            t = sum(ours[m])
+            print(f"cli.py {m}: {t / a.rounds:.1f} s per run, {len(src) * a.rounds / t:.2f} img/s, "
+                  f"throughput {tr / t:.2f}x rembg p")
+        print(f"output bytes ({models[0]}): {our_bytes / 1e6:.1f} MB = {our_bytes / rembg_bytes:.2f}x rembg p's")
+        print(f"alpha = 0 pixels showing the photo's colour: {100 * clear_photo:.2f} %")
+    finally:
+        if a.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Video files in and out (PyAV): ``cut_out_video(source, dest, VideoOptions)``.
+
+Frames are decoded and cut out in chunks through the nodes' own functions (``pipeline.predict_masks``,
+``imaging.refine_chain.refine_masks`` with temporal smoothing, ``imaging.composite.composite_background``),
+so memory is one chunk whatever the video's length. Each chunk is refined together with
+``CONTEXT`` frames on each side, so temporal smoothing sees the same neighbours as it would on the
+whole video. The output keeps the frame size, the frame rate and the audio (copied as it is when
+the container takes its codec, else re-encoded). Written to a temporary name, renamed when done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .imaging.refine_chain import CHUNK_PIXELS, TEMPORAL_MODES
+
+log = logging.getLogger("comfyui_cutout")
+
+CONTEXT = 3  # frames each side a chunk is refined with: the largest temporal radius (motion mode)
+VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".m4v", ".avi", ".gif", ".mpg", ".mpeg", ".ts"}
+
+# output container -> (video encoder, pixel format with alpha or None, audio codecs it takes, audio encoder)
+CONTAINERS = {
+    ".webm": ("libvpx-vp9", "yuva420p", {"opus", "vorbis"}, "libopus"),
+    ".mov": ("prores_ks", "yuva444p10le", {"aac", "alac", "mp3", "pcm_s16le", "pcm_s24le"}, "aac"),
+    ".mp4": ("libx264", None, {"aac", "mp3", "alac", "opus"}, "aac"),
+    ".mkv": ("libvpx-vp9", "yuva420p", {"opus", "vorbis", "aac", "mp3", "flac", "pcm_s16le"}, "libopus"),
+}
+OPAQUE_FORMAT = {"libvpx-vp9": "yuv420p", "prores_ks": "yuv422p10le", "libx264": "yuv420p"}
+
+
+class VideoError(ValueError):
+    """A video file that cannot be read or an output that cannot be written as asked."""
+
+
+@dataclass
+class VideoOptions:
+    model: str = "u2netp"
+    device: str = "cpu"
+    background: str = "transparent"  # or a colour (dest without alpha: a colour is required)
+    decontaminate: bool = True
+    refine: dict = field(default_factory=dict)  # refine_masks keywords (cli.py's refine flags)
+    temporal: float = 1.0
+    temporal_mode: str = "motion"
+    png_dir: Path | None = None  # also an RGBA (or RGB) PNG sequence
+    mask_video: Path | None = None  # also the mask as a grey video
+    overwrite: bool = False
+
+
+def _need_av():
+    try:
+        import av
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise VideoError("video files need PyAV (pip install av)") from e
+    return av
+
+
+def _container_of(path: Path, what: str) -> tuple:
+    spec = CONTAINERS.get(path.suffix.lower())
+    if spec is None:
+        raise VideoError(f"{what} {path}: unknown video type '{path.suffix}'; expected one of "
+                         + ", ".join(sorted(CONTAINERS)))
+    return spec
+
+
+def _check_target(path: Path, what: str, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise VideoError(f"{what} {path} exists; pass --overwrite to replace it")
+
+
+class _Writer:
+    """One output video: the video stream, and the source's audio added at the end."""
+
+    def __init__(self, av, path: Path, src_video, src_audio, alpha: bool):
+        encoder, alpha_fmt, self.audio_ok, self.audio_encoder = _container_of(path, "output")
+        self.path, self.tmp = path, path.with_name(f".{path.name}.part{path.suffix}")
+        self.alpha = alpha and alpha_fmt is not None
+        self.out = av.open(str(self.tmp), mode="w")
+        rate = src_video.average_rate or src_video.guessed_rate or Fraction(25)
+        self.stream = self.out.add_stream(encoder, rate=rate)
+        self.stream.width, self.stream.height = src_video.codec_context.width, src_video.codec_context.height
+        self.stream.pix_fmt = alpha_fmt if self.alpha else OPAQUE_FORMAT[encoder]
+        if encoder == "prores_ks":
+            self.stream.options = {"profile": "4444" if self.alpha else "hq"}
+        elif encoder == "libvpx-vp9":
+            self.stream.options = {"crf": "24", "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}
+        elif encoder == "libx264":
+            self.stream.options = {"crf": "18", "preset": "medium"}
+        self.audio_in, self.audio_out, self.resampler = src_audio, None, None
+        if src_audio is not None:
+            if src_audio.codec_context.name in self.audio_ok:
+                self.audio_out = self.out.add_stream_from_template(src_audio)
+            else:
+                rate_a = 48000 if self.audio_encoder == "libopus" else (src_audio.rate or 48000)
+                self.audio_out = self.out.add_stream(self.audio_encoder, rate=rate_a)
+                self.audio_out.layout = "stereo"
+                fmt = self.audio_out.codec_context.codec.audio_formats[0].name
+                self.resampler = av.AudioResampler(format=fmt, layout="stereo", rate=rate_a)
+        self.count = 0
+
+    def write(self, av, pixels: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(pixels, format="rgba" if pixels.shape[-1] == 4 else "rgb24")
+        frame.pts = self.count
+        self.count += 1
+        for packet in self.stream.encode(frame):
+            self.out.mux(packet)
+
+    def finish(self, av, source: Path) -> None:
+        for packet in self.stream.encode():
+            self.out.mux(packet)
+        if self.audio_out is not None:
+            with av.open(str(source)) as inp:
+                a_in = next(s for s in inp.streams.audio if s.index == self.audio_in.index)
+                if self.resampler is None:
+                    for packet in inp.demux(a_in):
+                        if packet.dts is None:
+                            continue
+                        packet.stream = self.audio_out
+                        self.out.mux(packet)
+                else:
+                    for frame in inp.decode(a_in):
+                        for f in self.resampler.resample(frame):
+                            for packet in self.audio_out.encode(f):
+                                self.out.mux(packet)
+                    for packet in self.audio_out.encode():
+                        self.out.mux(packet)
+        self.out.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.out.close()
+        except Exception:
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
+                  on_progress: Callable[[int, int], None] | None = None) -> dict:
+    """Cut out every frame of the video ``source`` into the video ``dest`` (+ the optional PNG
+    sequence and mask video). Returns {"frames", "fps", "size", "audio"}."""
+    from . import pipeline
+    from .imaging.composite import composite_background
+    from .imaging.refine_chain import refine_masks
+
+    av = _need_av()
+    source, dest = Path(source), Path(dest)
+    _, alpha_fmt, _, _ = _container_of(dest, "--dest")
+    transparent = opts.background.strip().lower() == "transparent"
+    if transparent and alpha_fmt is None:
+        raise VideoError(f"--dest {dest}: '{dest.suffix}' has no alpha channel; write .webm or .mov for a "
+                         "transparent cut-out, or give --background a colour")
+    if opts.temporal_mode not in TEMPORAL_MODES:
+        raise VideoError(f"temporal mode '{opts.temporal_mode}': expected one of {', '.join(TEMPORAL_MODES)}")
+    for path, what in ((dest, "--dest"), (opts.mask_video, "--mask-video")):
+        if path is not None:
+            _container_of(path, what)
+            _check_target(path, what, opts.overwrite)
+    try:
+        inp = av.open(str(source))
+    except (OSError, av.error.FFmpegError) as e:
+        raise VideoError(f"--source {source}: not a readable video ({e})") from e
+    writers: list[_Writer] = []
+    try:
+        if not inp.streams.video:
+            raise VideoError(f"--source {source}: has no video stream")
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        ain = inp.streams.audio[0] if inp.streams.audio else None
+        total = vin.frames or 0
+        main = _Writer(av, dest, vin, ain, alpha=transparent)
+        writers.append(main)
+        mask_w = None
+        if opts.mask_video is not None:
+            mask_w = _Writer(av, opts.mask_video, vin, None, alpha=False)
+            writers.append(mask_w)
+        if opts.png_dir is not None:
+            opts.png_dir.mkdir(parents=True, exist_ok=True)
+        w, h = vin.codec_context.width, vin.codec_context.height
+        chunk = max(4, CHUNK_PIXELS // max(1, w * h))
+        refine = dict(opts.refine)
+        refine_edges = refine.pop("refine_edges", False)
+        smooth = {"temporal": opts.temporal, "temporal_mode": opts.temporal_mode} if opts.temporal > 0 else {}
+        frames: list[torch.Tensor] = []  # uint8 [H,W,3], the window: context before + pending + context after
+        masks: list[torch.Tensor] = []
+        first = emitted = 0  # global index of frames[0]; frames before `emitted` are written
+
+        def emit(final: bool) -> None:
+            nonlocal first, emitted
+            hi = len(frames) if final else len(frames) - CONTEXT  # last frame with its context decoded
+            if first + hi <= emitted:
+                return
+            rgb = torch.stack(frames).float().div_(255.0)
+            m = torch.stack(masks)
+            if refine or smooth:
+                m = refine_masks(m, rgb, node="cli.py video", **refine, **smooth)
+            lo = emitted - first
+            out = composite_background(rgb[lo:hi], m[lo:hi], opts.background, decontaminate=opts.decontaminate)
+            for j in range(out.shape[0]):
+                px = _to_uint8(out[j])
+                main.write(av, px)
+                if mask_w is not None:
+                    mask_w.write(av, np.repeat(_to_uint8(m[lo + j])[..., None], 3, -1))
+                if opts.png_dir is not None:
+                    from PIL import Image
+
+                    Image.fromarray(px).save(opts.png_dir / f"{emitted + j:06d}.png", compress_level=1)
+            emitted = first + hi
+            keep = max(0, hi - CONTEXT)
+            del frames[:keep], masks[:keep]
+            first += keep
+            if on_progress is not None:
+                on_progress(emitted, max(total, emitted))
+
+        for frame in inp.decode(vin):
+            px = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+            frames.append(px)
+            masks.append(pipeline.predict_masks(px[None].float().div_(255.0), opts.model, opts.device,
+                                                node="cli.py video", refine_edges=refine_edges)[0])
+            if len(frames) - (emitted - first) >= chunk + CONTEXT:
+                emit(final=False)
+        if frames:
+            emit(final=True)
+        if emitted == 0:
+            raise VideoError(f"--source {source}: no frame could be decoded")
+        for wr in writers:
+            wr.finish(av, source)
+        return {"frames": emitted, "fps": float(main.stream.average_rate or 0), "size": [w, h],
+                "audio": None if ain is None else ("copied" if main.resampler is None else "re-encoded")}
+    except BaseException:
+        for wr in writers:
+            wr.abort()
+        raise
+    finally:
+        inp.close()

@@ -1,0 +1,138 @@
+"""Video files in and out: cli.py --source clip.mp4 --dest cut.webm / .mov (PyAV)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+av = pytest.importorskip("av")
+pytest.importorskip("cv2")
+
+import cli  # noqa: E402
+from cutout.video import VideoError, VideoOptions, cut_out_video  # noqa: E402
+
+FPS = Fraction(12)
+
+
+def make_clip(path, n=10, size=(96, 128), audio="aac"):
+    """A dark disc... a bright square sliding over a grey gradient, with a sine tone."""
+    h, w = size
+    out = av.open(str(path), mode="w")
+    vs = out.add_stream("libx264" if path.suffix == ".mp4" else "libvpx-vp9", rate=FPS)
+    vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+    vs.options = {"crf": "10"} if path.suffix == ".mp4" else {"crf": "10", "b": "0"}
+    aus = None
+    if audio:
+        aus = out.add_stream(audio, rate=48000 if audio == "libopus" else 44100)
+        aus.layout = "mono"
+    ramp = np.linspace(40, 120, w, dtype=np.float32)[None, :, None].repeat(h, 0).repeat(3, 2)
+    for t in range(n):
+        img = ramp.copy()
+        img[30:66, 20 + 5 * t:56 + 5 * t] = (230, 200, 60)
+        frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
+        frame.pts = t
+        for p in vs.encode(frame):
+            out.mux(p)
+    for p in vs.encode():
+        out.mux(p)
+    if aus is not None:
+        rate = aus.rate
+        samples = int(rate * n / FPS)
+        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / rate)).astype(np.float32)
+        fmt = aus.codec_context.codec.audio_formats[0].name
+        step = aus.codec_context.frame_size or 1024
+        for i in range(0, samples, step):
+            chunk = tone[i:i + step]
+            if fmt.startswith("s16"):
+                chunk = (chunk * 32767).astype(np.int16)
+            af = av.AudioFrame.from_ndarray(chunk[None], format=fmt, layout="mono")
+            af.sample_rate, af.pts = rate, i
+            for p in aus.encode(af):
+                out.mux(p)
+        for p in aus.encode():
+            out.mux(p)
+    out.close()
+    return path
+
+
+def read_video(path, alpha=False):
+    """(frames uint8 [n,H,W,3|4], fps, audio codec or None, audio seconds)."""
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        fps = vs.average_rate
+        if alpha and vs.codec_context.name == "vp9":
+            dec = av.CodecContext.create("libvpx-vp9", "r")  # ffmpeg's own vp9 decoder drops the alpha plane
+            frames = [f.to_ndarray(format="rgba") for p in c.demux(vs) for f in dec.decode(p)]
+        else:
+            frames = [f.to_ndarray(format="rgba" if alpha else "rgb24") for f in c.decode(vs)]
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0] if c.streams.audio else None
+        codec = a.codec_context.name if a else None
+        secs = sum(f.samples / f.sample_rate for f in c.decode(a)) if a else 0.0
+    return np.stack(frames), fps, codec, secs
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4")
+
+
+@pytest.mark.parametrize("suffix,audio", [(".webm", "opus"), (".mov", "aac")])
+def test_cli_video_keeps_size_rate_audio_and_cuts_the_subject(clip, tmp_path, suffix, audio):
+    dest = tmp_path / f"cut{suffix}"
+    masks = tmp_path / "mask.mp4"
+    assert cli.main(["--source", str(clip), "--dest", str(dest), "--mask-video", str(masks),
+                     "--png-dir", str(tmp_path / "png"), "--no-progress"]) == 0
+    frames, fps, codec, secs = read_video(dest, alpha=True)
+    src, src_fps, _, src_secs = read_video(clip)
+    assert frames.shape == (10, 96, 128, 4) and fps == src_fps == FPS
+    assert codec == audio and abs(secs - src_secs) < 0.1  # copied (mov) or re-encoded to opus (webm)
+    a = frames[..., 3].astype(float) / 255
+    assert a[:, 36:60, :].max() > 0.9  # the square is the subject...
+    assert a[:, :10, :10].max() < 0.2 and a[:, -10:, :].max() < 0.2  # ...the background is transparent
+    pngs = sorted((tmp_path / "png").glob("*.png"))
+    assert len(pngs) == 10
+    from PIL import Image
+
+    first = np.asarray(Image.open(pngs[0]))
+    assert first.shape == (96, 128, 4) and np.abs(first[..., 3].astype(int) - frames[0, ..., 3]).mean() < 8
+    m, mfps, mcodec, _ = read_video(masks)
+    assert m.shape == (10, 96, 128, 3) and mfps == FPS and mcodec is None
+    assert np.abs(m[..., 0].astype(int) - frames[..., 3]).mean() < 8  # the same mask as the alpha
+
+
+def test_chunks_give_the_same_masks_as_the_whole_clip(clip, tmp_path, monkeypatch):
+    """Chunk boundaries are invisible: each chunk is smoothed with its neighbours' context."""
+    import cutout.video as V
+
+    whole, chunked = tmp_path / "whole.mov", tmp_path / "chunked.mov"
+    cut_out_video(clip, whole, VideoOptions())
+    monkeypatch.setattr(V, "CHUNK_PIXELS", 1)  # 4-frame chunks
+    cut_out_video(clip, chunked, VideoOptions())
+    a, _, _, _ = read_video(whole, alpha=True)
+    b, _, _, _ = read_video(chunked, alpha=True)
+    assert np.array_equal(a, b)
+
+
+def test_bad_video_arguments_are_refused_and_nothing_is_overwritten(clip, tmp_path):
+    with pytest.raises(VideoError, match="has no alpha channel"):
+        cut_out_video(clip, tmp_path / "x.mp4", VideoOptions())
+    with pytest.raises(VideoError, match="unknown video type"):
+        cut_out_video(clip, tmp_path / "x.avi", VideoOptions())
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    with pytest.raises(VideoError, match="not a readable video"):
+        cut_out_video(tmp_path / "bad.mp4", tmp_path / "y.webm", VideoOptions())
+    keep = tmp_path / "keep.webm"
+    keep.write_bytes(b"mine")
+    assert cli.main(["--source", str(clip), "--dest", str(keep), "--no-progress"]) == 2
+    assert keep.read_bytes() == b"mine"
+    assert not list(tmp_path.glob(".*part*"))  # no temporary left behind
+    # a flattened mp4 on a colour, without audio in the source
+    silent = make_clip(tmp_path / "silent.webm", n=4, audio=None)
+    assert cli.main(["--source", str(silent), "--dest", str(tmp_path / "flat.mp4"), "--background", "white",
+                     "--temporal", "colour", "--no-progress"]) == 0
+    flat, _, codec, _ = read_video(tmp_path / "flat.mp4")
+    assert flat.shape == (4, 96, 128, 3) and codec is None and flat[:, :8, :8].min() > 200
