@@ -135,6 +135,7 @@ def checked_widgets(display_name: str):
                     check_widget(display_name, name, kind, opts, v)
             return fn(self, *args, **kwargs)
 
+        inner.checks_widgets = True  # tests/test_hostile_nodes.py: every node has this
         setattr(cls, fn_name, inner)
         return cls
 
