@@ -12,6 +12,7 @@ front doors reads a flag, a query string or a widget value.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from .imaging.clear import DEFAULT_CLEAR_FILL, check_clear_fill
@@ -62,8 +63,8 @@ class RefineOptions:
         object.__setattr__(self, "edge_refinement", parse_refine_mode(self.edge_refinement))
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold {self.threshold}: expected 0..1")
-        if self.remove_islands < 0 or self.feather < 0:
-            raise ValueError("remove_islands and feather must be >= 0")
+        if not all(math.isfinite(v) and v >= 0 for v in (self.remove_islands, self.feather)):  # NaN passes '< 0'
+            raise ValueError("remove_islands and feather must be finite numbers >= 0")
 
     @property
     def active(self) -> bool:
