@@ -237,7 +237,7 @@ class CutoutSaveImageFolder:
             except ValueError:
                 raise CutoutInputError(node, name, f"is {value!r}, not a colour",
                                        colours if name == "jpeg_background" else
-                                       "transparent, gradient:C1:C2, blur, checkerboard or " + colours) from None
+                                       "transparent or " + colours + ", gradient:C1:C2, blur or checkerboard") from None
             if name == "background":
                 copts = copts.replace(background=bg)
             elif bg.keeps_alpha:
