@@ -30,6 +30,14 @@ def cutout_options(a: argparse.Namespace):
     """The CLI's flags as the pipeline's ``CutoutOptions`` (raises ValueError naming the flag)."""
     from cutout.options import CutoutOptions, RefineOptions, flattened_for_jpeg, parse_background
 
+    for flag, value in (("--threshold", a.threshold), ("--remove-islands", a.remove_islands),
+                        ("--feather", a.feather)):
+        if not math.isfinite(value):  # NaN passes every comparison
+            raise ValueError(f"{flag} {value}: expected a finite number")
+    if not 0.0 <= a.threshold <= 1.0:
+        raise ValueError(f"--threshold {a.threshold}: expected 0..1")
+    if a.remove_islands < 0 or a.feather < 0:
+        raise ValueError("--remove-islands and --feather must be >= 0")
     refine = RefineOptions(threshold=a.threshold, fill_holes=a.fill_holes, remove_islands=a.remove_islands,
                            grow=a.grow, edge_refinement=a.refine, feather=a.feather)
     try:
