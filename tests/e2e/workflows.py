@@ -23,6 +23,20 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
 
 
+# Example workflows that need a newer ComfyUI than the oldest one tested: 0.3.75's Save WEBM drops
+# the alpha channel and its Create Video has no bit_depth input.
+MIN_COMFY = {"video_cutout": (0, 28)}
+
+
+def too_old(path: Path, version: str) -> str | None:
+    """Why the workflow ``path`` cannot run on ComfyUI ``version`` ("0.3.75"), or None."""
+    need = MIN_COMFY.get(Path(path).stem)
+    have = tuple(int(x) for x in version.split(".") if x.isdigit())
+    if need and have and have < need:
+        return f"needs ComfyUI {'.'.join(map(str, need))} or newer (this is {version})"
+    return None
+
+
 def load(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
