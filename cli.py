@@ -65,8 +65,9 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
                         "the crop is widened to the nearest one the photo allows")
     t.add_argument("--keep-subject", default="all", choices=["all", "largest", "centre"],
                    help="keep only the largest subject, or the one nearest the centre (group photos); default all")
-    t.add_argument("--no-review", dest="review", action="store_false",
-                   help="do not write review.html (every cut-out next to its original, most doubtful first) in --dest")
+    t.add_argument("--review", action="store_true",
+                   help="write review.html in --dest: every cut-out of this run on a checkerboard next to its "
+                        "original, most doubtful first (one offline file)")
     p.add_argument("--mask-only", action="store_true", help="write the subject mask (white = subject) instead of the cut-out")
     p.add_argument("--save-mask", action="store_true", help="also write <stem>_mask.png beside each image")
     p.add_argument("--mask-dir", type=Path, help="also write masks into this folder, same relative paths and stems "

@@ -95,7 +95,7 @@ def test_cli_crop_keeps_names_and_captions_and_reports_doubt(tmp_path):
     _photo(120, 160, (60, 90, 30), 1).save(src / "b.png")
     dest, report = tmp_path / "dest", tmp_path / "report.json"
     assert cli.main(["--source", str(tmp_path / "src"), "--dest", str(dest), "--no-progress", "--crop", "0.1",
-                     "--crop-aspect", "square", "--report", str(report)]) == 0
+                     "--crop-aspect", "square", "--report", str(report), "--review"]) == 0
     assert (dest / "10_subject" / "a.txt").read_text() == "a photo of sks"
     rep = json.loads(report.read_text())
     assert rep["subject_share"]["after"] > rep["subject_share"]["before"] > 0
