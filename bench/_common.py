@@ -27,21 +27,17 @@ SOURCE_PHOTO = "alphamatting_GT01.png"  # a real photo with hair, resized to the
 
 
 def machine_info() -> dict:
-    import numpy
-    import torch
+    from importlib.metadata import PackageNotFoundError, version
 
-    info = {"date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+    info = {"date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cores": os.cpu_count(),
+            "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
             "load_avg_1min": os.getloadavg()[0]}
     try:
         with open("/proc/cpuinfo") as f:
             info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    from importlib.metadata import PackageNotFoundError, version
-
-    for pkg in ("onnxruntime", "rembg"):
+    for pkg in ("torch", "numpy", "onnxruntime", "rembg"):
         try:
             info[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -83,8 +79,7 @@ def rembg_session(model: str):
     link = home / f"{model}.onnx"
     if not link.exists():
         link.symlink_to(path.resolve())
-    old = os.environ.get("U2NET_HOME")
-    os.environ["U2NET_HOME"] = str(home)
+    old, os.environ["U2NET_HOME"] = os.environ.get("U2NET_HOME"), str(home)
     try:
         from rembg import new_session
 

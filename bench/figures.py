@@ -33,17 +33,6 @@ def sample_photos(names=SAMPLES) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def checkerboard(h, w, cell=16):
-    yy, xx = np.mgrid[0:h, 0:w]
-    board = ((yy // cell + xx // cell) % 2).astype(np.float32)
-    return (0.80 + 0.15 * board)[..., None].repeat(3, -1)
-
-
-def gradient(h, w, top=(0.16, 0.42, 0.75), bottom=(0.96, 0.72, 0.45)):
-    t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
-    return (1 - t) * np.array(top, np.float32) + t * np.array(bottom, np.float32) + np.zeros((1, w, 1), np.float32)
-
-
 def before_after(model: str, out: Path) -> Path:
     import matplotlib
 
@@ -51,21 +40,19 @@ def before_after(model: str, out: Path) -> Path:
     import matplotlib.pyplot as plt
     import torch
 
+    from cutout.imaging.composite import composite_background
     from cutout.pipeline import remove_background
 
     photos = sample_photos()
     cols = ["original", f"mask ({model})", "cut-out (transparent)", "on a new background"]
     ratios = [rgb.shape[0] / rgb.shape[1] for _, rgb in photos]
     fig, axes = plt.subplots(len(photos), 4, figsize=(13, 0.6 + sum(3.1 * r + 0.25 for r in ratios)), dpi=110,
-                             gridspec_kw={"height_ratios": ratios})
-    axes = np.atleast_2d(axes)
+                             gridspec_kw={"height_ratios": ratios}, squeeze=False)
     for r, (name, rgb) in enumerate(photos):
         img = torch.from_numpy(rgb.astype(np.float32) / 255.0).unsqueeze(0)
-        rgba, mask = remove_background(img, model)
-        fg = rgba[0, ..., :3].numpy()
-        a = mask[0].numpy()[..., None]
-        h, w = a.shape[:2]
-        panels = [rgb, a[..., 0], fg * a + checkerboard(h, w) * (1 - a), fg * a + gradient(h, w) * (1 - a)]
+        mask = remove_background(img, model)[1]
+        panels = [rgb, mask[0].numpy(), composite_background(img, mask, "checkerboard")[0].numpy(),
+                  composite_background(img, mask, "#2A6BBF", color2="#F5B873")[0].numpy()]
         for c, p in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(p, cmap="gray" if p.ndim == 2 else None, vmin=0, vmax=1 if p.dtype != np.uint8 else 255)

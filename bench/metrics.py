@@ -146,3 +146,39 @@ def mean_by(rows: list[dict], keys: list[str], group: str | None = None) -> dict
         for g in sorted({r[group] for r in rows}):
             result[g] = avg([r for r in rows if r[group] == g])
     return result
+
+
+def split(pairs: list[EvalPair], part: str) -> list[EvalPair]:
+    """The fixed tuning / held-out split of an eval folder: per source, every third group is held out.
+
+    A group is one photo, or one DAVIS sequence (its frames look alike, so they stay on one side).
+    ``part``: 'tune' (about 2/3), 'held' (the rest) or 'all'.
+    """
+    if part == "all":
+        return list(pairs)
+
+    def group(p):
+        return p.name.rsplit("_", 1)[0] if p.source.startswith("davis") else p.name
+
+    held = set()
+    for src in sorted({p.source for p in pairs}):
+        groups = sorted({group(p) for p in pairs if p.source == src})
+        held |= {(src, g) for i, g in enumerate(groups) if i % 3 == 2}
+    return [p for p in pairs if ((p.source, group(p)) in held) == (part == "held")]
+
+
+def spearman(a, b) -> float:
+    """Rank correlation (ties get their mean rank)."""
+    def ranks(x):
+        x = np.asarray(x, dtype=np.float64)
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for v in np.unique(x):  # mean rank of ties
+            r[x == v] = r[x == v].mean()
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])

@@ -1,6 +1,7 @@
 """Quality against ground truth: the pack's own code path vs ``rembg.remove(only_mask=True)``.
 
-    python -m bench.quality [FOLDER ...] [--models u2netp,u2net] [--refine-edges] [--refine "k=v,k=v"] [--limit N]
+    python -m bench.quality [FOLDER ...] [--models u2netp,u2net] [--quality fast,best] [--split held]
+                            [--refine-edges] [--refine "k=v,k=v"] [--limit N]
 
 FOLDER is an eval folder with a ``manifest.csv`` (columns ``file``, ``gt_file``; the source is
 the file-name prefix before the first ``_``) — default ``../shared/eval/dev`` — or a folder of
@@ -12,7 +13,10 @@ Remove Background's ``refine_edges``; ``--refine`` (repeatable) runs Mask Refine
 
 Measures per model and per source: mean IoU (mask > 0.5 vs GT > 0.5), MAE vs the (soft) GT,
 band error (MAE within 10 px of the GT edge), seconds per image (network + pre/post-processing,
-decoding excluded on both sides), and the mean |ours − rembg| between the two masks.
+decoding excluded on both sides), and the mean |ours − rembg| between the two masks. Each
+``--quality`` setting (default: all) is one method; its per-frame confidence is recorded and its
+Spearman rank correlation with IoU reported. ``--split`` picks the fixed tuning / held-out part
+(``metrics.split``) the settings were (not) tuned on.
 Writes ``bench/results/quality.json`` and ``bench/results/quality.md``.
 """
 
@@ -47,36 +51,53 @@ def score(pred, gt, M) -> dict:
     return {"iou": M.iou(pred, gt), "mae": M.mae(pred, gt), "band": M.band_error(pred, gt)}
 
 
-def evaluate_folder(folder: Path, models: list[str], refiners: dict, use_rembg: bool, limit: int | None,
-                    log, refine_edges: bool = False) -> dict:
+def pack_mask(image, model: str, quality: str, refine_edges: bool = False):
+    """(mask [H,W], confidence) from the pack's quality path for a one-frame IMAGE."""
+    from cutout.imaging.tensors import sanitize
+    from cutout.models.session import get_session
+    from cutout.quality import partner_session, predict_frame_quality
+
+    session = get_session(model)
+    r = predict_frame_quality(session, sanitize(image[0]), quality, refine_edges,
+                              partner=partner_session(session, quality))
+    return r.mask, r.confidence
+
+
+def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refiners: dict, use_rembg: bool,
+                    limit: int | None, log, part: str = "all", refine_edges: bool = False) -> dict:
     from bench import metrics as M
-    from cutout import pipeline
 
     video = M.is_video_folder(folder)
-    pairs = M.read_video_folder(folder) if video else M.read_manifest(folder)
+    pairs = M.read_video_folder(folder) if video else M.split(M.read_manifest(folder), part)
     if limit:
         pairs = pairs[:limit]
     log(f"\n== {folder} ({'video, ' if video else ''}{len(pairs)} images)")
     data = [(p, M.load_rgb(p.image), M.load_gray(p.gt)) for p in pairs]
-    out = {"folder": str(folder), "video": video, "n": len(pairs), "methods": {}}
+    out = {"folder": str(folder), "video": video, "n": len(pairs), "split": part, "methods": {}}
     for model in models:
-        methods = {f"{model} · cutout": [], **({f"{model} · rembg": []} if use_rembg else {}),
+        methods = {**{f"{model} · cutout {q}": [] for q in qualities},
+                   **({f"{model} · rembg": []} if use_rembg else {}),
                    **({f"{model} · cutout refine_edges": []} if refine_edges else {})}
         for label in refiners:
             methods[f"{model} · cutout + refine({label})"] = []
         masks = {k: [] for k in methods}
         rsession = rembg_session(model) if use_rembg else None
         # warm-up both paths (session load, first-run allocations) on the first image
-        pipeline.predict_masks(data[0][1], model)
+        for q in qualities:
+            pack_mask(data[0][1], model, q)
         if rsession is not None:
             rembg_mask(rsession, to_pil(data[0][1]))
         t_model = time.perf_counter()
         for i, (pair, image, gt) in enumerate(data):
-            t0 = time.perf_counter()
-            ours = pipeline.predict_masks(image, model)
-            dt = time.perf_counter() - t0
-            masks[f"{model} · cutout"].append(ours[0])
-            row = {"name": pair.name, "source": pair.source, "seconds": dt, **score(ours[0], gt, M)}
+            rows = {}
+            for q in qualities:
+                t0 = time.perf_counter()
+                mask, confidence = pack_mask(image, model, q)
+                rows[q] = {"name": pair.name, "source": pair.source, "seconds": time.perf_counter() - t0,
+                           "confidence": confidence, **score(mask, gt, M)}
+                masks[f"{model} · cutout {q}"].append(mask)
+                if q == qualities[0]:
+                    ours, row, dt = mask[None], rows[q], rows[q]["seconds"]
             if rsession is not None:
                 pil = to_pil(image)
                 t0 = time.perf_counter()
@@ -86,14 +107,15 @@ def evaluate_folder(folder: Path, models: list[str], refiners: dict, use_rembg: 
                 rrow = {"name": pair.name, "source": pair.source, "seconds": rdt, **score(ref, gt, M)}
                 row["vs_rembg"] = rrow["vs_rembg"] = (ours[0] - ref).abs().mean().item()
                 methods[f"{model} · rembg"].append(rrow)
-            methods[f"{model} · cutout"].append(row)
+            for q in qualities:
+                methods[f"{model} · cutout {q}"].append(rows[q])
             if refine_edges:
                 t0 = time.perf_counter()
-                fitted = pipeline.predict_masks(image, model, refine_edges=True)
+                fitted, _ = pack_mask(image, model, qualities[0], refine_edges=True)
                 key = f"{model} · cutout refine_edges"
-                masks[key].append(fitted[0])
+                masks[key].append(fitted)
                 methods[key].append({"name": pair.name, "source": pair.source,
-                                     "seconds": time.perf_counter() - t0, **score(fitted[0], gt, M)})
+                                     "seconds": time.perf_counter() - t0, **score(fitted, gt, M)})
             for label, refine in refiners.items():
                 t0 = time.perf_counter()
                 refined = refine(ours, image)
@@ -110,9 +132,14 @@ def evaluate_folder(folder: Path, models: list[str], refiners: dict, use_rembg: 
             if video:
                 gts = [g for _, _, g in data]
                 summary["all"]["flicker"] = M.flicker(masks[key], gts)
+            if "confidence" in rows[0]:
+                summary["all"]["spearman_conf_iou"] = M.spearman([r["confidence"] for r in rows],
+                                                                 [r["iou"] for r in rows])
             out["methods"][key] = {"summary": summary, "rows": rows}
             a = summary["all"]
             extra = f"  flicker {a['flicker'] * 1e3:.2f}e-3" if video else ""
+            if "spearman_conf_iou" in a:
+                extra += f"  rho(conf, IoU) {a['spearman_conf_iou']:.2f}"
             log(f"   {key:<40} IoU {a['iou']:.3f}  MAE {a['mae']:.4f}  band {a['band']:.3f}  "
                 f"{a['seconds']:.3f} s/img{extra}")
     return out
@@ -127,16 +154,18 @@ def markdown(report: dict) -> str:
     for f in report["folders"]:
         groups = ["all"] + sorted({g for m in f["methods"].values() for g in m["summary"] if g != "all"})
         extra = ["flicker ×10⁻³"] if f["video"] else []
-        lines += [f"## {f['folder']} ({f['n']} {'frames' if f['video'] else 'images'})", "",
+        part = f" — {f['split']} part" if f.get("split", "all") != "all" else ""
+        lines += [f"## {f['folder']}{part} ({f['n']} {'frames' if f['video'] else 'images'})", "",
                   "| model · method | " + " | ".join(f"{g}: IoU / MAE / band" for g in groups)
-                  + "".join(f" | {e}" for e in extra) + " | s/img | \\|Δ rembg\\| |",
-                  "|" + "---|" * (len(groups) + len(extra) + 3)]
+                  + "".join(f" | {e}" for e in extra) + " | s/img | \\|Δ rembg\\| | ρ(conf, IoU) |",
+                  "|" + "---|" * (len(groups) + len(extra) + 4)]
         for key, m in f["methods"].items():
             s = m["summary"]
             cells = [f"{s[g]['iou']:.3f} / {s[g]['mae']:.4f} / {s[g]['band']:.3f}" if g in s else "—" for g in groups]
             cells += [f"{s['all']['flicker'] * 1e3:.2f}"] if f["video"] else []
             vs = f"{s['all']['vs_rembg']:.4f}" if "vs_rembg" in s["all"] and "rembg" not in key else "—"
-            lines.append(f"| {key} | " + " | ".join(cells) + f" | {s['all']['seconds']:.3f} | {vs} |")
+            rho = f"{s['all']['spearman_conf_iou']:.2f}" if "spearman_conf_iou" in s["all"] else "—"
+            lines.append(f"| {key} | " + " | ".join(cells) + f" | {s['all']['seconds']:.3f} | {vs} | {rho} |")
         lines.append("")
     if report["skipped_models"]:
         lines += ["Skipped (not faked): " + "; ".join(f"**{k}**: {v}" for k, v in report["skipped_models"].items()), ""]
@@ -144,6 +173,8 @@ def markdown(report: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from cutout.quality import QUALITIES
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folders", nargs="*", type=Path, help=f"eval folders (default {DEFAULT_EVAL})")
     ap.add_argument("--models", help="comma-separated model names (default: every catalog model; "
@@ -151,6 +182,10 @@ def main(argv=None) -> int:
     ap.add_argument("--refine-edges", action="store_true", help="also score Remove Background's refine_edges")
     ap.add_argument("--refine", action="append", default=[], metavar="K=V,K=V",
                     help="also run Mask Refine's operations with these inputs on our masks; repeatable")
+    ap.add_argument("--quality", default=",".join(QUALITIES), help="comma-separated quality settings "
+                                                                   f"(default {','.join(QUALITIES)})")
+    ap.add_argument("--split", choices=("all", "tune", "held"), default="all",
+                    help="the part of a manifest folder to measure (metrics.split)")
     ap.add_argument("--no-rembg", action="store_true", help="skip the rembg reference")
     ap.add_argument("--limit", type=int, help="first N images of each folder (quick checks)")
     ap.add_argument("--out", type=Path, default=RESULTS / "quality", help="output path stem (.json and .md)")
@@ -176,8 +211,9 @@ def main(argv=None) -> int:
               "refine_settings": list(refiners), "folders": []}
     print(f"{report['machine']['cpu']} — absolute seconds are noisy on a shared CPU")
     for f in folders:
-        report["folders"].append(evaluate_folder(f, models, refiners, not args.no_rembg, args.limit,
-                                                 lambda s: print(s, flush=True), args.refine_edges))
+        report["folders"].append(evaluate_folder(f, models, args.quality.split(","), refiners, not args.no_rembg,
+                                                 args.limit, lambda s: print(s, flush=True), args.split,
+                                                 args.refine_edges))
     out = args.out
     write_json(out.with_suffix(".json"), report)
     out.with_suffix(".md").write_text(markdown(report))

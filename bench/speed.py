@@ -88,7 +88,7 @@ def bench_node(models, eval_dir, repeats, log) -> dict:
             log(f"  {model:11} {label:4} node/run {r['node_over_run']:.2f} | beyond run vs rembg's "
                 f"{r['beyond_run_vs_rembg']:.2f} | rembg({base})/node {r['rembg_over_node']:.2f} | "
                 f"rembg-as-node/node {r['rembg_as_node_over_node']:.2f} | decontamination +{r['decontaminate_s']:.2f} s"
-                + (f" | float run / int8 run {r['float_run_over_run']:.2f}" if "float_run" in r else ""))
+                + (f" | float run / int8 run {r['float_run_over_run']:.2f}" if "float_run_over_run" in r else ""))
     return out
 
 

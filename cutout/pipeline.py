@@ -17,6 +17,10 @@ from .imaging.model_io import from_model_output, guided_upsample, model_map, nor
 from .imaging.tensors import as_image, sanitize
 from .models.session import ModelSession, RunCancelled, get_session
 
+# Bump when a change anywhere in the pipeline changes output pixels: the folder job's manifest
+# records it, and a rerun redoes what an older version made.
+PIPELINE_VERSION = 1
+
 
 def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool = False) -> torch.Tensor:
     """One sanitised ``[H,W,3]`` frame -> its ``[H,W]`` subject mask (1 = subject).

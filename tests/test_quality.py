@@ -59,3 +59,27 @@ def test_refine_edges_lowers_edge_error_without_losing_iou(eval_dev):
     assert edges[0] >= plain[0], summary
     assert edges[1] <= plain[1], summary
     assert edges[2] < plain[2] - 0.001, summary
+
+
+def test_best_quality_not_worse_than_fast_on_a_few_photos(eval_dev):
+    """Issue 16: the strongest setting must not lose to one plain pass (a few photos of each
+    source, u2netp, to keep CI short; bench/quality.py measures the whole set)."""
+    from cutout.imaging.tensors import sanitize
+    from cutout.models.session import get_session
+    from cutout.quality import predict_frame_quality
+
+    pairs = read_manifest(eval_dev)
+    picked = [p for src in sorted({p.source for p in pairs}) for p in [q for q in pairs if q.source == src][:2]]
+    session = get_session("u2netp")
+    scores = {"fast": [], "best": []}
+    for p in picked:
+        img, gt = sanitize(load_rgb(p.image)[0]), load_gray(p.gt)
+        for q in scores:
+            r = predict_frame_quality(session, img, q)
+            assert 0.0 <= r.confidence <= 1.0
+            scores[q].append((iou(r.mask, gt), mae(r.mask, gt)))
+    fast, best = np.mean(scores["fast"], 0), np.mean(scores["best"], 0)
+    summary = f"{len(picked)} photos: fast IoU/MAE {fast.round(4)} | best {best.round(4)}"
+    print(summary)
+    assert best[0] >= fast[0], summary
+    assert best[1] <= fast[1] + 0.001, summary

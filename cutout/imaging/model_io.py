@@ -62,7 +62,12 @@ def from_model_output(raw: np.ndarray, height: int, width: int, logits: bool,
     the same as stretching the big mask) and the big mask is only clamped, one pass instead of
     ``snap_ends``' three at full resolution. Values in between move by less than 1/255.
     """
-    t = model_map(raw, logits)
+    return map_to_mask(model_map(raw, logits), height, width, device)
+
+
+def map_to_mask(t: torch.Tensor, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+    """A stretched map ``[B,1,h,w]`` (``model_map``, or a mean of several) -> MASK ``[B,height,width]``,
+    upsampled, ends snapped as ``from_model_output`` explains."""
     t = (t - SNAP) * (1.0 / (1.0 - 2.0 * SNAP))  # on the small map: cheap
     if device is not None:
         t = t.to(device)

@@ -1,0 +1,67 @@
+"""One look of the network at some pixels: the whole frame or a subject's box, plain or mirrored.
+
+A look returns the network's stretched map on its own square grid plus the photo as the
+network saw it, so several looks (mirrored, another model) are averaged on that small grid
+and upsampled once: cheap, and the same as averaging the full-size masks (upsampling and
+the guided upsampling's coefficients are linear in the map).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import comfy_glue
+from ..imaging.model_io import guided_upsample, map_to_mask, model_map, normalise, shrink_for_model
+from ..models.session import ModelSession, RunCancelled
+
+
+def look(session: ModelSession, pixels: torch.Tensor, flip: bool = False,
+         small: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pixels`` [H,W,3] -> (map [1,1,s,s] 0..1, the shrunk photo [1,3,s,s]).
+
+    ``flip``: the network looks at the mirrored photo and its answer is mirrored back (the
+    shrink is symmetric, so the mirrored shrunk photo is the shrunk mirrored photo).
+    ``small``: the shrunk photo when the caller already has it (same family size).
+    """
+    fam = session.family
+    if small is None or small.shape[-1] != fam.size:
+        small = shrink_for_model(pixels.unsqueeze(0), fam.size)
+    x = small.flip(-1) if flip else small
+    comfy_glue.check_interrupt()
+    try:
+        raw = session.run(normalise(x.contiguous(), fam.mean, fam.std), comfy_glue.cancel_hook())
+    except RunCancelled:
+        comfy_glue.check_interrupt()  # ComfyUI's own exception (and it clears the flag)
+        raise
+    m = model_map(raw, fam.logits)
+    return (m.flip(-1) if flip else m), small
+
+
+def looks(sessions: list[ModelSession], pixels: torch.Tensor, flip: bool, on_pass=None,
+          partner_weight: float = 0.5):
+    """Every session (and, with ``flip``, its mirrored look) on ``pixels``: their mean map on the
+    first session's grid (a second session weighs ``partner_weight``), each single map (for the
+    agreement score) and the first shrunk photo."""
+    maps, weights, small0, small = [], [], None, None
+    for k, s in enumerate(sessions):
+        for f in ((False, True) if flip else (False,)):
+            m, small = look(s, pixels, f, small)
+            if small0 is None:
+                small0 = small
+            elif m.shape[-2:] != small0.shape[-2:]:  # a partner of another family size
+                m = torch.nn.functional.interpolate(m, size=small0.shape[-2:], mode="bilinear",
+                                                    align_corners=False)
+            maps.append(m)
+            weights.append(1.0 if k == 0 else partner_weight / (1.0 - partner_weight))
+            if on_pass is not None:
+                on_pass()
+    mean = sum(wt * m for wt, m in zip(weights, maps)) / sum(weights)
+    return mean, maps, small0
+
+
+def to_mask(small_map: torch.Tensor, small_photo: torch.Tensor, pixels: torch.Tensor,
+            refine_edges: bool) -> torch.Tensor:
+    """The small map -> ``[H,W]`` mask at ``pixels``' size (bicubic, or guided by the photo)."""
+    if refine_edges:
+        return guided_upsample(small_map, small_photo, pixels.unsqueeze(0))[0]
+    return map_to_mask(small_map, pixels.shape[0], pixels.shape[1])[0]

@@ -1,0 +1,121 @@
+"""The ``quality`` settings: which looks a frame gets, and the function that runs them.
+
+``fast`` is one look at the whole frame (the pack's plain pass); ``best`` averages in the
+mirrored look. The other strategies (the other U²-Net fused in when its weights are on disk, a
+zoom pass on each subject's box) are here to be measured (bench/quality.py); docs/quality.md
+says why no setting uses them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from . import confidence as conf
+from .passes import looks, to_mask
+from .zoom import merge_box, subject_boxes
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one setting does to a frame."""
+
+    flip: bool = False  # average in the mirrored look
+    fuse: bool = False  # average in the partner model's look, when its weights are on disk
+    partner_weight: float = 0.5  # the partner's share of the fused map
+    zoom: bool = False  # a second look at each subject's box
+    zoom_margin: float = 0.15  # each side of the box grows by this share of its size
+    zoom_max_area: float = 0.7  # no zoom when the boxes cover more of the frame than this
+    zoom_weight: float = 0.5  # the zoom look's share inside the box (1 = replace)
+    zoom_flip: bool = False  # the zoom look is mirrored and averaged too
+    zoom_fuse: bool = False  # the partner model looks at the box too
+    zoom_min_agreement: float = 0.0  # the zoom look is kept only if it agrees this much with the first
+    max_boxes: int = 3  # subjects zoomed at most, the largest first
+    guided: bool = False  # guided upsampling (as ``refine_edges``) whatever the caller asked
+
+    def looks_per_frame(self, fused: bool) -> int:
+        """Network runs a frame costs at most (progress bars count these)."""
+        first = (2 if self.flip else 1) * (2 if self.fuse and fused else 1)
+        box = (2 if self.zoom_flip else 1) * (2 if self.zoom_fuse and fused else 1)
+        return first + (self.max_boxes * box if self.zoom else 0)
+
+
+# Only what held up on the held-out photos is used: the zoom pass and the model fusion raised
+# the tuning photos but lost on the held-out ones (docs/quality.md), so no setting uses them.
+QUALITIES: dict[str, Plan] = {
+    "fast": Plan(),
+    "best": Plan(flip=True),
+}
+DEFAULT_QUALITY = "fast"
+
+# The model whose look is fused in by the settings that fuse (both must be on disk).
+PARTNERS = {"u2net": "u2netp", "u2netp": "u2net"}
+
+
+def partner_session(session, quality: str | Plan = "fast"):
+    """The loaded partner of ``session``'s model when ``quality`` fuses and its weights are on
+    disk (never downloaded for this), else None."""
+    name = PARTNERS.get(session.name)
+    if name is None or not (plan_for(quality).fuse or plan_for(quality).zoom_fuse):
+        return None
+    from ..models import weights
+    from ..models.catalog import get_spec
+    from ..models.session import STORE, get_session
+
+    device = "cpu" if session.providers[:1] == ["CPUExecutionProvider"] else "gpu"
+    if not STORE.loaded(name, device) and weights.find_verified(get_spec(name)) is None:
+        return None
+    return get_session(name, device)
+
+
+@dataclass
+class FrameResult:
+    mask: torch.Tensor  # [H,W] float32 0..1
+    confidence: float  # 0..1, low = doubtful (see confidence.score)
+    passes: int  # network runs this frame took
+
+
+def plan_for(quality: str | Plan) -> Plan:
+    if isinstance(quality, Plan):
+        return quality
+    try:
+        return QUALITIES[quality]
+    except KeyError:
+        raise ValueError(f"unknown quality '{quality}'; expected one of {', '.join(QUALITIES)}") from None
+
+
+def predict_frame_quality(session, frame: torch.Tensor, quality: str | Plan = "fast", refine_edges: bool = False,
+                          partner=None, on_pass=None) -> FrameResult:
+    """One sanitised ``[H,W,3]`` frame -> its mask and confidence under a quality setting.
+
+    ``partner``: a loaded session of the model fused in (``PARTNERS``), or None to skip fusion.
+    ``on_pass``: called after each network run (progress; Cancel is checked before each run).
+    Work memory: a few maps of the network's size plus the one full-size mask being built.
+    """
+    plan = plan_for(quality)
+    refine = refine_edges or plan.guided
+    h, w = frame.shape[:2]
+    sessions = [session] + ([partner] if plan.fuse and partner is not None else [])
+    mean_map, maps, small = looks(sessions, frame, plan.flip, on_pass, plan.partner_weight)
+    passes = len(maps)
+    agreements = [conf.binary_iou(m, mean_map) for m in maps] if len(maps) > 1 else []
+    mask = to_mask(mean_map, small, frame, refine)
+    if plan.zoom:
+        zoom_sessions = [session] + ([partner] if plan.zoom_fuse and partner is not None else [])
+        sh, sw = mean_map.shape[-2:]
+        for box in subject_boxes(mean_map, h, w, plan.zoom_margin, plan.zoom_max_area, plan.max_boxes):
+            y0, x0, y1, x1 = box
+            crop = frame[y0:y1, x0:x1]
+            zmap, zmaps, zsmall = looks(zoom_sessions, crop, plan.zoom_flip, on_pass, plan.partner_weight)
+            passes += len(zmaps)
+            # agreement of the zoom look with what the first look saw in that box, on the small grid
+            first = mean_map[..., y0 * sh // h:max(y0 * sh // h + 1, y1 * sh // h),
+                             x0 * sw // w:max(x0 * sw // w + 1, x1 * sw // w)]
+            agree = conf.binary_iou(F.interpolate(first, size=zmap.shape[-2:], mode="bilinear",
+                                                  align_corners=False), zmap)
+            agreements.append(agree)
+            if agree >= plan.zoom_min_agreement:  # else the zoom saw another subject: keep the first look
+                merge_box(mask, to_mask(zmap, zsmall, crop, refine), box, plan.zoom_weight)
+    return FrameResult(mask, conf.score(mean_map, agreements), passes)

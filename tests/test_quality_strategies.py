@@ -1,0 +1,133 @@
+"""The quality strategies (cutout/quality/) on stand-in networks whose answer is known.
+
+A stand-in "network" returns the red channel of the photo it was shown, so a red subject on a
+black frame is its own ground truth; every catalog family is fed through the same code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cutout.models import catalog
+from cutout.quality import QUALITIES, Plan, predict_frame_quality
+from cutout.quality.confidence import unsure_share
+from cutout.quality.zoom import merge_box, subject_boxes
+
+
+class StandIn:
+    """Answers with the red channel of what it is shown (undoing the family's normalisation)."""
+
+    def __init__(self, family, name="stand-in", bend=None):
+        self.family, self.name, self.providers = family, name, ["CPUExecutionProvider"]
+        self.shown = []
+        self.bend = bend
+
+    def run(self, batch, should_stop=None):
+        fam = self.family
+        assert batch.shape == (1, 3, fam.size, fam.size) and batch.dtype == np.float32
+        red = batch[:, :1] * fam.std[0] + fam.mean[0]
+        self.shown.append(red.copy())
+        out = red if self.bend is None else self.bend(red)
+        if fam.logits:
+            out = np.log(np.clip(out, 1e-4, 1 - 1e-4) / np.clip(1 - out, 1e-4, 1))
+        return out.astype(np.float32)
+
+
+def scene(h=240, w=400, boxes=((100, 150, 140, 200),)):
+    """Black frame with red subjects (y0, x0, y1, x1) and a faint green floor for the per-image max."""
+    img = torch.zeros(h, w, 3)
+    img[..., 1] = 0.05
+    gt = torch.zeros(h, w)
+    for y0, x0, y1, x1 in boxes:
+        img[y0:y1, x0:x1, 0] = 1.0
+        gt[y0:y1, x0:x1] = 1.0
+    return img, gt
+
+
+FAMILIES = sorted({spec.family for spec in catalog.CATALOG.values()}, key=lambda f: f.name)
+
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.name)
+@pytest.mark.parametrize("quality", list(QUALITIES))
+def test_every_setting_finds_the_subject_for_every_family(fam, quality):
+    img, gt = scene()
+    net = StandIn(fam)
+    r = predict_frame_quality(net, img, quality)
+    assert r.mask.shape == gt.shape and r.mask.dtype == torch.float32
+    assert 0.0 <= r.mask.min() and r.mask.max() <= 1.0
+    assert ((r.mask > 0.5) == (gt > 0.5)).float().mean() > 0.995
+    assert r.passes == len(net.shown) <= QUALITIES[quality].looks_per_frame(False)
+    assert 0.0 <= r.confidence <= 1.0
+
+
+def test_zoom_looks_at_each_subject_box_with_the_margin():
+    img, _ = scene(boxes=((20, 20, 60, 80), (150, 300, 200, 360)))  # two subjects far apart
+    small = torch.nn.functional.interpolate(img[..., 0][None, None], size=(320, 320), mode="area")
+    boxes = subject_boxes(small, 240, 400, margin=0.25, max_area=0.7)
+    assert len(boxes) == 2
+    (a, b) = sorted(boxes)
+    assert a[0] <= 20 - 9 and a[1] <= 20 - 14 and a[2] >= 60 + 9 and a[3] >= 80 + 14  # 25 % of 40x60 each side
+    assert b[0] <= 150 - 11 and b[2] >= 200 + 11
+    net = StandIn(catalog.U2NET)
+    r = predict_frame_quality(net, img, Plan(zoom=True, zoom_max_area=0.7))
+    assert r.passes == 3  # the frame, then each subject's box
+
+
+def test_no_zoom_when_the_subject_fills_the_frame_and_none_without_subject():
+    net = StandIn(catalog.U2NET)
+    img, _ = scene(boxes=((10, 10, 230, 390),))
+    assert predict_frame_quality(net, img, Plan(zoom=True, zoom_max_area=0.5)).passes == 1
+    empty, _ = scene(boxes=())
+    r = predict_frame_quality(StandIn(catalog.U2NET), empty, Plan(flip=True, zoom=True))
+    assert r.passes == 2 and r.mask.shape == (240, 400)  # mirrored look, no box to zoom on
+
+
+def test_nearby_boxes_are_joined_and_specks_ignored():
+    m = torch.zeros(1, 1, 100, 100)
+    m[..., 10:30, 10:30] = 1
+    m[..., 32:50, 12:28] = 1  # overlaps the first once both grow by the margin
+    m[..., 90:91, 90:91] = 1  # a speck
+    boxes = subject_boxes(m, 100, 100, margin=0.15, max_area=0.9)
+    assert len(boxes) == 1 and boxes[0][0] <= 10 and boxes[0][2] >= 50
+
+
+def test_merge_box_replaces_or_averages_inside_the_box_only():
+    mask = torch.zeros(10, 10)
+    merge_box(mask, torch.ones(4, 4), (2, 2, 6, 6), 1.0)
+    assert mask.sum() == 16 and mask[2:6, 2:6].min() == 1
+    merge_box(mask, torch.zeros(4, 4), (2, 2, 6, 6), 0.5)
+    assert torch.allclose(mask[2:6, 2:6], torch.full((4, 4), 0.5)) and mask.sum() == 8
+
+
+def test_mirrored_look_is_mirrored_back():
+    img, gt = scene(boxes=((50, 20, 120, 90),))  # far left: a look left unmirrored would land right
+    net = StandIn(catalog.U2NET)
+    r = predict_frame_quality(net, img, Plan(flip=True))
+    assert len(net.shown) == 2 and np.allclose(net.shown[1], net.shown[0][..., ::-1])
+    assert ((r.mask > 0.5) == (gt > 0.5)).float().mean() > 0.995
+
+
+def test_fusion_weighs_the_partner_and_confidence_sees_disagreement():
+    img, gt = scene()
+    main, partner = StandIn(catalog.U2NET, "a"), StandIn(catalog.U2NET, "b", bend=lambda r: 1.0 - r)
+    agree = predict_frame_quality(main, img, Plan(fuse=True), partner=StandIn(catalog.U2NET, "c"))
+    disagree = predict_frame_quality(main, img, Plan(fuse=True, partner_weight=0.25), partner=partner)
+    assert len(partner.shown) == 1
+    # 3:1 for the main model: the subject stays above 0.5, the background below
+    assert ((disagree.mask > 0.5) == (gt > 0.5)).float().mean() > 0.995
+    assert disagree.confidence < 0.5 < agree.confidence
+
+
+def test_unsure_share_counts_the_in_between_pixels_per_subject_pixel():
+    m = torch.zeros(10, 10)
+    m[:5] = 1.0
+    m[5] = 0.5  # 10 unsure pixels; subject 50 (> 0.5 only)
+    assert unsure_share(m) == pytest.approx(10 / 50)
+    assert unsure_share(torch.zeros(4, 4)) == 1.0
+
+
+def test_unknown_quality_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="fast"):
+        predict_frame_quality(StandIn(catalog.U2NET), scene()[0], "ultra")
