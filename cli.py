@@ -252,6 +252,7 @@ def video_main(a: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as e:
         parser.error(str(e))
     opts = VideoOptions(model=a.model, device=a.device, background=a.background, decontaminate=a.decontaminate,
+                        clear_fill=a.clear_fill,
                         refine=refine, temporal=0.0 if a.temporal == "off" else a.temporal_strength,
                         temporal_mode="colour" if a.temporal == "off" else a.temporal, png_dir=a.png_dir,
                         mask_video=a.mask_video, overwrite=a.existing == "overwrite")
