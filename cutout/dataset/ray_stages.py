@@ -153,8 +153,8 @@ def write_row(row: dict, root: str, dest: str, wopts: dict, cutout: dict, fp: st
     icc = bytes(row["icc"]) or None
     try:
         planned = Planned.from_row(_item(row), json.loads(str(row["plan"])))
-        pixels = render_item(rgb, alpha, CutoutOptions.from_dict(cutout)) if planned.write_image else None
-        saved = writer.save_item(Path(dest), planned, pixels, alpha, opts, icc)
+        cut = CutoutOptions.from_dict(cutout)
+        saved = writer.save_item(Path(dest), planned, rgb, alpha, opts, icc, lambda x, a: render_item(x, a, cut))
     except writer.WriteError as e:
         return {"rel": rel, "status": "failed", "reason": str(e), "record": ""}
     except Exception as e:  # a bug in one item must not lose the others

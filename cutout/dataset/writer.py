@@ -1,7 +1,7 @@
-"""Saving one result: caption sidecars, masks, atomic writes (the names come from ``plan``).
+"""Saving one result: background, caption sidecars, masks, atomic writes (the names come from ``plan``).
 
-The pixels arrive finished (``pipeline.render_pixels``: background, decontamination, output
-form) and are encoded by the pack's one encoder (``codec.encode_image``). Every file goes through
+The pixels are made by the caller's ``render`` (the pipeline's pixel half, ``pipeline.render_pixels``)
+after the training-set shaping, and encoded by the one encoder (``codec.encode_image``). Every file goes through
 ``atomic_write``: it is written to a hidden temporary file beside its target and renamed
 over it, so an interrupted run never leaves a half-written image; ``clean_stale_temps``
 removes what a killed run left behind. The writer holds an exclusive ``flock`` on its
@@ -13,16 +13,20 @@ caption copies and its mask are already complete, which is what resume relies on
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import re
 import shutil
+import struct
 import threading
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import torch
 
 try:
     import fcntl
@@ -50,6 +54,10 @@ class WriteError(Exception):
 @dataclass(frozen=True)
 class WriteOptions:
     fmt: str = "png"  # png | webp | jpg
+    keep_subject: str = "all"  # all | largest | centre (imaging.subjects.keep_subject)
+    crop: float | None = None  # crop to the subject with this margin (fraction of its box), None = no crop
+    crop_aspect: str = "free"  # free | square | W:H list (imaging.crop.parse_aspect)
+    review: bool = False  # keep thumbnails for the review page (dataset.review)
     save_mask: bool = False  # also write <stem>_mask.png beside the image
     mask_dir: Path | None = None  # or: also write masks into this tree, same relative path and stem
     existing: str = "skip"  # skip | overwrite | keep_both | trust (see resume.py)
@@ -65,6 +73,14 @@ class WriteOptions:
             raise ValueError(f"format '{self.fmt}' unknown; expected one of {', '.join(FORMATS)}")
         if self.existing not in EXISTING:
             raise ValueError(f"existing '{self.existing}' unknown; expected one of {', '.join(EXISTING)}")
+        from ..imaging.crop import parse_aspect
+        from ..imaging.subjects import KEEP_CHOICES
+
+        parse_aspect(self.crop_aspect)
+        if self.keep_subject not in KEEP_CHOICES:
+            raise ValueError(f"keep_subject '{self.keep_subject}' unknown; expected one of {', '.join(KEEP_CHOICES)}")
+        if self.crop is not None and not (0 <= self.crop <= 10):
+            raise ValueError(f"crop margin {self.crop}: expected 0..10 (a fraction of the subject's box)")
 
     @property
     def settings(self) -> EncodeSettings:
@@ -78,6 +94,48 @@ class Saved:
     path: Path
     files: list[Path]  # every file written
     captions: dict = field(default_factory=dict)  # caption copy (relative to dest) -> its source's identity
+    info: dict = field(default_factory=dict)  # doubt, subject share before/after, crop box, review thumbnails
+
+
+def shape_result(rgb: np.ndarray, alpha: np.ndarray, opts: WriteOptions) -> tuple[np.ndarray, np.ndarray, dict]:
+    """What the training set gets of one result, before anything is written: one subject kept
+    (``keep_subject``), the doubt score, and the crop to the subject (``crop``, ``crop_aspect``).
+    Returns (rgb, alpha, info) with info = doubt, cues, subject share before/after, crop box."""
+    from ..imaging.crop import crop_box, parse_aspect, subject_share
+    from ..imaging.subjects import doubt, keep_subject
+
+    a = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))
+    if opts.keep_subject != "all":
+        a = keep_subject(a, opts.keep_subject)
+        alpha = a.numpy()
+    score, cues = doubt(a)
+    info = {"doubt": round(score, 3), "cues": cues, "share_before": round(subject_share(a), 4)}
+    h, w = alpha.shape
+    box = (0, 0, w, h)
+    if opts.crop is not None:
+        box = crop_box(a, opts.crop, parse_aspect(opts.crop_aspect))
+        x0, y0, x1, y1 = box
+        rgb, alpha = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
+    info["box"] = list(box)
+    info["share_after"] = round(subject_share(a, box), 4)
+    return rgb, alpha, info
+
+
+def _thumb(pixels: np.ndarray, side: int = 256) -> str:
+    """A small data: URI of ``pixels`` (RGB -> JPEG, RGBA/grey -> PNG) for the review page."""
+    import base64
+
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(pixels))
+    f = max(1, max(im.size) // side)
+    if f > 1:
+        im = im.reduce(f)
+    im.thumbnail((side, side))
+    buf = io.BytesIO()
+    fmt, mime = ("JPEG", "image/jpeg") if im.mode == "RGB" else ("PNG", "image/png")
+    im.save(buf, fmt, quality=80) if fmt == "JPEG" else im.save(buf, fmt, compress_level=1)
+    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 _counter = iter(range(1 << 62))
@@ -233,12 +291,13 @@ def _copy_caption(src: Path, target: Path, fsync: bool) -> None:
         shutil.copyfileobj(fi, fo, 1 << 20)
 
 
-def save_item(dest: Path, planned: Planned, pixels: np.ndarray | None, alpha: np.ndarray, opts: WriteOptions,
-              icc: bytes | None = None) -> Saved:
+def save_item(dest: Path, planned: Planned, rgb: np.ndarray, alpha: np.ndarray, opts: WriteOptions,
+              icc: bytes | None = None, render=None) -> Saved:
     """Write the files ``plan.plan_outputs`` gave one item: captions and masks first, image last.
 
-    ``pixels`` the finished uint8 image (``pipeline.render_pixels``; may be None when
-    ``planned.write_image`` is False); ``alpha`` float ``[H,W]`` 0..1, 1 = subject (mask files). The names are the
+    ``rgb`` uint8 ``[H,W,3]``; ``alpha`` float ``[H,W]`` 0..1, 1 = subject. ``render(rgb, alpha)``
+    makes the pixels after the training-set shaping (``shape_result``): the pipeline's pixel half
+    (``job.render_item``); None = ``rgb`` is written as it is. The names are the
     plan's (no decision here); every target is checked again against its root (no '..', no
     escaping symlink). With ``planned.write_image`` False only the masks are written. Raises
     ``WriteError``.
@@ -248,6 +307,8 @@ def save_item(dest: Path, planned: Planned, pixels: np.ndarray | None, alpha: np
         masks = [safe_target(root, rel) for root, rel in planned.masks]
         if os.path.realpath(target) == os.path.realpath(planned.item.path):
             raise WriteError(f"output {target} is the source file itself; refused")
+        original = rgb
+        rgb, alpha, info = shape_result(rgb, alpha, opts)
         written: list[Path] = []
         if not planned.write_image:
             _write_masks(masks, alpha, opts)
@@ -263,9 +324,12 @@ def save_item(dest: Path, planned: Planned, pixels: np.ndarray | None, alpha: np
             written.append(dst)
         _write_masks(masks, alpha, opts)
         written += masks
+        pixels = rgb if render is None else render(rgb, alpha)
         atomic_write(target, encode(pixels, opts.fmt, opts, icc), opts.fsync)
         written.append(target)
-        return Saved("done", target, written, captions)
+        if opts.review:
+            info["thumbs"] = (_thumb(original), _thumb(pixels))
+        return Saved("done", target, written, captions, info)
     except WriteError:
         raise
     except UnsafePath as e:

@@ -332,8 +332,7 @@ class CutoutSaveImageFolder:
 def _save_one(dest: Path, planned, rgb: np.ndarray, alpha: np.ndarray, opts: writer.WriteOptions,
               copts: CutoutOptions) -> writer.Saved:
     """One image: the pipeline's pixel half (background, form), then the writer."""
-    pixels = render_item(rgb, alpha, copts) if planned.write_image else None
-    return writer.save_item(dest, planned, pixels, alpha, opts)
+    return writer.save_item(dest, planned, rgb, alpha, opts, render=lambda x, a: render_item(x, a, copts))
 
 
 NODES = {"CutoutLoadImageFolder": CutoutLoadImageFolder, "CutoutSaveImageFolder": CutoutSaveImageFolder}
