@@ -100,7 +100,7 @@ def decode_image(source, name: str = "image", max_pixels: int | None = None) -> 
         frames = getattr(im, "n_frames", 1) or 1
         if frames > 1:
             what = "page" if im.format == "TIFF" else "frame"
-            notes.append(f"{im.format or 'multi-frame'} file with {frames} {what}s: only {what} 1 was used")
+            notes.append(f"{im.format or 'multi-frame'} file with {frames} {what}s; only the first is used")
         try:
             im.seek(0)
             im.load()
@@ -126,7 +126,7 @@ def decode_image(source, name: str = "image", max_pixels: int | None = None) -> 
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise DecodeError("corrupt", f"'{name}' has no pixels")
     for note in notes:
-        log.info("Cutout: %s: %s", name, note)
+        log.warning("Cutout: %s: %s", name, note)
     return DecodedImage(rgb, alpha, icc, tuple(notes))
 
 
