@@ -31,9 +31,9 @@ def refine_options(a: argparse.Namespace) -> dict:
         raise ValueError("--remove-islands and --feather must be >= 0")
     opts = {"threshold": a.threshold, "fill_holes": a.fill_holes, "remove_islands": a.remove_islands,
             "grow": a.grow, "edge_refinement": REFINE_CHOICES[a.refine], "feather": a.feather,
-            "refine_edges": a.refine_edges}
+            "refine_edges": a.refine_edges, "quality": a.quality}
     defaults = {"threshold": 0.0, "fill_holes": False, "remove_islands": 0.0, "grow": 0,
-                "edge_refinement": "off", "feather": 0.0, "refine_edges": False}
+                "edge_refinement": "off", "feather": 0.0, "refine_edges": False, "quality": "auto"}
     return {k: v for k, v in opts.items() if v != defaults[k]}
 
 
@@ -78,6 +78,11 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="decoder threads and encoder threads, each (default 2)")
     f = p.add_argument_group("mask refinement (Mask Refine's operations, in its order: threshold -> fill holes -> "
                              "remove islands -> grow/shrink -> edge refinement -> feather; all off by default)")
+    from cutout.quality import CHOICES as QUALITY_CHOICES
+
+    f.add_argument("--quality", default="auto", choices=QUALITY_CHOICES,
+                   help="fast: one look at the photo; best: also the mirrored photo, averaged (2x the time); "
+                        "auto (default): best for u2net, fast for every other model (docs/quality.md)")
     f.add_argument("--refine-edges", action="store_true",
                    help="fit the mask's edge to the photo while scaling the model's output up (guided upsampling, "
                         "as Remove Background's refine_edges; +0.15 s per 12 MP image)")

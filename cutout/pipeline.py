@@ -13,28 +13,24 @@ import torch
 from . import comfy_glue
 from .imaging.clear import DEFAULT_CLEAR_FILL, check_clear_fill, fill_clear
 from .imaging.composite import estimate_foreground
-from .imaging.model_io import from_model_output, guided_upsample, model_map, normalise, shrink_for_model
 from .imaging.tensors import as_image, sanitize
-from .models.session import ModelSession, RunCancelled, get_session
+from .models.session import ModelSession, get_session
+from .quality import DEFAULT_QUALITY, partner_session, predict_frame_quality
 
 
-def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool = False) -> torch.Tensor:
+def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool = False,
+                  quality: str = DEFAULT_QUALITY, confidences: list | None = None) -> torch.Tensor:
     """One sanitised ``[H,W,3]`` frame -> its ``[H,W]`` subject mask (1 = subject).
 
     ``refine_edges``: upsample the network's map with ``guided_upsample`` (edges fitted to
-    the photo) instead of plain bicubic.
+    the photo) instead of plain bicubic. ``quality``: which looks the network takes
+    (``quality.CHOICES``; Cancel is checked before each). ``confidences``: the frame's
+    confidence (``quality.FrameResult``) is appended to it.
     """
-    fam = session.family
-    h, w = frame.shape[0], frame.shape[1]
-    small = shrink_for_model(frame.unsqueeze(0), fam.size)
-    try:
-        raw = session.run(normalise(small, fam.mean, fam.std), comfy_glue.cancel_hook())
-    except RunCancelled:
-        comfy_glue.check_interrupt()  # ComfyUI's own exception (and it clears the flag)
-        raise
-    if refine_edges:
-        return guided_upsample(model_map(raw, fam.logits), small, frame.unsqueeze(0))[0]
-    return from_model_output(raw, h, w, fam.logits)[0]
+    result = predict_frame_quality(session, frame, quality, refine_edges, partner_session(session, quality))
+    if confidences is not None:
+        confidences.append(result.confidence)
+    return result.mask
 
 
 def predict_masks(images: torch.Tensor, model: str, device: str = "cpu", node: str = "Cutout",
@@ -55,8 +51,10 @@ def predict_masks(images: torch.Tensor, model: str, device: str = "cpu", node: s
 def remove_background(images: torch.Tensor, model: str, device: str = "cpu", node: str = "Cutout",
                       on_progress: Callable[[int, int], None] | None = None,
                       decontaminate: bool = True, refine_edges: bool = False,
-                      clear_fill: str = DEFAULT_CLEAR_FILL) -> tuple[torch.Tensor, torch.Tensor]:
-    """(RGBA ``[B,H,W,4]`` with straight alpha, MASK ``[B,H,W]``).
+                      clear_fill: str = DEFAULT_CLEAR_FILL, quality: str = DEFAULT_QUALITY,
+                      confidences: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(RGBA ``[B,H,W,4]`` with straight alpha, MASK ``[B,H,W]``); each frame's confidence is
+    appended to ``confidences`` when given (``quality``: see ``predict_frame``).
 
     With ``decontaminate`` the colours of semi-transparent edge pixels are replaced by the
     estimated subject colour (``imaging.composite.estimate_foreground``), so the cut-out shows
@@ -77,7 +75,7 @@ def remove_background(images: torch.Tensor, model: str, device: str = "cpu", nod
     for i in range(b):
         comfy_glue.check_interrupt()
         frame = sanitize(rgb[i].cpu())
-        alpha = predict_frame(session, frame, refine_edges)
+        alpha = predict_frame(session, frame, refine_edges, quality, confidences)
         if decontaminate:  # written straight into the RGBA's colour channels: no full-size copy
             estimate_foreground(frame, alpha, out=rgba[i, ..., :3])
         else:

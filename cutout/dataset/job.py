@@ -100,14 +100,14 @@ def infer_item(session, decoded: Decoded, frame: torch.Tensor | None = None,
 
     ``refine``: keyword arguments of ``imaging.refine_chain.refine_masks`` (the Mask Refine
     node's function, same order and meaning), applied to the model's mask with the photo as
-    guide, plus ``refine_edges`` (``pipeline.predict_frame``'s guided upsampling); empty or
+    guide, plus ``refine_edges`` and ``quality`` (``pipeline.predict_frame``'s); empty or
     None = the model's mask as it is.
     A file that had its own alpha channel keeps it: what was transparent stays transparent.
     """
     if frame is None:
         frame = reader.to_frame(decoded.rgb)
     refine = dict(refine or {})
-    alpha = predict_frame(session, frame, refine.pop("refine_edges", False))
+    alpha = predict_frame(session, frame, refine.pop("refine_edges", False), refine.pop("quality", "auto"))
     if refine:
         alpha = refine_masks(alpha[None], frame[None], node="cli.py refine", **refine)[0]
     alpha = alpha.numpy()
