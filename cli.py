@@ -7,7 +7,9 @@
     python cli.py --source raw --dest clean --refine guided --fill-holes --remove-islands 200
     python cli.py --source clip.mp4 --dest cut.webm            # a video: VP9 with alpha (.mov: ProRes 4444)
 
-A rerun does only what is missing (resume after Ctrl-C); ``--overwrite`` redoes everything.
+A rerun does only what is missing or stale (resume after Ctrl-C; an output made from another
+version of the photo or with other settings is redone, see docs/dataset.md); ``--overwrite``
+redoes everything.
 Exit code: 0 all good, 1 some files failed (listed at the end), 2 bad arguments,
 3 model not available, 130 interrupted.
 """
@@ -38,6 +40,8 @@ def refine_options(a: argparse.Namespace) -> dict:
 
 
 def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
+    from cutout.dataset.reader import DEFAULT_MAX_MEGAPIXELS
+
     p = argparse.ArgumentParser(
         prog="cli.py", description="Remove the background of every image in a folder (ComfyUI-Cutout, no ComfyUI needed).")
     p.add_argument("--source", required=True, type=Path, help="folder of photos (kohya layout welcome: captions beside images)")
@@ -67,15 +71,21 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="do at most N images (0 = all)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--skip-existing", dest="existing", action="store_const", const="skip",
-                   help="keep outputs that are already there (default: resume)")
+                   help="keep outputs the destination's manifest says were made from the same photo and captions "
+                        "with the same settings; redo the rest (default: resume)")
     g.add_argument("--overwrite", dest="existing", action="store_const", const="overwrite", help="redo every image")
     g.add_argument("--keep-both", dest="existing", action="store_const", const="keep_both",
                    help="write <stem>_1 etc. next to existing outputs")
+    g.add_argument("--trust-existing", dest="existing", action="store_const", const="trust",
+                   help="count any output that exists as done, whatever made it (the old resume rule)")
     p.set_defaults(existing="skip")
     p.add_argument("--no-captions", dest="captions", action="store_false", help="do not copy .txt/.caption/.json sidecars")
     p.add_argument("--png-compress", type=int, default=2, choices=range(10), metavar="0-9", help="PNG zlib level (default 2: fast; 4-6 for files about 15 %% smaller; 9 = smallest, slow)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="default 95")
     p.add_argument("--workers", type=int, default=2, help="decoder threads and encoder threads, each (default 2)")
+    p.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS, metavar="MP",
+                   help=f"a larger image fails (its header is read, its pixels are not), keeping memory bounded "
+                        f"(default {DEFAULT_MAX_MEGAPIXELS:g}; 0 = no limit)")
     f = p.add_argument_group("mask refinement (Mask Refine's operations, in its order: threshold -> fill holes -> "
                              "remove islands -> grow/shrink -> edge refinement -> feather; all off by default)")
     from cutout.quality import CHOICES as QUALITY_CHOICES
@@ -123,7 +133,8 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from cutout.dataset.job import JobOptions, run_job
-    from cutout.dataset.paths import UnsafePath, check_no_overlap
+    from cutout.dataset.paths import (UnsafePath, check_mask_dir, check_no_overlap, check_writable_file,
+                                      check_writable_folder)
     from cutout.dataset.reader import DEFAULT_PATTERN
     from cutout.dataset.writer import WriteOptions
     from cutout.models import ModelNotAvailableError, UnknownModelError, model_choices
@@ -135,28 +146,38 @@ def main(argv: list[str] | None = None) -> int:
     if a.source.is_file():
         return video_main(a, parser)
     if not a.source.is_dir():
-        parser.error(f"--source {a.source} is not a folder or a video file")
+        print(f"cli.py: --source {a.source} is not a folder or a video file", file=sys.stderr)
+        return 2
     try:
         check_no_overlap(a.source, a.dest)
+        check_writable_folder(a.dest, "--dest")
         if a.mask_dir is not None:
-            check_no_overlap(a.source, a.mask_dir)
+            check_no_overlap(a.source, a.mask_dir, "--mask-dir")
+            check_mask_dir(a.dest, a.mask_dir)
+            check_writable_folder(a.mask_dir, "--mask-dir")
+        if a.report is not None:  # beside or inside --dest is fine: the job creates that folder
+            check_writable_file(a.report, "--report", creatable=a.dest)
+        if a.max_megapixels < 0:
+            raise ValueError(f"--max-megapixels {a.max_megapixels:g}: expected >= 0 (0 = no limit)")
         wopts = WriteOptions(fmt=a.format, background=a.background, jpeg_background=a.jpeg_background,
                              mask_only=a.mask_only, save_mask=a.save_mask, mask_dir=a.mask_dir,
                              existing=a.existing, copy_captions=a.captions, png_compress=a.png_compress,
                              jpeg_quality=a.jpeg_quality, decontaminate=a.decontaminate, clear_fill=a.clear_fill)
         refine = refine_options(a)
-    except (UnsafePath, ValueError) as e:
-        parser.error(str(e))
+    except (UnsafePath, ValueError) as e:  # one line, before anything is read or written
+        print(f"cli.py: {e}", file=sys.stderr)
+        return 2
     opts = JobOptions(model=a.model, device=a.device, recursive=a.recursive, pattern=a.pattern or DEFAULT_PATTERN,
                       start=a.start, limit=a.limit, write=wopts, read_workers=a.workers, write_workers=a.workers,
-                      refine=refine)
+                      refine=refine, max_megapixels=a.max_megapixels)
 
     bar = None
 
     def on_start(report, todo):
         nonlocal bar
-        if report.skipped:
-            print(f"{len(report.skipped)} already done in {a.dest} (resume); {todo} to do", file=sys.stderr)
+        if report.skipped or report.redone:
+            print(f"{len(report.skipped)} up to date in {a.dest} (resume), {len(report.redone)} to redo; "
+                  f"{todo} to do", file=sys.stderr)
         if a.progress and todo:
             from tqdm import tqdm
 
@@ -190,7 +211,15 @@ def main(argv: list[str] | None = None) -> int:
             bar.close()
     print(report.summary(), file=sys.stderr)
     if a.report is not None:
-        a.report.write_text(report.to_json(), encoding="utf-8")
+        from cutout.dataset.writer import WriteError, write_report
+
+        try:
+            if a.report.parent.resolve() == a.dest.resolve():
+                a.dest.mkdir(parents=True, exist_ok=True)
+            write_report(a.report, report.to_json())
+        except WriteError as e:
+            print(f"cli.py: --report {a.report}: {e}", file=sys.stderr)
+            return 1
     if report.interrupted:
         return 130
     return 0 if report.ok else 1

@@ -17,6 +17,10 @@ from .imaging.tensors import as_image, sanitize
 from .models.session import ModelSession, get_session
 from .quality import DEFAULT_QUALITY, partner_session, predict_frame_quality
 
+# Bump when a change anywhere in the pipeline changes output pixels: the folder job's manifest
+# records it, and a rerun redoes what an older version made.
+PIPELINE_VERSION = 1
+
 
 def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool = False,
                   quality: str = DEFAULT_QUALITY, confidences: list | None = None) -> torch.Tensor:

@@ -23,6 +23,7 @@ from PIL import Image
 from cutout import comfy_glue
 from cutout.dataset import writer as writer_mod
 from cutout.dataset.job import JobOptions, run_job
+from cutout.dataset.manifest import MANIFEST
 from cutout.imaging.tensors import CutoutInputError
 from cutout.models import ModelNotAvailableError, UnknownModelError, weights
 from cutout.models import session as session_mod
@@ -449,7 +450,7 @@ def test_bad_image_files_are_reported_by_the_job_and_others_go_on(tmp_path):
     assert set(failed) == bad, failed
     for rel, why in failed.items():
         assert why and ("cannot decode" in why or "no pixels" in why), (rel, why)
-    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["good.png"]  # nothing half-written
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir() if p.name != MANIFEST) == ["good.png"]  # nothing half-written
 
 
 def test_bad_image_files_cli_exit_code_and_listing(tmp_path):
@@ -556,7 +557,7 @@ def test_destination_disk_full_leaves_no_partial_files(tiny_fs, tmp_path, monkey
     assert report.failed, "the disk never filled"
     for _rel, why in report.failed:
         assert "No space left" in why, why
-    left = sorted(p.name for p in dest.iterdir())
+    left = sorted(p.name for p in dest.iterdir() if p.name != MANIFEST)
     assert left == sorted(report.done), left  # only complete files, no temp files
     for name in left:
         with Image.open(dest / name) as im:

@@ -15,6 +15,7 @@ from PIL import Image
 
 from cutout.dataset import reader, writer
 from cutout.dataset.job import JobOptions, run_job
+from cutout.dataset.manifest import MANIFEST
 
 
 def _gif(path, colours=((220, 30, 30), (30, 30, 220))):
@@ -38,7 +39,7 @@ def test_gif_goes_through_the_folder_job_and_is_counted(tmp_path):
     Image.new("RGB", (40, 30), (10, 200, 10)).save(src / "still.png")
     report = run_job(src, dest, JobOptions())
     assert report.total == 2 and not report.failed
-    assert sorted(p.name for p in dest.iterdir()) == ["anim.png", "still.png"]
+    assert sorted(p.name for p in dest.iterdir() if p.name != MANIFEST) == ["anim.png", "still.png"]
 
 
 def test_image_types_the_pack_does_not_read_are_reported_not_dropped(tmp_path):

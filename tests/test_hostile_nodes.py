@@ -163,7 +163,7 @@ def test_save_folder_names_the_input_that_is_wrong(name, value, msg, comfy_dirs)
     (".", "has no file name"),
     ("sub/.", "has no file name"),
     ("x" * 300 + ".png", "has a file or folder name of 304 bytes"),
-    ("deep/" + "é" * 120 + ".png", "has a file or folder name of 244 bytes"),
+    ("deep/" + "é" * 130 + ".png", "has a file or folder name of 264 bytes"),
 ])
 def test_save_folder_bad_relative_paths(rel, msg, comfy_dirs):
     _inp, out = comfy_dirs

@@ -141,3 +141,25 @@ def test_pack_import_never_imports_ray():
             "assert 'ray' not in sys.modules, 'ray imported'; print('ok')")
     p = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+
+
+def test_ray_plan_clashes_and_resume_follow_the_manifest(local_ray, tmp_path):
+    """The Ray engine shares the output plan (clashes refused, named) and the manifest (the driver
+    appends each write task's record): a rerun skips true matches and redoes other settings."""
+    from PIL import Image
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    for name, colour in (("b.JPG", (200, 30, 30)), ("b.jpeg", (30, 200, 30)), ("c.png", (30, 30, 200))):
+        Image.new("RGB", (16, 12), colour).save(src / name)
+    w = writer.WriteOptions(fsync=False)
+    rep = run_job_ray(src, dest, JobOptions(write=w), RayOptions(batch_size=2))
+    assert sorted(rep.done) == ["b.jpeg", "c.png"] and [r for r, _ in rep.failed] == ["b.JPG"]
+    assert "b.jpeg" in rep.failed[0][1]
+    again = run_job_ray(src, dest, JobOptions(write=w), RayOptions())
+    assert again.done == [] and sorted(again.skipped) == ["b.jpeg", "c.png"]
+    black = writer.WriteOptions(fsync=False, background="black")
+    other = run_job_ray(src, dest, JobOptions(write=black), RayOptions())
+    assert sorted(other.done) == ["b.jpeg", "c.png"]
+    assert all(why.startswith("settings changed: background") for _r, why in other.redone), other.redone
+    assert run_job(src, dest, JobOptions(write=black)).done == []  # the local engine reads the same records

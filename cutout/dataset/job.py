@@ -25,11 +25,14 @@ import torch
 from .. import comfy_glue
 from ..imaging.refine_chain import refine_masks
 from ..pipeline import predict_frame
-from . import reader, writer
+from . import manifest, reader, resume, writer
+from .plan import Planned, plan_outputs
 from .reader import DEFAULT_PATTERN, Decoded, Item, ReadError
 from .writer import WriteError, WriteOptions
 
 log = logging.getLogger("comfyui_cutout")
+
+PIXEL_BUDGET_IMAGES = 1.5  # pixels in flight (decoded, in inference, being written), in images at the limit
 
 
 @dataclass
@@ -45,6 +48,7 @@ class JobOptions:
     write_workers: int = 2
     prefetch: int = 4  # decoded images waiting for the model (bounds memory)
     refine: dict = field(default_factory=dict)  # keyword arguments of imaging.refine_chain.refine_masks ({} = off)
+    max_megapixels: float = reader.DEFAULT_MAX_MEGAPIXELS  # a larger image fails (bounded memory); 0 = no limit
 
 
 @dataclass
@@ -55,6 +59,7 @@ class Report:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    redone: list[tuple[str, str]] = field(default_factory=list)  # existing outputs made again, and why
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -71,11 +76,28 @@ class Report:
         else:
             self.failed.append((rel, reason))
 
+    def redone_reasons(self) -> dict[str, int]:
+        """How many outputs were redone for each kind of reason ('settings changed', ...)."""
+        out: dict[str, int] = {}
+        for _rel, why in self.redone:
+            kind = why.split(":")[0]
+            out[kind] = out.get(kind, 0) + 1
+        return out
+
     def summary(self, max_failed: int = 50) -> str:
         rate = len(self.done) / self.seconds if self.seconds > 0 else 0.0
-        lines = [f"done {len(self.done)}, skipped {len(self.skipped)} (already there), failed {len(self.failed)}"
+        redone = ""
+        if self.redone:
+            kinds = ", ".join(f"{n} {k}" for k, n in self.redone_reasons().items())
+            redone = f" ({len(self.redone)} redone: {kinds})"
+        lines = [f"done {len(self.done)}{redone}, skipped {len(self.skipped)} (up to date), failed {len(self.failed)}"
                  f" — {self.seconds:.1f} s, {rate:.2f} images/s"
                  + (" — INTERRUPTED: run the same command again to finish" if self.interrupted else "")]
+        shown = {}
+        for rel, why in self.redone:  # one example per reason: the settings diff says what changed
+            shown.setdefault(why.split(":")[0], (rel, why))
+        for rel, why in shown.values():
+            lines.append(f"  redone: {rel}: {why}")
         for rel, reason in self.failed[:max_failed]:
             lines.append(f"  failed: {rel}: {reason}")
         if len(self.failed) > max_failed:
@@ -85,13 +107,16 @@ class Report:
     def to_json(self) -> str:
         return json.dumps({"source": self.source, "dest": self.dest, "total": self.total, "done": self.done,
                            "skipped": self.skipped, "failed": [{"file": r, "reason": w} for r, w in self.failed],
+                           "redone": [{"file": r, "reason": w} for r, w in self.redone],
                            "seconds": round(self.seconds, 3), "interrupted": self.interrupted}, indent=1)
 
 
-def prepare(item: Item) -> tuple[Decoded, torch.Tensor]:
-    """Reader-thread work for one item: decode it and make the model's float frame."""
-    d = reader.decode(item)
-    return d, reader.to_frame(d.rgb)
+def prepare(item: Item, max_megapixels: float = 0.0) -> tuple[Decoded, torch.Tensor, dict | None]:
+    """Reader-thread work for one item: check its size, decode it, make the model's float frame,
+    and identify the source (for the manifest; None when it changed while being read)."""
+    reader.check_pixels(item.path, max_megapixels)
+    d, ident = manifest.identify_around(item.path, lambda: reader.decode(item))
+    return d, reader.to_frame(d.rgb), ident
 
 
 def infer_item(session, decoded: Decoded, frame: torch.Tensor | None = None,
@@ -116,43 +141,82 @@ def infer_item(session, decoded: Decoded, frame: torch.Tensor | None = None,
     return alpha
 
 
-def plan(source: Path, dest: Path, opts: JobOptions, report: Report) -> list[Item]:
-    """The items still to do; fills ``report`` with listing problems, name clashes and resumed items."""
+@dataclass
+class Resume:
+    """What one run knows about its destination: the manifest and this run's settings fingerprint."""
+
+    manifest: manifest.Manifest
+    values: dict
+    fp: str
+
+    def record(self, dest: Path, planned: Planned, ident: dict | None, saved: writer.Saved) -> dict | None:
+        return manifest.make_record(dest, planned, ident, self.fp, saved.files, saved.captions)
+
+    def add(self, planned: Planned, record: dict | None) -> None:
+        self.manifest.add(record, self.values, masks_only=not planned.write_image)
+
+
+# Job options that never change an output's pixels; any other (one added later included) is
+# part of the manifest's fingerprint, as for the write options (manifest.NOT_PIXELS).
+JOB_NOT_PIXELS = {"model", "device", "recursive", "pattern", "start", "limit", "write", "read_workers",
+                  "write_workers", "prefetch", "max_megapixels", "refine"}
+
+
+def settings_for(opts: JobOptions) -> dict:
+    """This run's pixel settings (model file MD5 included)."""
+    import dataclasses
+
+    from ..models.session import locate
+
+    extra = {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts) if f.name not in JOB_NOT_PIXELS}
+    return manifest.settings_values(opts.write, opts.model, locate(opts.model)[1], opts.refine, extra)
+
+
+def plan(source: Path, dest: Path, opts: JobOptions, report: Report, resume_state: Resume | None = None) -> list[Planned]:
+    """The items still to do, with the files each becomes (``plan.plan_outputs``); fills ``report``
+    with listing problems, refused items (name clashes, captions outside the source), outputs that
+    are up to date (skipped) and the reason each existing output is redone."""
     items, problems = reader.list_images(source, opts.recursive, opts.pattern, opts.start, opts.limit)
     report.total = len(items) + len(problems)
     report.failed.extend((p.rel, p.reason) for p in problems)
-    seen: dict[str, str] = {}
-    todo = []
-    for it in items:
-        out = str(writer.output_rel(it.rel, opts.write.fmt)).casefold()
-        if out in seen and opts.write.existing != "keep_both":
-            report.failed.append((str(it.rel), f"same output name as {seen[out]} (rename one of them)"))
-            continue
-        seen.setdefault(out, str(it.rel))
-        if opts.write.existing == "skip" and writer.is_done(dest, it.rel, opts.write):
-            report.skipped.append(str(it.rel))
-            continue
-        todo.append(it)
+    w = opts.write
+    out = plan_outputs(items, dest, w.fmt, save_mask=w.save_mask, mask_dir=w.mask_dir,
+                       copy_captions=w.copy_captions, keep_both=w.existing == "keep_both", source_root=source)
+    report.failed.extend((p.rel, p.reason) for p in out.refused)
+    r = resume_state
+    todo, done = resume.split_done(out.planned, dest, w.existing, r.manifest if r else None, r.fp if r else "",
+                                   lambda p, rec: manifest.same_source(p.item.path, rec))
+    report.skipped.extend(p.rel for p in done)
+    report.redone.extend((p.rel, p.reason) for p in todo if p.reason)
+    order = {str(it.rel): i for i, it in enumerate(items)}
+    report.failed.sort(key=lambda f: order.get(f[0], -1))
     return todo
 
 
-def _save(dest: Path, decoded: Decoded, alpha: np.ndarray, wopts: WriteOptions) -> writer.Saved:
-    return writer.save_item(dest, decoded.item, decoded.rgb, alpha, wopts, decoded.icc)
+def _save(dest: Path, planned: Planned, decoded: Decoded, ident: dict | None, alpha: np.ndarray,
+          wopts: WriteOptions, state: Resume) -> tuple[writer.Saved, dict | None]:
+    saved = writer.save_item(dest, planned, decoded.rgb, alpha, wopts, decoded.icc)
+    return saved, state.record(dest, planned, ident, saved)
 
 
 def begin(source: Path, dest: Path, opts: JobOptions, report: Report, on_start=None):
-    """What every engine does before the first image: plan (resume, refusals, name clashes),
-    create dest, remove temporaries of a killed run, start the progress bar."""
-    todo = plan(source, dest, opts, report)
+    """What every engine does before the first image: read the manifest, plan (resume, refusals,
+    name clashes), create dest, remove temporaries of a killed run, start the progress bar.
+    Returns (to do, progress, resume state)."""
+    values = settings_for(opts)
+    state = Resume(manifest.Manifest(dest, opts.write.fsync), values, manifest.fingerprint(values))
+    state.manifest.know(state.fp, values)
+    todo = plan(source, dest, opts, report, state)
     if todo:
         dest.mkdir(parents=True, exist_ok=True)
+        state.manifest.compact()
     removed = writer.clean_stale_temps(dest)
     if removed:
         log.info("Cutout dataset: removed %d temporary files left by an interrupted run", removed)
     progress = comfy_glue.Progress(len(todo))
     if on_start is not None:
         on_start(report, len(todo))
-    return todo, progress
+    return todo, progress, state
 
 
 def run_job(source: Path, dest: Path, opts: JobOptions,
@@ -173,12 +237,16 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
     t0 = time.perf_counter()
     report = Report(str(source), str(dest))
     session = get_session(opts.model, opts.device)
-    todo, progress = begin(source, dest, opts, report, on_start)
+    todo, progress, state = begin(source, dest, opts, report, on_start)
+    by_rel = {p.rel: p for p in todo}
     finished = 0
+
+    admitted: dict[str, int] = {}  # rel -> pixels, from admission to the end of its write
 
     def finish(rel: str, status: str, reason: str = "") -> None:
         nonlocal finished
         finished += 1
+        inflight["px"] -= admitted.pop(rel, 0)
         report.record(rel, status, reason)
         progress.update(1)
         if on_item is not None:
@@ -186,7 +254,8 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
 
     def collect(rel: str, fut: Future) -> None:
         try:
-            saved = fut.result()
+            saved, record = fut.result()
+            state.add(by_rel[rel], record)
             finish(rel, saved.status)
         except WriteError as e:
             finish(rel, "failed", str(e))
@@ -196,27 +265,42 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
 
     readers = ThreadPoolExecutor(max(1, opts.read_workers), thread_name_prefix="cutout-read")
     writers = ThreadPoolExecutor(max(1, opts.write_workers), thread_name_prefix="cutout-write")
-    reads: deque[tuple[Item, Future]] = deque()
+    reads: deque[tuple[Planned, Future]] = deque()
     writes: deque[tuple[str, Future]] = deque()
-    queue = iter(todo)
+    pending = deque(todo)
     max_writes = max(2, 2 * opts.write_workers)
+    # Memory is bounded in pixels, not only in images: the items between admission (read) and
+    # their finished write hold at most `budget` pixels (one item always goes, whatever its size).
+    budget = PIXEL_BUDGET_IMAGES * (opts.max_megapixels or reader.DEFAULT_MAX_MEGAPIXELS) * 1e6
+    inflight = {"px": 0}
 
     def refill() -> None:
-        while len(reads) < max(1, opts.prefetch):
-            it = next(queue, None)
-            if it is None:
+        while pending and len(reads) < max(1, opts.prefetch):
+            p = pending[0]
+            px = reader.header_pixels(p.item.path)
+            if opts.max_megapixels and px > opts.max_megapixels * 1e6:
+                px = 0  # refused from its header in the reader thread: holds no memory
+            if admitted and inflight["px"] + px > budget:
                 return
-            reads.append((it, readers.submit(prepare, it)))
+            pending.popleft()
+            admitted[p.rel] = px
+            inflight["px"] += px
+            reads.append((p, readers.submit(prepare, p.item, opts.max_megapixels)))
 
     try:
         refill()
-        while reads:
+        while reads or pending:
             comfy_glue.check_interrupt()
-            it, fut = reads.popleft()
+            if not reads:  # the pixel budget is held by writes in flight: finish the oldest
+                if writes:
+                    collect(*writes.popleft())
+                refill()
+                continue
+            planned, fut = reads.popleft()
             refill()
-            rel = str(it.rel)
+            rel = planned.rel
             try:
-                decoded, frame = fut.result()
+                decoded, frame, ident = fut.result()
             except ReadError as e:
                 finish(rel, "failed", str(e))
                 continue
@@ -239,7 +323,7 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
             del frame
             while len(writes) >= max_writes:
                 collect(*writes.popleft())
-            writes.append((rel, writers.submit(_save, dest, decoded, alpha, opts.write)))
+            writes.append((rel, writers.submit(_save, dest, planned, decoded, ident, alpha, opts.write, state)))
             while writes and writes[0][1].done():
                 collect(*writes.popleft())
         while writes:
@@ -250,7 +334,8 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
             f.cancel()
         for rel, f in writes:  # let writes in flight finish: each is atomic, and counts for the resume
             try:
-                f.result()
+                _saved, record = f.result()
+                state.add(by_rel[rel], record)
                 report.done.append(rel)
             except BaseException:
                 pass

@@ -103,24 +103,86 @@ def guard_folder(text: str, node: str, input_name: str, default_root: Path | Non
     return real
 
 
-def check_no_overlap(source: Path, dest: Path) -> None:
-    """Refuse a destination equal to, inside, or containing the source (outputs could replace inputs)."""
+def check_no_overlap(source: Path, dest: Path, flag: str = "--dest") -> None:
+    """Refuse an output folder (``flag`` names it: --dest, --mask-dir) equal to, inside, or containing
+    the source (outputs could replace inputs)."""
     s = Path(os.path.realpath(source))
     d = Path(os.path.realpath(dest))
     if s == d:
-        raise UnsafePath(f"--dest {dest} is the source folder; expected a different, new folder "
+        raise UnsafePath(f"{flag} {dest} is the source folder; expected a different, new folder "
                           f"(the originals are never overwritten).")
     if is_within(d, s):
-        raise UnsafePath(f"--dest {dest} is inside --source {source}; expected a folder outside it "
+        raise UnsafePath(f"{flag} {dest} is inside --source {source}; expected a folder outside it "
                           f"(outputs would be mixed with, or read back as, inputs).")
     if is_within(s, d):
-        raise UnsafePath(f"--source {source} is inside --dest {dest}; expected separate folders "
+        raise UnsafePath(f"--source {source} is inside {flag} {dest}; expected separate folders "
                           f"(outputs could overwrite the originals).")
 
 
-# A written file's hidden temporary name adds about 40 bytes and a mask file '_mask'; most file
-# systems allow 255 bytes per name.
-MAX_NAME_BYTES = 200
+def check_mask_dir(dest: Path, mask_dir: Path) -> None:
+    """``--mask-dir`` equal to ``--dest`` is refused (each mask would take its image's name); inside
+    it is allowed, the output plan refuses the single names that clash."""
+    if Path(os.path.realpath(dest)) == Path(os.path.realpath(mask_dir)):
+        raise UnsafePath(f"--mask-dir {mask_dir} is the --dest folder; expected another folder "
+                          f"(each mask would take the name of its cut-out).")
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = Path(os.path.abspath(path))
+    while not os.path.lexists(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _probe(folder: Path) -> str:
+    """'' when a file can be created in ``folder`` (tried for real: root ignores permission bits,
+    a read-only mount does not), else why not."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(prefix=".cutout-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+        return ""
+    except OSError as e:
+        return e.strerror or str(e)
+
+
+def check_writable_folder(path: Path, flag: str) -> None:
+    """Before the job starts: ``path`` is a folder we can write in, or one we can create."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UnsafePath(f"{flag} {path} is a file; expected a folder")
+    base = p if p.is_dir() else _nearest_existing(p)
+    if not base.is_dir():
+        raise UnsafePath(f"{flag} {path}: {base} is a file, so the folder cannot be created there")
+    why = _probe(base)
+    if why:
+        what = "cannot write in it" if base == p else f"cannot create it in {base}"
+        raise UnsafePath(f"{flag} {path}: {what} ({why})")
+
+
+def check_writable_file(path: Path, flag: str, creatable: Path | None = None) -> None:
+    """Before the job starts: ``path`` can be written (its folder exists and takes files; not a
+    folder). Its folder may be missing when it is ``creatable`` (the destination, made by the job)."""
+    p = Path(path)
+    if p.is_dir():
+        raise UnsafePath(f"{flag} {path} is a folder; expected a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if creatable is not None and os.path.realpath(parent) == os.path.realpath(creatable) and not parent.exists():
+        check_writable_folder(parent, flag)
+        return
+    if not parent.is_dir():
+        raise UnsafePath(f"{flag} {path}: folder {parent} does not exist")
+    why = _probe(parent)
+    if why:
+        raise UnsafePath(f"{flag} {path}: cannot write in {parent} ({why})")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise UnsafePath(f"{flag} {path}: the file is not writable")
+
+# Most file systems allow 255 bytes per name; hidden temporary names are shortened to fit
+# (writer._tmp_name), and the output plan refuses a derived name (<stem>_mask.png) that does not.
+MAX_NAME_BYTES = 255
 
 
 def relative_problem(rel: str) -> str | None:

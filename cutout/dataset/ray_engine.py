@@ -13,9 +13,9 @@ name clashes, resume), then streams the items through three Ray Data stages that
 
 The driver collects one status row per item into the same ``job.Report`` the local engine
 returns, in the planned order. Actors are restarted and their batches retried when a worker
-dies (Ray's ``max_restarts``/``max_task_retries``); since every write is atomic and an output
-planned as missing but found written counts as done, a lost worker neither loses nor
-duplicates an output (except with ``keep_both``, where a retried write adds a ``_1`` copy).
+dies (Ray's ``max_restarts``/``max_task_retries``); since every write is atomic and the output
+names are fixed by the driver's plan (``plan.plan_outputs``), a retried write replaces its own
+files: a lost worker neither loses nor duplicates an output, ``keep_both`` included.
 
 ``ray`` is imported here only inside functions, and nothing in the pack imports this module
 except ``cli.py --engine ray``: ComfyUI never loads Ray.
@@ -24,6 +24,7 @@ except ``cli.py --engine ray``: ComfyUI never loads Ray.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -33,6 +34,7 @@ from typing import Callable
 
 from .job import JobOptions, Report, begin
 from . import ray_stages, writer
+from .plan import Planned
 
 log = logging.getLogger("comfyui_cutout")
 
@@ -104,7 +106,13 @@ def _wopts_dict(w: writer.WriteOptions) -> dict:
     return d
 
 
-def build_dataset(todo, dest: Path, opts: JobOptions, ropts: RayOptions):
+def _abs_plan(p: Planned) -> Planned:
+    """The plan with absolute paths: workers do not run in the driver's current folder."""
+    return dataclasses.replace(p, masks=tuple((Path(r).absolute(), m) for r, m in p.masks),
+                               captions=tuple((Path(s).absolute(), r) for s, r in p.captions))
+
+
+def build_dataset(todo, dest: Path, opts: JobOptions, ropts: RayOptions, fp: str = ""):
     """The lazy Ray Dataset: items -> decode tasks -> inference actors -> write tasks -> status rows."""
     ray = _ray()
     from ray.data import DataContext
@@ -118,13 +126,14 @@ def build_dataset(todo, dest: Path, opts: JobOptions, ropts: RayOptions):
     ray.cloudpickle.register_pickle_by_value(ray_stages)
 
     # absolute paths: workers do not run in the driver's current folder
-    items = [{"path": str(Path(it.path).absolute()), "rel": str(it.rel)} for it in todo]
+    items = [{"path": str(Path(p.item.path).absolute()), "rel": p.rel, "plan": json.dumps(_abs_plan(p).to_row())}
+             for p in todo]
     # one item per block (up to 10 000 blocks): items stream through the stages one by one, no stage
     # waits for a big block; above that, a few items per block keep the per-block bookkeeping small
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
     # tasks are retried by Ray Data by default (max_retries=-1) when their worker dies
     io = dict(num_cpus=ropts.io_cpus, compute=ray.data.TaskPoolStrategy(size=max(1, ropts.io_tasks)))
-    ds = ds.map(ray_stages.decode_row, fn_kwargs={"root": ROOT}, **io)
+    ds = ds.map(ray_stages.decode_row, fn_kwargs={"root": ROOT, "max_megapixels": opts.max_megapixels}, **io)
     # Ray Data gives its actors max_restarts=-1 and max_task_retries=-1 by default: a dead actor
     # is restarted (model loaded again) and its batch is run again.
     ds = ds.map_batches(
@@ -136,7 +145,8 @@ def build_dataset(todo, dest: Path, opts: JobOptions, ropts: RayOptions):
         compute=ray.data.ActorPoolStrategy(size=max(1, ropts.actors)), num_cpus=ropts.cpus_per_actor, num_gpus=ropts.gpus_per_actor or None)
     ds = ds.map(ray_stages.write_row,
                 fn_kwargs={"root": ROOT, "dest": str(Path(dest).absolute()), "wopts": _wopts_dict(opts.write),
-                           "planned_fresh": opts.write.existing == "skip"}, **io)
+                           "fp": fp},
+                **io)
     return ds
 
 
@@ -156,18 +166,21 @@ def run_job_ray(source: Path, dest: Path, opts: JobOptions, ropts: RayOptions | 
     t0 = time.perf_counter()
     report = Report(str(source), str(dest))
     locate(opts.model)  # raises UnknownModelError / ModelNotAvailableError here, as the local engine does
-    todo, progress = begin(source, dest, opts, report, on_start)
+    todo, progress, state = begin(source, dest, opts, report, on_start)
+    by_rel = {p.rel: p for p in todo}
     if not todo:
         report.seconds = time.perf_counter() - t0
         return report
 
     started = start_ray(ropts.address, ropts.num_cpus, ropts.ship_code)
-    order = {str(it.rel): i for i, it in enumerate(todo)}
+    order = {p.rel: i for i, p in enumerate(todo)}
     results: dict[str, tuple[str, str]] = {}
     try:
-        ds = build_dataset(todo, dest, opts, ropts)
+        ds = build_dataset(todo, dest, opts, ropts, state.fp)
         for row in ds.iter_rows():
             rel, status, reason = str(row["rel"]), str(row["status"]), str(row["reason"])
+            if status == "done" and str(row["record"]):  # the last answer's files are the ones on disk
+                state.add(by_rel[rel], json.loads(str(row["record"])))
             if rel in results:  # a retried task's second answer: never count an item twice
                 continue
             results[rel] = (status, reason)
@@ -181,7 +194,7 @@ def run_job_ray(source: Path, dest: Path, opts: JobOptions, ropts: RayOptions | 
             _ray().shutdown()
         for rel in sorted(results, key=order.__getitem__):
             report.record(rel, *results[rel])
-        missing = [str(it.rel) for it in todo if str(it.rel) not in results]
+        missing = [p.rel for p in todo if p.rel not in results]
         if missing and not report.interrupted:
             for rel in missing:  # should not happen: say so rather than report success
                 report.failed.append((rel, "no result came back from the Ray pipeline"))

@@ -9,7 +9,7 @@ it *by value*, and each stage calls ``_pack(root)`` first, which puts the pack's
 * ``decode_row``   -> ``dataset.reader.decode`` (EXIF, 16-bit, the file's own alpha, ICC);
 * ``InferActor``   -> ``models.session.get_session`` once per actor, ``dataset.job.infer_item``
   (which is ``pipeline.predict_frame``) per image;
-* ``write_row``    -> ``dataset.writer.save_item`` (captions, masks, atomic writes, policy).
+* ``write_row``    -> ``dataset.writer.save_item`` (captions, masks, atomic writes, at the planned names).
 
 Rows carry only plain values (str, int, bytes): pixels travel as raw bytes plus their shape,
 so they go through the object store without any pack class in them. The predicted mask
@@ -45,26 +45,31 @@ def _item(row):
     return Item(Path(str(row["path"])), PurePosixPath(str(row["rel"])))
 
 
-def _empty(rel, path, error=""):
-    return {"rel": rel, "path": path, "h": 0, "w": 0, "rgb": b"", "alpha": b"", "icc": b"", "error": error}
+def _empty(rel, path, plan, error=""):
+    return {"rel": rel, "path": path, "plan": plan, "ident": "", "h": 0, "w": 0, "rgb": b"", "alpha": b"",
+            "icc": b"", "error": error}
 
 
-def decode_row(row: dict, root: str) -> dict:
-    """Stage 1 (tasks): one file -> its 8-bit RGB (+ own alpha, ICC) as bytes, or the reason it failed."""
+def decode_row(row: dict, root: str, max_megapixels: float = 0.0) -> dict:
+    """Stage 1 (tasks): one file -> its 8-bit RGB (+ own alpha, ICC) as bytes and its identity for
+    the manifest, or the reason it failed (``job.prepare``'s steps)."""
     _pack(root)
-    from cutout.dataset import reader
+    import json
 
-    rel, path = str(row["rel"]), str(row["path"])
+    from cutout.dataset import manifest, reader
+
+    rel, path, plan = str(row["rel"]), str(row["path"]), str(row["plan"])
     try:
-        d = reader.decode(_item(row))
+        reader.check_pixels(path, max_megapixels)
+        d, ident = manifest.identify_around(path, lambda: reader.decode(_item(row)))
     except reader.ReadError as e:
-        return _empty(rel, path, str(e))
+        return _empty(rel, path, plan, str(e))
     except MemoryError:
-        return _empty(rel, path, "not enough memory to decode it")
+        return _empty(rel, path, plan, "not enough memory to decode it")
     except Exception as e:  # a decoder bug on one file must not stop the others (as in job.run_job)
-        return _empty(rel, path, f"cannot read ({type(e).__name__}: {str(e)[:200]})")
+        return _empty(rel, path, plan, f"cannot read ({type(e).__name__}: {str(e)[:200]})")
     h, w = d.rgb.shape[:2]
-    return {"rel": rel, "path": path, "h": int(h), "w": int(w), "rgb": d.rgb.tobytes(),
+    return {"rel": rel, "path": path, "plan": plan, "ident": json.dumps(ident), "h": int(h), "w": int(w), "rgb": d.rgb.tobytes(),
             "alpha": b"" if d.alpha is None else d.alpha.tobytes(), "icc": d.icc or b"", "error": ""}
 
 
@@ -109,7 +114,8 @@ class InferActor:
             except Exception as e:  # one bad image must not fail the batch (and be retried forever)
                 masks.append(b"")
                 errors.append(f"inference failed ({type(e).__name__}: {str(e)[:200]})")
-        return {"rel": batch["rel"], "path": batch["path"], "h": batch["h"], "w": batch["w"], "rgb": batch["rgb"],
+        return {"rel": batch["rel"], "path": batch["path"], "plan": batch["plan"], "ident": batch["ident"],
+                "h": batch["h"], "w": batch["w"], "rgb": batch["rgb"],
                 "icc": batch["icc"], "mask": _objects(masks), "error": _objects(errors)}
 
 
@@ -119,34 +125,33 @@ def _objects(values: list) -> np.ndarray:
     return out
 
 
-def write_row(row: dict, root: str, dest: str, wopts: dict, planned_fresh: bool) -> dict:
-    """Stage 3 (tasks): encode and write one result atomically; returns its status for the report.
-
-    ``planned_fresh``: the driver planned this item as not yet done (resume policy 'skip'), so an
-    output found already there was written by an earlier attempt of this very task (a retried
-    task after a lost worker): it counts as done, not as skipped — nothing is lost or written twice.
-    """
+def write_row(row: dict, root: str, dest: str, wopts: dict, fp: str) -> dict:
+    """Stage 3 (tasks): encode and write one result atomically, at the names the driver planned
+    (a retried task writes the same files again: nothing is lost or written twice); returns its
+    status for the report and its manifest record, which the driver appends."""
     _pack(root)
+    import json
     from pathlib import Path
 
-    from cutout.dataset import writer
+    from cutout.dataset import manifest, writer
+    from cutout.dataset.plan import Planned
 
     rel = str(row["rel"])
     err = str(row["error"])
     if err:
-        return {"rel": rel, "status": "failed", "reason": err}
+        return {"rel": rel, "status": "failed", "reason": err, "record": ""}
     opts = writer.WriteOptions(**{**wopts, "mask_dir": Path(wopts["mask_dir"]) if wopts.get("mask_dir") else None})
     h, w = int(row["h"]), int(row["w"])
     rgb = np.frombuffer(row["rgb"], np.uint8).reshape(h, w, 3)
     alpha = np.frombuffer(row["mask"], np.float32).reshape(h, w)
     icc = bytes(row["icc"]) or None
     try:
-        saved = writer.save_item(Path(dest), _item(row), rgb, alpha, opts, icc)
+        planned = Planned.from_row(_item(row), json.loads(str(row["plan"])))
+        saved = writer.save_item(Path(dest), planned, rgb, alpha, opts, icc)
     except writer.WriteError as e:
-        return {"rel": rel, "status": "failed", "reason": str(e)}
+        return {"rel": rel, "status": "failed", "reason": str(e), "record": ""}
     except Exception as e:  # a bug in one item must not lose the others
-        return {"rel": rel, "status": "failed", "reason": f"{type(e).__name__}: {e}"}
-    status = saved.status
-    if status == "skipped" and planned_fresh:
-        status = "done"
-    return {"rel": rel, "status": status, "reason": ""}
+        return {"rel": rel, "status": "failed", "reason": f"{type(e).__name__}: {e}", "record": ""}
+    record = manifest.make_record(Path(dest), planned, json.loads(str(row["ident"]) or "null"), fp, saved.files,
+                                  saved.captions)
+    return {"rel": rel, "status": saved.status, "reason": "", "record": json.dumps(record)}

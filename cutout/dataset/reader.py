@@ -24,6 +24,9 @@ UNREAD_IMAGE_EXTENSIONS = (".heic", ".heif", ".avif", ".jxl", ".svg", ".psd", ".
                            ".arw", ".raw")
 DEFAULT_PATTERN = ";".join(f"*{e}" for e in IMAGE_EXTENSIONS)
 CAPTION_EXTENSIONS = (".txt", ".caption", ".json")
+# The folder job's pixel limit: with job.PIXEL_BUDGET_IMAGES it keeps the job's peak memory well
+# under 4 GB (measured in docs/dataset.md).
+DEFAULT_MAX_MEGAPIXELS = 24.0
 
 
 class ReadError(Exception):
@@ -125,6 +128,47 @@ def list_images(root: Path, recursive: bool = True, pattern: str = DEFAULT_PATTE
     start = max(int(start), 0)
     found = found[start:start + int(limit)] if limit and limit > 0 else found[start:]
     return found, problems
+
+
+def header_pixels(path: Path) -> int:
+    """Width x height from the file's header (no pixel decoded); 0 when it cannot be read."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                w, h = im.size
+        return int(w) * int(h)
+    except Exception:  # Pillow's bomb error included: check_pixels / decode report the file
+        return 0
+
+
+def check_pixels(path: Path, max_megapixels: float) -> None:
+    """Refuse an image above ``max_megapixels`` from its header alone, before any pixel is decoded
+    (a 10000x10000 PNG of a few hundred KB would take gigabytes). 0 = no limit. Files the header
+    reader cannot open are left to ``decode``, which reports them."""
+    if not max_megapixels or max_megapixels <= 0:
+        return
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as e:
+        raise ReadError(f"image too large to decode safely ({str(e)[:120]}); the limit is "
+                        f"{max_megapixels:g} MP (--max-megapixels)") from None
+    except Exception:
+        return
+    if w * h > max_megapixels * 1e6:
+        raise ReadError(f"image is {w}x{h} = {w * h / 1e6:.1f} MP, above the limit of {max_megapixels:g} MP "
+                        f"(--max-megapixels; raise it if this machine has the memory)")
 
 
 def decode(item: Item) -> Decoded:

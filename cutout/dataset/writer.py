@@ -1,4 +1,4 @@
-"""Saving one result: background, output name, collision policy, caption sidecars, atomic writes.
+"""Saving one result: background, caption sidecars, masks, atomic writes (the names come from ``plan``).
 
 Every background goes through ``apply_background``, a thin uint8 wrapper of the shared
 ``imaging.composite.composite_background`` (the Composite Background node's function). Every file goes through
@@ -12,6 +12,7 @@ caption copies and its mask are already complete, which is what resume relies on
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -21,7 +22,7 @@ import struct
 import threading
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -34,13 +35,13 @@ except ImportError:  # Windows: a file open in another process cannot be deleted
 
 from ..imaging.clear import DEFAULT_CLEAR_FILL, check_clear_fill
 from ..imaging.composite import composite_background, cutout_rgba8, parse_color
+from .manifest import identify
 from .paths import UnsafePath, safe_target
-from .reader import CAPTION_EXTENSIONS, Item
+from .plan import FORMATS, NAME_MAX, Planned
 
 log = logging.getLogger("comfyui_cutout")
 
-FORMATS = {"png": ".png", "webp": ".webp", "jpg": ".jpg"}
-EXISTING = ("skip", "overwrite", "keep_both")
+EXISTING = ("skip", "overwrite", "keep_both", "trust")  # resume.split_done says what each does
 TMP_SUFFIX = ".cutout-tmp"
 _TMP_RE = re.compile(r"^\..+\.(\d+)\.\d+" + re.escape(TMP_SUFFIX) + r"$")
 
@@ -96,7 +97,7 @@ class WriteOptions:
     mask_only: bool = False  # write the mask (grey) instead of the cut-out
     save_mask: bool = False  # also write <stem>_mask.png beside the image
     mask_dir: Path | None = None  # or: also write masks into this tree, same relative path and stem
-    existing: str = "skip"  # skip | overwrite | keep_both
+    existing: str = "skip"  # skip | overwrite | keep_both | trust (see resume.py)
     copy_captions: bool = True
     png_compress: int = 2  # zlib level 0..9: with imagecodecs' one 'up' filter, 2 is fast and about as small as Pillow's 1 (docs/dataset.md)
     jpeg_quality: int = 95
@@ -117,28 +118,10 @@ class WriteOptions:
 
 @dataclass
 class Saved:
-    status: str  # "done" | "skipped"
+    status: str  # "done"
     path: Path
-    files: list[Path]
-
-
-def output_rel(rel: PurePosixPath, fmt: str) -> PurePosixPath:
-    """Same folder and stem, the format's extension ('img 1.JPG' -> 'img 1.png')."""
-    return PurePosixPath(rel).with_suffix(FORMATS[fmt])
-
-
-def target_for(dest: Path, rel: PurePosixPath, opts: WriteOptions) -> Path:
-    return safe_target(dest, output_rel(rel, opts.fmt))
-
-
-def is_done(dest: Path, rel: PurePosixPath, opts: WriteOptions) -> bool:
-    """True when the image of ``rel`` is already in ``dest`` (written last, so complete) and so is
-    every mask file asked for (a rerun that adds ``--save-mask`` or ``--mask-dir`` is not "done")."""
-    try:
-        target = target_for(dest, rel, opts)
-        return target.is_file() and all(m.is_file() for m in mask_path_for(target, output_rel(rel, opts.fmt), opts))
-    except UnsafePath:
-        return False
+    files: list[Path]  # every file written
+    captions: dict = field(default_factory=dict)  # caption copy (relative to dest) -> its source's identity
 
 
 _counter = iter(range(1 << 62))
@@ -146,9 +129,24 @@ _counter_lock = threading.Lock()
 
 
 def _tmp_name(target: Path) -> Path:
+    """A hidden name beside ``target`` that fits the 255-byte limit whenever ``target``'s name does."""
     with _counter_lock:
         n = next(_counter)
-    return target.with_name(f".{target.name}.{os.getpid()}.{n}{TMP_SUFFIX}")
+    tail = f".{os.getpid()}.{n}{TMP_SUFFIX}"
+    name = target.name
+    if len(os.fsencode(f".{name}{tail}")) > NAME_MAX:
+        digest = hashlib.sha1(os.fsencode(name)).hexdigest()[:12]
+        keep = NAME_MAX - len(tail) - len(digest) - 2
+        name = _cut(name, keep) + "~" + digest
+    return target.with_name(f".{name}{tail}")
+
+
+def _cut(name: str, max_bytes: int) -> str:
+    """The longest prefix of ``name`` whose UTF-8 (file system) encoding fits ``max_bytes``."""
+    out = name
+    while len(os.fsencode(out)) > max_bytes:
+        out = out[:-1]
+    return out
 
 
 def _try_lock(fd: int) -> bool:
@@ -207,6 +205,14 @@ def atomic_write(target: Path, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to a temporary file beside ``target`` and rename it over ``target``."""
     with _atomic_file(target, fsync) as f:
         f.write(data)
+
+
+def write_report(path: Path, text: str) -> None:
+    """The closing report, atomically (a half-written report is never left)."""
+    try:
+        atomic_write(Path(path), text.encode("utf-8"), fsync=False)
+    except OSError as e:
+        raise WriteError(f"cannot write ({e.strerror or e})") from None
 
 
 def atomic_copy(src: Path, target: Path, fsync: bool = True) -> None:
@@ -287,24 +293,6 @@ def encode(pixels: np.ndarray, fmt: str, opts: WriteOptions, icc: bytes | None =
     return buf.getvalue()
 
 
-def _keep_both_target(target: Path) -> Path:
-    n = 1
-    while True:
-        cand = target.with_name(f"{target.stem}_{n}{target.suffix}")
-        if not cand.exists() and not any(cand.with_suffix(e).exists() for e in CAPTION_EXTENSIONS):
-            return cand
-        n += 1
-
-
-def mask_path_for(target: Path, rel_out: PurePosixPath, opts: WriteOptions) -> list[Path]:
-    out = []
-    if opts.save_mask:
-        out.append(target.with_name(f"{target.stem}_mask.png"))
-    if opts.mask_dir is not None:
-        out.append(safe_target(Path(opts.mask_dir), PurePosixPath(rel_out).with_suffix(".png")))
-    return out
-
-
 def _mask8(alpha: np.ndarray) -> np.ndarray:
     """The subject mask as 8-bit grey (white = subject)."""
     return (np.clip(alpha, 0, 1) * 255.0 + 0.5).astype(np.uint8)
@@ -320,41 +308,40 @@ def _write_masks(paths: list[Path], alpha: np.ndarray, opts: WriteOptions) -> No
         atomic_write(mp, data, opts.fsync)
 
 
-def save_item(dest: Path, item: Item, rgb: np.ndarray, alpha: np.ndarray, opts: WriteOptions,
-              icc: bytes | None = None) -> Saved:
-    """Write one result under ``dest`` at the item's relative path; captions and mask first, image last.
+def _copy_caption(src: Path, target: Path, fsync: bool) -> None:
+    """Copy a sidecar the plan resolved and checked; O_NOFOLLOW: a symlink swapped in since is not followed."""
+    fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fi, _atomic_file(target, fsync) as fo:
+        shutil.copyfileobj(fi, fo, 1 << 20)
 
-    ``rgb`` uint8 ``[H,W,3]``; ``alpha`` float ``[H,W]`` 0..1, 1 = subject. Raises ``WriteError``.
+
+def save_item(dest: Path, planned: Planned, rgb: np.ndarray, alpha: np.ndarray, opts: WriteOptions,
+              icc: bytes | None = None) -> Saved:
+    """Write the files ``plan.plan_outputs`` gave one item: captions and masks first, image last.
+
+    ``rgb`` uint8 ``[H,W,3]``; ``alpha`` float ``[H,W]`` 0..1, 1 = subject. The names are the
+    plan's (no decision here); every target is checked again against its root (no '..', no
+    escaping symlink). With ``planned.write_image`` False only the masks are written. Raises
+    ``WriteError``.
     """
-    rel_out = output_rel(item.rel, opts.fmt)
     try:
-        target = safe_target(dest, rel_out)
-    except UnsafePath as e:
-        raise WriteError(str(e)) from None
-    try:
-        if os.path.realpath(target) == os.path.realpath(item.path):
+        target = safe_target(dest, planned.image)
+        masks = [safe_target(root, rel) for root, rel in planned.masks]
+        if os.path.realpath(target) == os.path.realpath(planned.item.path):
             raise WriteError(f"output {target} is the source file itself; refused")
-        if target.exists():
-            if opts.existing == "skip":  # the image stays as it is; only mask files asked for and missing
-                missing = [m for m in mask_path_for(target, rel_out, opts) if not m.exists()]
-                if not missing:
-                    return Saved("skipped", target, [])
-                _write_masks(missing, alpha, opts)
-                return Saved("done", target, missing)
-            if opts.existing == "keep_both":
-                target = _keep_both_target(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
-        if opts.copy_captions:
-            for ext in CAPTION_EXTENSIONS:
-                src = item.path.with_suffix(ext)
-                if src.is_file():
-                    dst = target.with_suffix(ext)
-                    if os.path.realpath(dst) == os.path.realpath(src):
-                        continue
-                    atomic_copy(src, dst, opts.fsync)
-                    written.append(dst)
-        masks = mask_path_for(target, rel_out, opts)
+        if not planned.write_image:
+            _write_masks(masks, alpha, opts)
+            return Saved("done", target, masks)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        captions = {}
+        for src, rel in planned.captions:
+            dst = safe_target(dest, rel)
+            if os.path.realpath(dst) == os.path.realpath(src):
+                continue
+            captions[str(rel)] = identify(src, always_hash=True)
+            _copy_caption(src, dst, opts.fsync)
+            written.append(dst)
         _write_masks(masks, alpha, opts)
         written += masks
         if opts.mask_only:
@@ -366,7 +353,7 @@ def save_item(dest: Path, item: Item, rgb: np.ndarray, alpha: np.ndarray, opts: 
             pixels = apply_background(rgb, alpha, background, opts.decontaminate, opts.clear_fill)
         atomic_write(target, encode(pixels, opts.fmt, opts, icc), opts.fsync)
         written.append(target)
-        return Saved("done", target, written)
+        return Saved("done", target, written, captions)
     except WriteError:
         raise
     except UnsafePath as e:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .. import comfy_glue
-from ..dataset import paths, reader, writer
+from ..dataset import manifest, paths, plan, reader, resume, writer
 from ..imaging.clear import CLEAR_FILLS, DEFAULT_CLEAR_FILL
 from ..imaging.tensors import CutoutInputError, as_image, as_mask
 from .common import CATEGORY, CLEAR_FILL_TIP, MASK_CONVENTION, advanced_inputs, checked_widgets
@@ -40,6 +40,14 @@ def _first(v, default=None):
     if isinstance(v, list):
         return v[0] if v else default
     return v if v is not None else default
+
+
+def _content_identity(u8: np.ndarray, alpha: np.ndarray) -> dict:
+    """The node's source identity: the pixels it was given (the graph upstream decides them)."""
+    h = hashlib.sha256(f"{u8.shape}".encode())
+    h.update(np.ascontiguousarray(u8).tobytes())
+    h.update(np.ascontiguousarray(np.clip(alpha, 0, 1) * 65535, dtype=np.uint16).tobytes() if alpha is not None else b"")
+    return {"content": h.hexdigest()}
 
 
 @advanced_inputs("pattern", "start_index", "limit", "stack_same_size")
@@ -151,7 +159,9 @@ class CutoutSaveImageFolder:
         "Saves every image it gets at its relative path under 'destination' (same folders, same file stem, new "
         "extension), as PNG/WEBP with transparency or JPEG flattened onto a colour. Caption files (.txt, .caption, "
         ".json) beside the source image are copied unchanged when 'source_folder' is connected. Writes are atomic "
-        "(temporary file + rename). Existing outputs are skipped by default, so a re-run only adds what is missing. "
+        "(temporary file + rename). An output already there is skipped only when the destination's manifest says it was "
+        "made from the same image with the same settings; otherwise it is made again (a re-run adds what is missing "
+        "or stale). Two inputs that would get one file name: the second fails, named in the report. "
         + _GUARD_HELP
     )
     CATEGORY = CATEGORY
@@ -172,7 +182,9 @@ class CutoutSaveImageFolder:
                 "format": (list(writer.FORMATS), {"default": "png", "tooltip": "png / webp (lossless) keep transparency; "
                                                   "jpg is flattened onto 'jpeg_background'."}),
                 "existing": (list(writer.EXISTING), {"default": "skip", "tooltip": "When the output file is already "
-                                                     "there: keep it (resume), replace it, or write <stem>_1 beside it."}),
+                                                     "there: skip: keep it if the manifest says it is up to date, else "
+                                                     "redo it; overwrite: redo it; keep_both: write <stem>_1 beside it; "
+                                                     "trust: keep any file that exists, whatever made it."}),
                 "background": ("STRING", {"default": "transparent", "tooltip": "transparent, a colour name (white, "
                                           "black, gray, …), #RRGGBB or r,g,b."}),
             },
@@ -255,27 +267,43 @@ class CutoutSaveImageFolder:
                     raise CutoutInputError(node, "relative_path", str(e), "a path inside source_folder") from None
                 u8 = (rgb[k].numpy() * 255.0 + 0.5).astype(np.uint8)
                 jobs.append((reader.Item(src, relp), u8, alpha[k].numpy()))
-        progress = comfy_glue.Progress(len(jobs))
         done, skipped, failed = [], [], []
+        pixels = {id(it): (u8, a) for it, u8, a in jobs}  # by identity: the plan refuses a repeated name
+        idents = {id(it): _content_identity(u8, a) for it, u8, a in jobs}
+        values = manifest.settings_values(opts)
+        fp = manifest.fingerprint(values)
+        book = manifest.Manifest(dest, opts.fsync)
+        book.know(fp, values)
+        out = plan.plan_outputs([it for it, _u8, _a in jobs], dest, fmt, save_mask=save_mask,
+                                copy_captions=src_root is not None, keep_both=existing == "keep_both",
+                                source_root=src_root)
+        failed += [(p.rel, p.reason) for p in out.refused]
+        todo, already = resume.split_done(out.planned, dest, existing, book, fp,
+                                          lambda p, rec: rec == idents[id(p.item)])
+        skipped += [p.rel for p in already]
         try:
-            dest.mkdir(parents=True, exist_ok=True)
+            if todo:
+                dest.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # read-only / full / not a folder: every image fails, with the reason
             why = (f"cannot create the destination folder (input 'destination' = '{destination}'): "
                    f"{e.strerror or e}")
-            failed = [(str(it.rel), why) for it, _u8, _a in jobs]
-            jobs = []
-        if jobs:
+            failed += [(p.rel, why) for p in todo]
+            todo = []
+        if todo:
             writer.clean_stale_temps(dest)
+        progress = comfy_glue.Progress(len(todo))
         with ThreadPoolExecutor(2, thread_name_prefix="cutout-save") as pool:
-            futures = [pool.submit(writer.save_item, dest, it, u8, a, opts) for it, u8, a in jobs]
-            for (it, _u8, _a), fut in zip(jobs, futures):
+            futures = [pool.submit(writer.save_item, dest, p, *pixels[id(p.item)], opts) for p in todo]
+            for p, fut in zip(todo, futures):
                 try:
                     saved = fut.result()
-                    (done if saved.status == "done" else skipped).append(str(it.rel))
+                    book.add(manifest.make_record(dest, p, idents[id(p.item)], fp, saved.files, saved.captions),
+                             values, masks_only=not p.write_image)
+                    done.append(p.rel)
                 except writer.WriteError as e:
-                    failed.append((str(it.rel), str(e)))
+                    failed.append((p.rel, str(e)))
                 progress.update(1)
-        lines = [f"{node}: {dest}: wrote {len(done)}, skipped {len(skipped)} (already there), failed {len(failed)}"]
+        lines = [f"{node}: {dest}: wrote {len(done)}, skipped {len(skipped)} (up to date), failed {len(failed)}"]
         lines += [f"  failed: {rel}: {why}" for rel, why in failed]
         report = "\n".join(lines)
         (log.warning if failed else log.info)("%s", report)

@@ -109,8 +109,8 @@ class CutoutMaskRefine:
                                                               "2 frames each side, weighted down where the colour "
                                                               "changed (with IMAGE). 'motion': the neighbours' masks "
                                                               "follow the optical flow of the frames (needs IMAGE, "
-                                                              "3 frames each side, about 0.2 s per 480p frame on a "
-                                                              "CPU): removes much more flicker on moving subjects."}),
+                                                              "3 frames each side, about 0.08 s of CPU per 480p "
+                                                              "frame): removes much more flicker on moving subjects."}),
             },
         }
 
