@@ -81,7 +81,7 @@ def test_family_preprocessing_and_output_end_to_end(name, tmp_path, monkeypatch)
         h, w = 300, 500
         ramp = torch.linspace(0.0, 1.0, w).expand(h, w)
         image = torch.stack([ramp, torch.full_like(ramp, 0.2), torch.zeros_like(ramp)], -1)[None]
-        rgba, mask = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, name)
+        rgba, mask, _ = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, name)
         assert session_mod.get_session(name).path == tmp_path / spec.filename
     finally:
         session_mod.STORE.clear()
