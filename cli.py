@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -29,8 +30,8 @@ def refine_options(a: argparse.Namespace) -> dict:
     """The CLI's refine flags as keyword arguments of ``imaging.refine_chain.refine_masks`` ({} = nothing to do)."""
     if not 0.0 <= a.threshold <= 1.0:
         raise ValueError(f"--threshold {a.threshold}: expected 0..1")
-    if a.remove_islands < 0 or a.feather < 0:
-        raise ValueError("--remove-islands and --feather must be >= 0")
+    if not all(math.isfinite(v) and v >= 0 for v in (a.remove_islands, a.feather)):  # NaN passes '< 0'
+        raise ValueError("--remove-islands and --feather must be finite numbers >= 0")
     opts = {"threshold": a.threshold, "fill_holes": a.fill_holes, "remove_islands": a.remove_islands,
             "grow": a.grow, "edge_refinement": REFINE_CHOICES[a.refine], "feather": a.feather,
             "refine_edges": a.refine_edges, "quality": a.quality}

@@ -146,3 +146,13 @@ def test_a_temp_file_removed_between_create_and_lock_is_made_again(tmp_path, mon
     writer.atomic_write(target, b"data")
     assert target.read_bytes() == b"data" and calls["n"] == 2
     assert not list(tmp_path.glob(f"*{writer.TMP_SUFFIX}"))
+
+
+@pytest.mark.parametrize("flag", ["--feather", "--remove-islands", "--threshold"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_cli_refuses_nan_and_inf_refine_options_before_any_work(flag, value, tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    r = subprocess.run([sys.executable, "cli.py", "--source", str(tmp_path), "--dest", str(tmp_path.parent / "o"),
+                        flag, value], capture_output=True, text=True, timeout=300,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr, r.stderr

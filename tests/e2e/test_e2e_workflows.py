@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import shutil
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.e2e
 
 WORKFLOW_DIR = comfy_env.PACK_ROOT / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
-REQUIRED = {"remove_background", "inpaint_mask", "refine_and_composite", "dataset_prep", "video_frames"}
+REQUIRED = {"remove_background", "inpaint_mask", "refine_and_composite", "dataset_prep", "video_frames",
+            "core_birefnet_refine"}
 
 # Per workflow, per output node id: "rgba" = a transparent PNG with a real cut-out (some alpha 0,
 # some 255); "mask" = a grey mask with a subject (not empty, not full); "color:#RRGGBB" = an
@@ -39,7 +41,7 @@ EXPECT = {
     "video_frames": {"6": "color:#00B140"},
     "dataset_prep": {"3": "color:#FFFFFF"},
 }
-EXECUTED = REQUIRED - {"inpaint_mask"}  # inpaint_mask needs a checkpoint
+EXECUTED = REQUIRED - {"inpaint_mask", "core_birefnet_refine"}  # they need a checkpoint / BiRefNet weights
 SUBJECT_IMAGE = "example.png"  # LoadImage widgets with another name get the background photo
 
 
@@ -52,12 +54,26 @@ def test_every_executed_workflow_has_expectations():
     assert EXECUTED <= set(EXPECT), sorted(EXECUTED - set(EXPECT))
 
 
+def test_every_workflow_has_a_thumbnail():
+    """The template browser (frontend 1.45, ComfyUI 0.28) shows ``<name>.jpg`` beside each workflow."""
+    for path in WORKFLOWS:
+        thumb = path.with_suffix(".jpg")
+        assert thumb.is_file(), f"{thumb.name} missing (make it with tests/e2e/make_thumbnails.py)"
+        im = Image.open(thumb)
+        assert im.format == "JPEG" and min(im.size) >= 256, (thumb.name, im.format, im.size)
+
+
 def test_workflow_templates_lists_the_pack_folder(comfy_server):
     status, templates = comfy_server.get("/workflow_templates")
     assert status == 200
     assert sorted(templates.get(PACK_DIR_NAME, [])) == sorted(p.stem for p in WORKFLOWS), templates
-    status, body = comfy_server.get(f"/api/workflow_templates/{PACK_DIR_NAME}/remove_background.json")
-    assert status == 200 and body == workflows.load(WORKFLOW_DIR / "remove_background.json")
+    for path in WORKFLOWS:  # what the template browser fetches: the JSON and its thumbnail, no 404
+        status, body = comfy_server.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{path.name}")
+        assert status == 200 and body == workflows.load(path), path.name
+        req = urllib.request.Request(f"{comfy_server.url}/api/workflow_templates/{PACK_DIR_NAME}/{path.stem}.jpg")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200 and r.headers.get_content_type() == "image/jpeg", path.stem
+            assert r.read() == path.with_suffix(".jpg").read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +81,15 @@ def object_info(comfy_server):
     return comfy_server.object_info()
 
 
-MODEL_TYPES = {"MODEL", "CLIP", "VAE", "CONTROL_NET", "UPSCALE_MODEL", "BACKGROUND_REMOVAL_MODEL"}
-
-
-def is_model_loader(spec: dict) -> bool:
-    """A core loader on any version: category ``loaders`` (0.3.75) or ``model/loaders`` (0.28),
-    or a node that outputs a model (the category may move again)."""
-    category = (spec.get("category") or "").split("/")
-    return "loaders" in category or bool(MODEL_TYPES & set(spec.get("output") or []))
-
-
 def _needs_checkpoint(wf: dict, object_info: dict) -> bool:
-    return any(is_model_loader(object_info.get(n["type"], {})) for n in wf["nodes"])
+    return any(workflows.is_model_loader(object_info.get(n["type"], {})) for n in wf["nodes"])
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
-def test_workflow_matches_object_info(path, object_info):
+def test_workflow_matches_object_info(path, object_info, comfy_server):
+    why = workflows.needs_newer(path, comfy_server.version)
+    if why:
+        pytest.skip(why)
     wf = workflows.load(path)
     assert wf.get("nodes") and "links" in wf, "not a UI-format workflow (nodes/links)"
     problems = workflows.check_against_object_info(wf, object_info)
@@ -202,6 +211,9 @@ def _check_folder_outputs(server, api: dict, sources: dict, size, expect: dict) 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_workflow_executes(path, comfy_server, object_info, photo, background_photo):
+    why = workflows.needs_newer(path, comfy_server.version)
+    if why:
+        pytest.skip(why)
     wf = workflows.load(path)
     if _needs_checkpoint(wf, object_info):
         pytest.skip("needs a checkpoint: validated against /object_info only")
