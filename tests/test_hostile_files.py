@@ -156,3 +156,34 @@ def test_cli_refuses_nan_and_inf_refine_options_before_any_work(flag, value, tmp
                         flag, value], capture_output=True, text=True, timeout=300,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def _float_tiff(path, value=0.6):
+    Image.fromarray(np.full((12, 16), value, np.float32), "F").save(path)
+
+
+def _two_page_tiff(path):
+    pages = [Image.new("RGB", (16, 12), (200, 40, 40)), Image.new("RGB", (16, 12), (40, 40, 200))]
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+
+
+def test_float32_tiff_is_scaled_not_black(tmp_path):
+    _float_tiff(tmp_path / "f.tif")
+    items, _ = reader.list_images(tmp_path)
+    d = reader.decode(items[0])
+    assert abs(int(d.rgb[0, 0, 0]) - 153) <= 1, d.rgb[0, 0]  # 0.6 of full scale, grey
+
+
+def test_multi_page_tiff_uses_page_one(tmp_path):
+    _two_page_tiff(tmp_path / "m.tiff")
+    items, _ = reader.list_images(tmp_path)
+    d = reader.decode(items[0])
+    assert np.abs(d.rgb.astype(int) - (200, 40, 40)).max() <= 2
+
+
+def test_multi_page_tiff_says_only_page_one_was_used(tmp_path, caplog):
+    _two_page_tiff(tmp_path / "m.tiff")
+    items, _ = reader.list_images(tmp_path)
+    with caplog.at_level("WARNING", logger="comfyui_cutout"):
+        reader.decode(items[0])
+    assert "2 pages; only the first is used" in caplog.text

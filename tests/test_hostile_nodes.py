@@ -58,6 +58,10 @@ def _call(key, **override):
         kw = dict(image=_img(), background="gradient", mask=_mask())
         kw.update(override)
         return _node(key).run(**kw)
+    if key == "CutoutCropToSubject":
+        kw = dict(image=_img(), mask=_mask())
+        kw.update(override)
+        return _node(key).run(**kw)
     if key == "CutoutRemoveBackground":
         kw = dict(image=_img(), model="u2netp")
         kw.update(override)

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 WORKFLOW_DIR = comfy_env.PACK_ROOT / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
 REQUIRED = {"remove_background", "inpaint_mask", "refine_and_composite", "dataset_prep", "video_frames",
-            "core_birefnet_refine"}
+            "core_birefnet_refine", "video_cutout"}
 
 # Per workflow, per output node id: "rgba" = a transparent PNG with a real cut-out (some alpha 0,
 # some 255); "mask" = a grey mask with a subject (not empty, not full); "color:#RRGGBB" = an
@@ -40,7 +40,9 @@ EXPECT = {
     "refine_and_composite": {"7": "color:#2E7DD7", "8": "new_background", "9": "mask"},
     "video_frames": {"6": "color:#00B140"},
     "dataset_prep": {"3": "color:#FFFFFF"},
+    "video_cutout": {"8": "video:#00B140", "9": "video_rgba"},
 }
+VIDEO_FRAMES, VIDEO_FPS = 8, 12  # the clip LoadVideo gets: a pan across the photo, with a tone
 EXECUTED = REQUIRED - {"inpaint_mask", "core_birefnet_refine"}  # they need a checkpoint / BiRefNet weights
 SUBJECT_IMAGE = "example.png"  # LoadImage widgets with another name get the background photo
 
@@ -165,12 +167,76 @@ def background_photo(tmp_path_factory) -> Path:
     return dst
 
 
+def _make_clip(photo: Path, dest: Path) -> tuple[int, int]:
+    """A short H.264 + AAC clip panning across the photo (PyAV); returns its (width, height)."""
+    import av
+    import numpy as np
+
+    im = Image.open(photo).convert("RGB")
+    im = im.resize((320, round(320 * im.height / im.width) // 2 * 2))
+    w, h = 288, im.height - 16
+    with av.open(str(dest), mode="w") as out:
+        vs = out.add_stream("libx264", rate=VIDEO_FPS)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        aus = out.add_stream("aac", rate=44100)
+        aus.layout = "mono"
+        for t in range(VIDEO_FRAMES):
+            frame = av.VideoFrame.from_ndarray(np.asarray(im.crop((4 * t, t, 4 * t + w, t + h))), format="rgb24")
+            frame.pts = t
+            for p in vs.encode(frame):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+        n = 44100 * VIDEO_FRAMES // VIDEO_FPS
+        tone = (0.2 * np.sin(np.arange(n) * 2 * np.pi * 440 / 44100)).astype(np.float32)
+        for i in range(0, n, 1024):
+            af = av.AudioFrame.from_ndarray(tone[None, i:i + 1024], format="fltp", layout="mono")
+            af.sample_rate, af.pts = 44100, i
+            for p in aus.encode(af):
+                out.mux(p)
+        for p in aus.encode():
+            out.mux(p)
+    return w, h
+
+
+def _check_video(path: Path, kind: str, size, where: str) -> str:
+    """A saved video: every frame, the clip's size and rate; on a colour, or with a real alpha."""
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        rate, has_audio = vs.average_rate, bool(c.streams.audio)
+        if kind == "video_rgba":  # ffmpeg's own vp9 decoder drops the alpha plane; libvpx reads it
+            dec = av.CodecContext.create("libvpx-vp9", "r")
+            frames = [f.to_ndarray(format="rgba") for p in c.demux(vs) for f in dec.decode(p)]
+        else:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(vs)]
+    assert len(frames) == VIDEO_FRAMES, f"{where}: {len(frames)} frames, the clip has {VIDEO_FRAMES}"
+    assert frames[0].shape[1::-1] == size, f"{where}: {frames[0].shape[1::-1]}, the clip is {size}"
+    assert abs(float(rate) - VIDEO_FPS) < 0.01, f"{where}: {rate} fps, the clip has {VIDEO_FPS}"
+    if kind == "video_rgba":
+        a = np.stack(frames)[..., 3]
+        transparent, opaque = (a < 10).mean(), (a > 245).mean()
+        assert transparent > 0.05 and opaque > 0.05, f"{where}: alpha {transparent:.0%} clear, {opaque:.0%} solid"
+        return f"{len(frames)} frames VP9 with alpha ({transparent:.0%} transparent)"
+    if not kind.startswith("video:#"):
+        return f"{len(frames)} frames at {float(rate):g} fps"
+    want = np.array([int(kind[7:][i:i + 2], 16) for i in (0, 2, 4)])
+    near = (np.abs(np.stack(frames).astype(int) - want).max(-1) < 40).mean()
+    assert 0.05 < near < 0.95, f"{where}: {near:.0%} of the pixels are {kind[6:]}"
+    assert has_audio, f"{where}: the audio was lost"
+    return f"{len(frames)} frames at {float(rate):g} fps with audio, {near:.0%} {kind[6:]}"
+
+
 def _prepare_inputs(server, api: dict, photo: Path, background: Path) -> dict:
     """Files the workflow reads; returns {SaveImageFolder node id: [expected relative stems]}."""
     folders = {}
     for node in api.values():
         ct, inp = node["class_type"], node["inputs"]
-        if ct == "LoadImage":
+        if ct == "LoadVideo":
+            folders["video size"] = _make_clip(photo, server.base_dir / "input" / inp["file"])
+        elif ct == "LoadImage":
             server.put_input(inp["image"], photo if inp["image"] == SUBJECT_IMAGE else background)
         elif ct == "CutoutLoadImageFolder":
             d = server.base_dir / "input" / inp["folder"]
@@ -220,6 +286,7 @@ def test_workflow_executes(path, comfy_server, object_info, photo, background_ph
     api = workflows.to_api(wf, object_info)
     size = Image.open(photo).size
     sources = _prepare_inputs(comfy_server, api, photo, background_photo)
+    clip_size = sources.pop("video size", None)
     entry = comfy_server.run(api)
     outputs = entry["outputs"]
     expected_outputs = {str(n["id"]) for n in wf["nodes"]
@@ -230,6 +297,11 @@ def test_workflow_executes(path, comfy_server, object_info, photo, background_ph
         for ref in out.get("images", []):
             f = comfy_server.output_path(ref)
             assert f.is_file(), f
+            kind = EXPECT.get(path.stem, {}).get(node_id)
+            if f.suffix.lower() in (".mp4", ".webm", ".mov", ".mkv"):
+                where = f"{path.stem} node {node_id} ({api[node_id]['class_type']}) {ref['filename']}"
+                notes.append(f"node {node_id}: " + _check_video(f, kind or "video", clip_size, where))
+                continue
             im = _image(comfy_server.view(ref))
             where = f"{path.stem} node {node_id} ({api[node_id]['class_type']}) {ref['filename']}"
             assert im.size == size, f"{where}: {im.size}, input was {size}"

@@ -24,7 +24,8 @@ UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_
 
 
 # Workflows that use core nodes of a newer ComfyUI (validated there; skipped on older servers).
-MIN_COMFYUI = {"core_birefnet_refine": (0, 28)}  # LoadBackgroundRemovalModel / RemoveBackground
+MIN_COMFYUI = {"core_birefnet_refine": (0, 28),  # LoadBackgroundRemovalModel / RemoveBackground
+               "video_cutout": (0, 28)}  # 0.3.75: Save WEBM drops the alpha, Create Video has no bit_depth
 
 
 def needs_newer(path: Path, version: str) -> str | None:
