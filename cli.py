@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -29,8 +30,8 @@ def refine_options(a: argparse.Namespace) -> dict:
     """The CLI's refine flags as keyword arguments of ``imaging.refine_chain.refine_masks`` ({} = nothing to do)."""
     if not 0.0 <= a.threshold <= 1.0:
         raise ValueError(f"--threshold {a.threshold}: expected 0..1")
-    if a.remove_islands < 0 or a.feather < 0:
-        raise ValueError("--remove-islands and --feather must be >= 0")
+    if not all(math.isfinite(v) and v >= 0 for v in (a.remove_islands, a.feather)):  # NaN passes '< 0'
+        raise ValueError("--remove-islands and --feather must be finite numbers >= 0")
     opts = {"threshold": a.threshold, "fill_holes": a.fill_holes, "remove_islands": a.remove_islands,
             "grow": a.grow, "edge_refinement": REFINE_CHOICES[a.refine], "feather": a.feather,
             "refine_edges": a.refine_edges}
@@ -60,6 +61,18 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
                    help="what a transparent output stores where alpha is 0 (invisible, but what kohya's sd-scripts "
                         "train on without --alpha_mask): black (default, as rembg), bleed (subject colours spread "
                         "outward) or photo (the photo's pixels: only for training with --alpha_mask)")
+    t = p.add_argument_group("training set (crop, one subject, review)")
+    t.add_argument("--crop", type=float, default=None, metavar="MARGIN", nargs="?", const=0.1,
+                   help="crop each output to the subject's box plus MARGIN (a fraction of the box's longer side; "
+                        "default 0.1 when given without a value); never upscales, never cuts the subject")
+    t.add_argument("--crop-aspect", default="free", metavar="ASPECT",
+                   help="with --crop: free (default), square, or aspect buckets W:H,... (e.g. 1:1,4:3,3:4,16:9,9:16): "
+                        "the crop is widened to the nearest one the photo allows")
+    t.add_argument("--keep-subject", default="all", choices=["all", "largest", "centre"],
+                   help="keep only the largest subject, or the one nearest the centre (group photos); default all")
+    t.add_argument("--review", action="store_true",
+                   help="write review.html in --dest: every cut-out of this run on a checkerboard next to its "
+                        "original, most doubtful first (one offline file)")
     p.add_argument("--mask-only", action="store_true", help="write the subject mask (white = subject) instead of the cut-out")
     p.add_argument("--save-mask", action="store_true", help="also write <stem>_mask.png beside each image")
     p.add_argument("--mask-dir", type=Path, help="also write masks into this folder, same relative paths and stems "
@@ -120,7 +133,8 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
     r.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per actor, with --device gpu (ray; default 0)")
     r.add_argument("--ort-threads", type=int, default=0,
                    help="onnxruntime threads per actor (ray; default 0 = all cores of the node)")
-    p.add_argument("--report", type=Path, help="also write the report as JSON to this file")
+    p.add_argument("--report", type=Path, help="also write the report as JSON to this file (and the doubt table, "
+                                                "most doubtful first, as CSV beside it: same name, .csv)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -157,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         wopts = WriteOptions(fmt=a.format, background=a.background, jpeg_background=a.jpeg_background,
                              mask_only=a.mask_only, save_mask=a.save_mask, mask_dir=a.mask_dir,
                              existing=a.existing, copy_captions=a.captions, png_compress=a.png_compress,
-                             jpeg_quality=a.jpeg_quality, decontaminate=a.decontaminate, clear_fill=a.clear_fill)
+                             jpeg_quality=a.jpeg_quality, decontaminate=a.decontaminate, clear_fill=a.clear_fill,
+                             crop=a.crop, crop_aspect=a.crop_aspect, keep_subject=a.keep_subject, review=a.review)
         refine = refine_options(a)
     except (UnsafePath, ValueError) as e:  # one line, before anything is read or written
         print(f"cli.py: {e}", file=sys.stderr)
@@ -212,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
             if a.report.parent.resolve() == a.dest.resolve():
                 a.dest.mkdir(parents=True, exist_ok=True)
             write_report(a.report, report.to_json())
+            if report.items:  # the doubt table, most doubtful first, beside the JSON
+                write_report(a.report.with_suffix(".csv"), report.to_csv())
         except WriteError as e:
             print(f"cli.py: --report {a.report}: {e}", file=sys.stderr)
             return 1
@@ -235,6 +252,7 @@ def video_main(a: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as e:
         parser.error(str(e))
     opts = VideoOptions(model=a.model, device=a.device, background=a.background, decontaminate=a.decontaminate,
+                        clear_fill=a.clear_fill,
                         refine=refine, temporal=0.0 if a.temporal == "off" else a.temporal_strength,
                         temporal_mode="colour" if a.temporal == "off" else a.temporal, png_dir=a.png_dir,
                         mask_video=a.mask_video, overwrite=a.existing == "overwrite")

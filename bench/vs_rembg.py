@@ -24,6 +24,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# `rembg p` itself (rembg.commands.p_command). rembg.commands' __init__ imports every command, and
+# the server ones need uvicorn, gradio, ... (rembg's [cli] extra), which `p` does not use.
+REMBG_P = [sys.executable, "-c", "import os, sys, types, rembg; m = types.ModuleType('rembg.commands'); "
+           "m.__path__ = [os.path.join(os.path.dirname(rembg.__file__), 'commands')]; "
+           "sys.modules['rembg.commands'] = m; from rembg.commands.p_command import p_command; "
+           "sys.argv[0] = 'rembg p'; p_command()"]
 WEIGHTS = Path(os.environ.get("CUTOUT_WEIGHTS", "/work/weights"))  # a folder holding u2netp.onnx, for rembg
 
 
@@ -83,8 +89,14 @@ def main() -> int:
     ap.add_argument("--models", default="u2netp,u2netp-int8")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
-    if not a.photos.is_dir() or not (WEIGHTS / "u2netp.onnx").is_file() or shutil.which("rembg") is None:
-        print(f"skipped: needs {a.photos}, {WEIGHTS}/u2netp.onnx (CUTOUT_WEIGHTS) and the rembg CLI")
+    try:
+        import filetype  # noqa: F401  (rembg p's own imports)
+        import watchdog  # noqa: F401
+    except ImportError as e:
+        print(f"skipped: rembg p cannot run here ({e})")
+        return 0
+    if not a.photos.is_dir() or not (WEIGHTS / "u2netp.onnx").is_file():
+        print(f"skipped: needs {a.photos} and {WEIGHTS}/u2netp.onnx (CUTOUT_WEIGHTS)")
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="cutout-vs-rembg-"))
     env = {**os.environ, "U2NET_HOME": str(WEIGHTS), "CUTOUT_MODELS_DIR": str(tmp / "models"),
@@ -107,7 +119,7 @@ def main() -> int:
             for m in (sides[::-1] if r % 2 else sides):
                 out = tmp / "out"
                 if m is None:
-                    rembg_t.append(run(["rembg", "p", "-m", "u2netp", str(src[0].parent), str(out)], env))
+                    rembg_t.append(run(REMBG_P + ["-m", "u2netp", str(src[0].parent), str(out)], env))
                     rembg_bytes = folder_bytes(out)
                 else:
                     ours[m].append(run([sys.executable, str(ROOT / "cli.py"), "--source", str(src[0].parent),

@@ -47,6 +47,7 @@ class VideoOptions:
     device: str = "cpu"
     background: str = "transparent"  # or a colour (dest without alpha: a colour is required)
     decontaminate: bool = True
+    clear_fill: str = "black"  # what a transparent frame stores under alpha 0 (imaging.clear)
     refine: dict = field(default_factory=dict)  # refine_masks keywords (cli.py's refine flags)
     temporal: float = 1.0
     temporal_mode: str = "motion"
@@ -207,7 +208,8 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
             if refine or smooth:
                 m = refine_masks(m, rgb, node="cli.py video", **refine, **smooth)
             lo = emitted - first
-            out = composite_background(rgb[lo:hi], m[lo:hi], opts.background, decontaminate=opts.decontaminate)
+            out = composite_background(rgb[lo:hi], m[lo:hi], opts.background, decontaminate=opts.decontaminate,
+                                       clear_fill=opts.clear_fill)
             for j in range(out.shape[0]):
                 px = _to_uint8(out[j])
                 main.write(av, px)

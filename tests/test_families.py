@@ -94,3 +94,97 @@ def test_family_preprocessing_and_output_end_to_end(name, tmp_path, monkeypatch)
         want = (ramp[0].clamp(0.3, 0.7) - 0.3) / 0.4
     assert (col - want).abs().max() < 0.03, (col[::50], want[::50])
     assert torch.equal(rgba[0, ..., 3], mask[0])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Against rembg 2.0.86 itself: the same stand-in network, found by rembg and by the pack in rembg's own
+# layout (<U2NET_HOME or REMBG_HOME>/models/<model>/<model>.onnx), fed and read by rembg's session class
+# and by Remove Background. A wrong size, mean/std or output reading in the pack's catalog would make the
+# two masks differ. rembg's remove() works on 8-bit images with a Lanczos resize, hence the tolerance.
+REMBG_SINGLE_MASK = ["u2netp", "u2net", "u2net_human_seg", "silueta", "isnet-general-use", "isnet-anime",
+                     "birefnet-general", "birefnet-general-lite", "birefnet-portrait", "birefnet-dis",
+                     "birefnet-hrsod", "birefnet-cod", "birefnet-massive", "bria-rmbg"]
+
+
+def _photo() -> tuple[torch.Tensor, "Image.Image"]:
+    from PIL import Image
+
+    h, w = 120, 200
+    y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    img = torch.stack([x, 0.2 + 0.6 * y, 0.5 * (1 - x) * y], -1)
+    img8 = (img * 255).round().to(torch.uint8)
+    return img8.float()[None] / 255, Image.fromarray(img8.numpy())
+
+
+def _rembg_mask(name: str, pil, **kw) -> torch.Tensor:
+    import rembg
+
+    sess = rembg.new_session(name, **kw)
+    out = rembg.remove(pil, session=sess, only_mask=True)
+    return torch.from_numpy(np.asarray(out.convert("L"), np.float32) / 255)
+
+
+@pytest.mark.parametrize("name", REMBG_SINGLE_MASK)
+def test_catalog_matches_rembg_2_0_86_end_to_end(name, tmp_path, monkeypatch):
+    pytest.importorskip("rembg")
+    from cutout.models import weights
+
+    spec = catalog.get_spec(name)
+    folder = weights.rembg_home() / "models" / name
+    folder.mkdir(parents=True)
+    digest = _stand_in(folder / spec.filename, spec.family, outputs=2)
+    algorithm, _ = spec.checksum
+    sha = hashlib.sha256((folder / spec.filename).read_bytes()).hexdigest()
+    monkeypatch.setitem(catalog.CATALOG, name, dataclasses.replace(
+        spec, md5=digest if algorithm == "md5" else "", sha256=sha if algorithm == "sha256" else "", embedded=False))
+    image, pil = _photo()
+    session_mod.STORE.clear()
+    try:
+        _, mask = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, name, decontaminate=False)
+        assert session_mod.get_session(name).path == folder / spec.filename  # found in rembg's layout
+    finally:
+        session_mod.STORE.clear()
+    ref = _rembg_mask(name, pil)
+    assert ref.shape == mask[0].shape
+    diff = (mask[0] - ref).abs()
+    assert float(diff.mean()) < 0.01 and float(diff.max()) < 0.08, (name, float(diff.mean()), float(diff.max()))
+    assert float(ref.max() - ref.min()) > 0.5  # the stand-in really draws something
+
+
+def test_own_ben2_file_in_models_rembg_matches_rembg_ben_custom(tmp_path, models_dir, fresh_store):
+    """rembg's ben_custom session (BEN2 ONNX at a path of your choice) = a BEN2 file dropped in models/rembg:
+    its family chosen from the name, its input size read from the graph."""
+    pytest.importorskip("rembg")
+    from cutout.models import weights
+
+    path = models_dir / "BEN2_Base.onnx"
+    _stand_in(path, catalog.BEN, outputs=1)
+    image, pil = _photo()
+    _, mask = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, "BEN2_Base.onnx", decontaminate=False)
+    assert session_mod.get_session("BEN2_Base.onnx").family.mean == (0.5, 0.5, 0.5)
+    inside = weights.rembg_home() / "BEN2_Base.onnx"  # rembg only loads custom files from its own folder
+    inside.parent.mkdir(parents=True, exist_ok=True)
+    inside.write_bytes(path.read_bytes())
+    ref = _rembg_mask("ben_custom", pil, model_path=str(inside))
+    diff = (mask[0] - ref).abs()
+    assert float(diff.mean()) < 0.01 and float(diff.max()) < 0.08, (float(diff.mean()), float(diff.max()))
+
+
+def test_own_onnx_input_size_is_read_from_the_graph(tmp_path, models_dir, fresh_store):
+    """Any .onnx in models/rembg keeps working: a 512-px IS-Net-style file is fed at 512."""
+    fam = catalog.Family("x", 512, catalog.ISNET.mean, catalog.ISNET.std, False)
+    _stand_in(models_dir / "my_isnet_512.onnx", fam, outputs=1)
+    image, _ = _photo()
+    _, mask = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, "my_isnet_512.onnx")
+    s = session_mod.get_session("my_isnet_512.onnx")
+    assert s.family.size == 512 and s.family.mean == catalog.ISNET.mean
+    assert mask.shape == (1, 120, 200) and float(mask.max() - mask.min()) > 0.5
+
+
+def test_licences_are_in_the_catalog_and_the_tooltip():
+    tip = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"].INPUT_TYPES()["required"]["model"][1]["tooltip"]
+    for spec in catalog.CATALOG.values():
+        assert spec.licence, spec.name
+        if spec.non_commercial:
+            assert spec.name in tip and "NON-COMMERCIAL" in tip, spec.name
+    assert catalog.get_spec("bria-rmbg").non_commercial and "BEN2" in tip

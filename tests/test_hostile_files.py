@@ -146,3 +146,44 @@ def test_a_temp_file_removed_between_create_and_lock_is_made_again(tmp_path, mon
     writer.atomic_write(target, b"data")
     assert target.read_bytes() == b"data" and calls["n"] == 2
     assert not list(tmp_path.glob(f"*{writer.TMP_SUFFIX}"))
+
+
+@pytest.mark.parametrize("flag", ["--feather", "--remove-islands", "--threshold"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_cli_refuses_nan_and_inf_refine_options_before_any_work(flag, value, tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    r = subprocess.run([sys.executable, "cli.py", "--source", str(tmp_path), "--dest", str(tmp_path.parent / "o"),
+                        flag, value], capture_output=True, text=True, timeout=300,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def _float_tiff(path, value=0.6):
+    Image.fromarray(np.full((12, 16), value, np.float32), "F").save(path)
+
+
+def _two_page_tiff(path):
+    pages = [Image.new("RGB", (16, 12), (200, 40, 40)), Image.new("RGB", (16, 12), (40, 40, 200))]
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+
+
+def test_float32_tiff_is_scaled_not_black(tmp_path):
+    _float_tiff(tmp_path / "f.tif")
+    items, _ = reader.list_images(tmp_path)
+    d = reader.decode(items[0])
+    assert abs(int(d.rgb[0, 0, 0]) - 153) <= 1, d.rgb[0, 0]  # 0.6 of full scale, grey
+
+
+def test_multi_page_tiff_uses_page_one(tmp_path):
+    _two_page_tiff(tmp_path / "m.tiff")
+    items, _ = reader.list_images(tmp_path)
+    d = reader.decode(items[0])
+    assert np.abs(d.rgb.astype(int) - (200, 40, 40)).max() <= 2
+
+
+def test_multi_page_tiff_says_only_page_one_was_used(tmp_path, caplog):
+    _two_page_tiff(tmp_path / "m.tiff")
+    items, _ = reader.list_images(tmp_path)
+    with caplog.at_level("WARNING", logger="comfyui_cutout"):
+        reader.decode(items[0])
+    assert "2 pages; only the first is used" in caplog.text

@@ -58,6 +58,10 @@ def _call(key, **override):
         kw = dict(image=_img(), background="gradient", mask=_mask())
         kw.update(override)
         return _node(key).run(**kw)
+    if key == "CutoutCropToSubject":
+        kw = dict(image=_img(), mask=_mask())
+        kw.update(override)
+        return _node(key).run(**kw)
     if key == "CutoutRemoveBackground":
         kw = dict(image=_img(), model="u2netp")
         kw.update(override)
@@ -65,7 +69,14 @@ def _call(key, **override):
     raise AssertionError(key)
 
 
-FLOATS = _float_widgets()
+FLOATS = [(k, n) for k, n in _float_widgets() if k in ("CutoutMaskRefine", "CutoutCompositeBackground",
+                                                        "CutoutRemoveBackground")]  # the nodes _call can run
+
+
+@pytest.mark.parametrize("key", list(NODE_CLASS_MAPPINGS))
+def test_every_node_checks_its_widgets(key):
+    cls = NODE_CLASS_MAPPINGS[key]
+    assert getattr(getattr(cls, cls.FUNCTION), "checks_widgets", False), f"{key}: add @checked_widgets(DISPLAY_NAME)"
 
 
 def test_every_float_widget_is_found():
@@ -203,3 +214,8 @@ def test_an_output_of_the_wrong_rank_at_run_time_is_refused():
     for bad in (np.zeros((1, 1000), np.float32), np.zeros((), np.float32), np.zeros((1, 1, 0, 8), np.float32)):
         with pytest.raises(ModelIncompatibleError, match=r"model 'm' gave an output of shape .*expected a mask"):
             check_output(bad, "m")
+
+
+def test_save_folder_destination_longer_than_the_file_system_allows(comfy_dirs):
+    with pytest.raises(CutoutInputError, match=rf"^{SF}: input 'destination' 'aaaa.*cannot be used \(File name too long"):
+        _save(destination=["a" * 300])

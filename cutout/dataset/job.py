@@ -62,6 +62,8 @@ class Report:
     redone: list[tuple[str, str]] = field(default_factory=list)  # existing outputs made again, and why
     seconds: float = 0.0
     interrupted: bool = False
+    items: dict[str, dict] = field(default_factory=dict)  # rel -> doubt, cues, subject share, crop box
+    review: str | None = None  # the review page written, if any
 
     @property
     def ok(self) -> bool:
@@ -98,17 +100,48 @@ class Report:
             shown.setdefault(why.split(":")[0], (rel, why))
         for rel, why in shown.values():
             lines.append(f"  redone: {rel}: {why}")
+        rows = self.doubt_rows()
+        if rows:
+            doubtful = [r["file"] for r in rows if r["doubtful"]]
+            shares = self.shares()
+            lines.append(f"  subject share of the frame: {100 * shares[0]:.0f} % -> {100 * shares[1]:.0f} %; "
+                         f"{len(doubtful)} doubtful" + (f" (first: {', '.join(doubtful[:5])})" if doubtful else "")
+                         + (f"; review: {self.review}" if self.review else ""))
         for rel, reason in self.failed[:max_failed]:
             lines.append(f"  failed: {rel}: {reason}")
         if len(self.failed) > max_failed:
             lines.append(f"  ... and {len(self.failed) - max_failed} more")
         return "\n".join(lines)
 
+    def doubt_rows(self) -> list[dict]:
+        """The written items, most doubtful first (``dataset.review.doubt_rows``)."""
+        from .review import doubt_rows
+
+        return doubt_rows(self.items)
+
+    def shares(self) -> tuple[float, float] | None:
+        """Mean subject share of the frame before and after cropping, over the written items."""
+        got = [(i["share_before"], i["share_after"]) for i in self.items.values() if "share_before" in i]
+        if not got:
+            return None
+        return sum(b for b, _ in got) / len(got), sum(a for _, a in got) / len(got)
+
     def to_json(self) -> str:
+        rows = self.doubt_rows()
+        shares = self.shares()
         return json.dumps({"source": self.source, "dest": self.dest, "total": self.total, "done": self.done,
                            "skipped": self.skipped, "failed": [{"file": r, "reason": w} for r, w in self.failed],
                            "redone": [{"file": r, "reason": w} for r, w in self.redone],
-                           "seconds": round(self.seconds, 3), "interrupted": self.interrupted}, indent=1)
+                           "seconds": round(self.seconds, 3), "interrupted": self.interrupted,
+                           "subject_share": None if shares is None else
+                           {"before": round(shares[0], 4), "after": round(shares[1], 4)},
+                           "doubtful": [r["file"] for r in rows if r["doubtful"]],
+                           "review": self.review, "items": rows}, indent=1)
+
+    def to_csv(self) -> str:
+        from .review import rows_csv
+
+        return rows_csv(self.doubt_rows())
 
 
 def prepare(item: Item, max_megapixels: float = 0.0) -> tuple[Decoded, torch.Tensor, dict | None]:
@@ -256,6 +289,8 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
         try:
             saved, record = fut.result()
             state.add(by_rel[rel], record)
+            if saved.info:
+                report.items[rel] = saved.info
             finish(rel, saved.status)
         except WriteError as e:
             finish(rel, "failed", str(e))
@@ -345,4 +380,14 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True)
         report.seconds = time.perf_counter() - t0
+    if opts.write.review and report.items:
+        from .review import write_review
+
+        try:
+            path = write_review(dest, report.items, f"Cutout review: {source.name}")
+            report.review = None if path is None else str(path)
+        except OSError as e:
+            log.warning("Cutout dataset: could not write the review page: %s", e)
+        for info in report.items.values():
+            info.pop("thumbs", None)  # written; not kept in memory
     return report

@@ -28,7 +28,7 @@ MANIFEST = ".cutout-manifest.jsonl"
 # of an output: they stay out of the fingerprint. Any other option (one added later included)
 # is part of it, so a new option can only make a rerun redo more, never skip a stale output.
 NOT_PIXELS = {"existing", "copy_captions", "png_compress", "webp_method", "webp_effort", "fsync", "save_mask",
-              "mask_dir"}
+              "mask_dir", "review"}
 JPEG_ONLY = {"jpeg_quality", "jpeg_background"}
 
 _md5_cache: dict[tuple, str] = {}

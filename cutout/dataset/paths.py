@@ -96,9 +96,14 @@ def guard_folder(text: str, node: str, input_name: str, default_root: Path | Non
         if not is_within(real, root_real):
             refuse(f"'{raw}' resolves to {real} through a symlink, outside {root_real}",
                    "a folder inside it (or an absolute path)")
-    if must_exist and not real.is_dir():
+    try:
+        is_dir, exists = real.is_dir(), real.exists()
+    except OSError as e:  # a name longer than the file system allows, …
+        refuse(f"'{raw[:80]}{'…' if len(raw) > 80 else ''}' cannot be used ({e.strerror or e})",
+               "a folder path the file system allows (at most 255 bytes per name)")
+    if must_exist and not is_dir:
         refuse(f"'{raw}': folder {real} does not exist", "an existing folder")
-    if not must_exist and real.exists() and not real.is_dir():
+    if not must_exist and exists and not is_dir:
         refuse(f"'{raw}': {real} is a file", "a folder")
     return real
 

@@ -10,6 +10,7 @@ failure becomes a ``ReadError`` with a short reason, so a bad file is reported, 
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
+
+log = logging.getLogger("comfyui_cutout")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # image types people keep in datasets that this pack does not read: reported, never silently left out
@@ -177,14 +180,21 @@ def decode(item: Item) -> Decoded:
 
     try:
         with Image.open(item.path) as im:
+            frames = getattr(im, "n_frames", 1) or 1
+            if frames > 1:  # said, not silently dropped (the report line comes with the one decoder, issue 14)
+                log.warning("Cutout: %s: %s file with %d %s; only the first is used", item.rel, im.format,
+                            frames, "pages" if im.format == "TIFF" else "frames")
             im.load()
             # an RGB profile only: a CMYK or grey profile would be wrong on the RGB(A) output
             icc = (im.info.get("icc_profile") or None) if im.mode in ("RGB", "RGBA", "RGBX", "P") else None
             im = ImageOps.exif_transpose(im)
             alpha = None
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                a = np.asarray(im, dtype=np.float64)
-                top = 65535.0 if a.max() > 255 else 255.0
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+                peak = float(a.max()) if a.size else 0.0
+                # float samples (a float32 TIFF) are 0..1 unless their range says 0..255 / 0..65535
+                top = (1.0 if peak <= 1.0 else 255.0 if peak <= 255 else 65535.0) if im.mode == "F" else \
+                    65535.0 if peak > 255 else 255.0
                 im = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
             has_alpha = im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
                 im.mode == "P" and "transparency" in im.info)

@@ -94,6 +94,10 @@ class WriteOptions:
     jpeg_background: str = "white"  # JPEG has no alpha: a transparent result is flattened onto this
     decontaminate: bool = True  # edge colours without the old background's tint (as Remove Background)
     clear_fill: str = DEFAULT_CLEAR_FILL  # colour under alpha = 0: black | bleed | photo (imaging.clear)
+    keep_subject: str = "all"  # all | largest | centre (imaging.subjects.keep_subject)
+    crop: float | None = None  # crop to the subject with this margin (fraction of its box), None = no crop
+    crop_aspect: str = "free"  # free | square | W:H list (imaging.crop.parse_aspect)
+    review: bool = False  # keep thumbnails for the review page (dataset.review)
     mask_only: bool = False  # write the mask (grey) instead of the cut-out
     save_mask: bool = False  # also write <stem>_mask.png beside the image
     mask_dir: Path | None = None  # or: also write masks into this tree, same relative path and stem
@@ -112,6 +116,14 @@ class WriteOptions:
             raise ValueError(f"existing '{self.existing}' unknown; expected one of {', '.join(EXISTING)}")
         parse_background(self.background)
         check_clear_fill(self.clear_fill)
+        from ..imaging.crop import parse_aspect
+        from ..imaging.subjects import KEEP_CHOICES
+
+        parse_aspect(self.crop_aspect)
+        if self.keep_subject not in KEEP_CHOICES:
+            raise ValueError(f"keep_subject '{self.keep_subject}' unknown; expected one of {', '.join(KEEP_CHOICES)}")
+        if self.crop is not None and not (0 <= self.crop <= 10):
+            raise ValueError(f"crop margin {self.crop}: expected 0..10 (a fraction of the subject's box)")
         if parse_background(self.jpeg_background) is None:
             raise ValueError("jpeg_background cannot be transparent (JPEG has no alpha); expected a colour")
 
@@ -122,6 +134,48 @@ class Saved:
     path: Path
     files: list[Path]  # every file written
     captions: dict = field(default_factory=dict)  # caption copy (relative to dest) -> its source's identity
+    info: dict = field(default_factory=dict)  # doubt, subject share before/after, crop box, review thumbnails
+
+
+def shape_result(rgb: np.ndarray, alpha: np.ndarray, opts: WriteOptions) -> tuple[np.ndarray, np.ndarray, dict]:
+    """What the training set gets of one result, before anything is written: one subject kept
+    (``keep_subject``), the doubt score, and the crop to the subject (``crop``, ``crop_aspect``).
+    Returns (rgb, alpha, info) with info = doubt, cues, subject share before/after, crop box."""
+    from ..imaging.crop import crop_box, parse_aspect, subject_share
+    from ..imaging.subjects import doubt, keep_subject
+
+    a = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))
+    if opts.keep_subject != "all":
+        a = keep_subject(a, opts.keep_subject)
+        alpha = a.numpy()
+    score, cues = doubt(a)
+    info = {"doubt": round(score, 3), "cues": cues, "share_before": round(subject_share(a), 4)}
+    h, w = alpha.shape
+    box = (0, 0, w, h)
+    if opts.crop is not None:
+        box = crop_box(a, opts.crop, parse_aspect(opts.crop_aspect))
+        x0, y0, x1, y1 = box
+        rgb, alpha = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
+    info["box"] = list(box)
+    info["share_after"] = round(subject_share(a, box), 4)
+    return rgb, alpha, info
+
+
+def _thumb(pixels: np.ndarray, side: int = 256) -> str:
+    """A small data: URI of ``pixels`` (RGB -> JPEG, RGBA/grey -> PNG) for the review page."""
+    import base64
+
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(pixels))
+    f = max(1, max(im.size) // side)
+    if f > 1:
+        im = im.reduce(f)
+    im.thumbnail((side, side))
+    buf = io.BytesIO()
+    fmt, mime = ("JPEG", "image/jpeg") if im.mode == "RGB" else ("PNG", "image/png")
+    im.save(buf, fmt, quality=80) if fmt == "JPEG" else im.save(buf, fmt, compress_level=1)
+    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 _counter = iter(range(1 << 62))
@@ -324,6 +378,8 @@ def save_item(dest: Path, planned: Planned, rgb: np.ndarray, alpha: np.ndarray, 
         masks = [safe_target(root, rel) for root, rel in planned.masks]
         if os.path.realpath(target) == os.path.realpath(planned.item.path):
             raise WriteError(f"output {target} is the source file itself; refused")
+        original = rgb
+        rgb, alpha, info = shape_result(rgb, alpha, opts)
         written: list[Path] = []
         if not planned.write_image:
             _write_masks(masks, alpha, opts)
@@ -348,7 +404,9 @@ def save_item(dest: Path, planned: Planned, rgb: np.ndarray, alpha: np.ndarray, 
             pixels = apply_background(rgb, alpha, background, opts.decontaminate, opts.clear_fill)
         atomic_write(target, encode(pixels, opts.fmt, opts, icc), opts.fsync)
         written.append(target)
-        return Saved("done", target, written, captions)
+        if opts.review:
+            info["thumbs"] = (_thumb(original), _thumb(pixels))
+        return Saved("done", target, written, captions, info)
     except WriteError:
         raise
     except UnsafePath as e:

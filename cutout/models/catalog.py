@@ -31,6 +31,13 @@ U2NET = Family("u2net", 320, IMAGENET_MEAN, IMAGENET_STD, logits=False)
 ISNET = Family("isnet", 1024, (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), logits=False)
 ISNET_ANIME = Family("isnet-anime", 1024, IMAGENET_MEAN, (1.0, 1.0, 1.0), logits=False)
 BIREFNET = Family("birefnet", 1024, IMAGENET_MEAN, IMAGENET_STD, logits=True)
+BRIA = Family("bria-rmbg", 1024, IMAGENET_MEAN, IMAGENET_STD, logits=False)  # RMBG-2.0: BiRefNet-based, output already 0..1
+BEN = Family("ben", 1024, (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), logits=False)  # BEN2 (rembg's ben_custom)
+
+# Licences of the weights (the code that runs them is the pack's). Non-commercial ones are named in the
+# dropdown's tooltip and the README.
+APACHE, MIT = "Apache-2.0", "MIT"
+NON_COMMERCIAL = "CC BY-NC 4.0 (non-commercial only; BRIA sells a commercial licence)"
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,22 @@ class ModelSpec:
     derived_from: str | None = None  # a variant: built locally from this catalog model
     recipe: Recipe | None = None  # how the variant is built
     passes_bar: bool = False  # variant met the quality bar on shared/eval/dev (docs/models.md)
+    sha256: str = ""  # when the publisher gives a sha256 instead of an md5 (bria-rmbg)
+    licence: str = APACHE  # of the weights
+    found_only: bool = False  # no URL, no published hash: used when another tool made it (rembg's fp16 build)
+
+    @property
+    def checksum(self) -> tuple[str, str]:
+        """(algorithm, hex digest) the file must have; ("", "") when nothing is published."""
+        if self.md5:
+            return "md5", self.md5
+        if self.sha256:
+            return "sha256", self.sha256
+        return "", ""
+
+    @property
+    def non_commercial(self) -> bool:
+        return "non-commercial" in self.licence
 
     @property
     def filename(self) -> str:
@@ -99,9 +122,29 @@ CATALOG: dict[str, ModelSpec] = {
         ModelSpec("isnet-anime", ISNET_ANIME, _RELEASES + "isnet-anime.onnx",
                   "6f184e756bb3bd901c8849220a83e38e", 176.0, "IS-Net for anime characters, 1024 px"),
         ModelSpec("birefnet-general", BIREFNET, _RELEASES + "BiRefNet-general-epoch_244.onnx",
-                  "7a35a0141cbbc80de11d9c9a28f52697", 973.0, "BiRefNet, general objects, best edges, slow on CPU"),
+                  "7a35a0141cbbc80de11d9c9a28f52697", 973.0, "BiRefNet, general objects, best edges, slow on CPU",
+                  licence=MIT),
         ModelSpec("birefnet-general-lite", BIREFNET, _RELEASES + "BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx",
-                  "4fab47adc4ff364be1713e97b7e66334", 214.0, "BiRefNet with a Swin-tiny backbone"),
+                  "4fab47adc4ff364be1713e97b7e66334", 214.0, "BiRefNet with a Swin-tiny backbone", licence=MIT),
+        ModelSpec("birefnet-portrait", BIREFNET, _RELEASES + "BiRefNet-portrait-epoch_150.onnx",
+                  "c3a64a6abf20250d090cd055f12a3b67", 973.0, "BiRefNet trained on portraits (people)", licence=MIT),
+        ModelSpec("birefnet-dis", BIREFNET, _RELEASES + "BiRefNet-DIS-epoch_590.onnx",
+                  "2d4d44102b446f33a4ebb2e56c051f2b", 973.0, "BiRefNet for fine structures (DIS5K)", licence=MIT),
+        ModelSpec("birefnet-hrsod", BIREFNET, _RELEASES + "BiRefNet-HRSOD_DHU-epoch_115.onnx",
+                  "c017ade5de8a50ff0fd74d790d268dda", 973.0, "BiRefNet for high-resolution salient objects",
+                  licence=MIT),
+        ModelSpec("birefnet-cod", BIREFNET, _RELEASES + "BiRefNet-COD-epoch_125.onnx",
+                  "f6d0d21ca89d287f17e7afe9f5fd3b45", 973.0, "BiRefNet for camouflaged objects", licence=MIT),
+        ModelSpec("birefnet-massive", BIREFNET, _RELEASES + "BiRefNet-massive-TR_DIS5K_TR_TEs-epoch_420.onnx",
+                  "33e726a2136a3d59eb0fdf613e31e3e9", 973.0, "BiRefNet trained on a massive dataset, general objects",
+                  licence=MIT),
+        ModelSpec("birefnet-general-fp16", BIREFNET, "", "", 490.0,
+                  "birefnet-general in float16 for GPUs, as rembg converts it (used when rembg already made it)",
+                  licence=MIT, found_only=True),
+        ModelSpec("bria-rmbg", BRIA, _RELEASES + "bria-rmbg-2.0.onnx", "", 977.0,
+                  "BRIA RMBG-2.0: BiRefNet-based, general objects. NON-COMMERCIAL licence (CC BY-NC 4.0)",
+                  sha256="5b486f08200f513f460da46dd701db5fbb47d79b4be4b708a19444bcd4e79958",
+                  licence=NON_COMMERCIAL),
     )
 }
 

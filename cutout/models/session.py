@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from . import weights
-from .catalog import CATALOG, ISNET, U2NET, Family, ModelSpec, get_spec
+from .catalog import BEN, BIREFNET, BRIA, CATALOG, ISNET, U2NET, Family, ModelSpec, get_spec
 
 log = logging.getLogger("comfyui_cutout")
 
@@ -190,7 +190,7 @@ class SessionStore:
         log.info("Cutout: loaded model '%s' from %s on %s", model, path, used[0])
         if spec is None:
             check_io(inner, model, path)
-        family = spec.family if spec is not None else guess_family(inner)
+        family = spec.family if spec is not None else guess_family(inner, path.stem)
         return ModelSession(model, family, path, inner, used)
 
 
@@ -263,11 +263,22 @@ def check_output(raw, model: str) -> None:
             "(is it a segmentation network?)")
 
 
-def guess_family(inner) -> Family:
-    """For a user's own ONNX file: pick the family from the input size (320 -> U²-Net, else IS-Net)."""
+_NAME_HINTS = (("birefnet", BIREFNET), ("rmbg", BRIA), ("bria", BRIA), ("ben2", BEN), ("ben_", BEN),
+               ("ben-", BEN), ("u2net", U2NET), ("silueta", U2NET), ("isnet", ISNET))
+
+
+def guess_family(inner, stem: str = "") -> Family:
+    """For a user's own ONNX file (rembg's ``*_custom`` sessions): the normalisation and output reading
+    from its name (``BiRefNet-…`` / ``RMBG…`` / ``BEN2…`` / ``u2net…`` / ``isnet…``, as rembg's custom
+    sessions are chosen by hand), else from the input size (320 -> U²-Net, other -> IS-Net). The square
+    input size is always read from the graph; a dynamic size falls back to the family's own."""
     shape = inner.get_inputs()[0].shape
-    size = shape[-1] if isinstance(shape[-1], int) else 320
-    if size == 320:
+    size = shape[-1] if isinstance(shape[-1], int) and shape[-1] > 0 else None
+    low = stem.lower()
+    for hint, fam in _NAME_HINTS:
+        if hint in low:
+            return fam if size in (None, fam.size) else replace(fam, name=f"{fam.name}-{size}", size=size)
+    if size in (None, 320):
         return U2NET
     return Family(f"custom-{size}", size, ISNET.mean, ISNET.std, logits=False)
 

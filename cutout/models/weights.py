@@ -103,18 +103,18 @@ def is_own(path: Path) -> bool:
     return os.path.abspath(Path(path).parent) == os.path.abspath(own_dir())
 
 
-_md5_cache: dict[tuple[str, int, int], str] = {}
+_md5_cache: dict[tuple[str, int, int, str], str] = {}
 _md5_lock = threading.Lock()
 
 
-def file_md5(path: Path) -> str:
-    """md5 of a file, remembered per (path, size, mtime) so a 1 GB model is hashed once."""
+def file_md5(path: Path, algorithm: str = "md5") -> str:
+    """md5 (or ``algorithm``) of a file, remembered per (path, size, mtime) so a 1 GB model is hashed once."""
     st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    key = (str(path), st.st_size, st.st_mtime_ns, algorithm)
     with _md5_lock:
         if key in _md5_cache:
             return _md5_cache[key]
-    h = hashlib.md5()
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(_CHUNK), b""):
             h.update(block)
@@ -128,22 +128,26 @@ _reported: set[tuple[str, int, int]] = set()
 
 
 def find_verified(spec: ModelSpec, problems: list[str] | None = None) -> Path | None:
-    """The first file for ``spec`` whose md5 matches, or None. Read-only: a wrong-hash file is
-    skipped and named in the log (once per file version), never renamed, moved or deleted."""
+    """The first file for ``spec`` whose md5 (or sha256) matches, or None. Read-only: a wrong-hash
+    file is skipped and named in the log (once per file version), never renamed, moved or deleted.
+    A ``found_only`` model (no published hash) is taken as found."""
+    algorithm, expected = spec.checksum
     for path in candidates(spec):
         if not path.is_file():
             continue
+        if not expected:
+            return path
         try:
-            digest = file_md5(path)
+            digest = file_md5(path, algorithm)
             st = path.stat()
         except OSError as e:
             if problems is not None:
                 problems.append(f"{path}: unreadable ({e.strerror})")
             continue
-        if digest == spec.md5:
+        if digest == expected:
             return path
         what = "the pack's copy is damaged" if path.parent == EMBEDDED_DIR else "skipped, left as it is"
-        msg = f"{path}: md5 {digest} does not match {spec.md5} (truncated or a different file); {what}"
+        msg = f"{path}: {algorithm} {digest} does not match {expected} (truncated or a different file); {what}"
         key = (str(path), st.st_size, st.st_mtime_ns)
         if key not in _reported:
             _reported.add(key)
@@ -166,8 +170,12 @@ def _set_aside(path: Path) -> None:
 
 
 def _manual_instructions(spec: ModelSpec) -> str:
+    if spec.found_only:
+        return (f"'{spec.name}' is not downloaded by the pack: rembg makes it (`rembg` converts birefnet-general "
+                f"on first use); or save your own file as {download_dir() / spec.filename}")
+    algorithm, expected = spec.checksum
     return (
-        f"Download {spec.url} (md5 {spec.md5}, about {spec.size_mb:.0f} MB) and save it as "
+        f"Download {spec.url} ({algorithm} {expected}, about {spec.size_mb:.0f} MB) and save it as "
         f"{download_dir() / spec.filename} (or put it in ComfyUI's models/rembg)"
     )
 
@@ -182,7 +190,8 @@ def download(spec: ModelSpec, dest_dir: Path, progress: Callable[[int, int], Non
     fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".partial", dir=dest_dir)
     tmp = Path(tmp_name)
     try:
-        h = hashlib.md5()
+        algorithm, expected = spec.checksum
+        h = hashlib.new(algorithm or "md5")
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(spec.url, timeout=timeout) as resp:
             total = int(resp.headers.get("Content-Length") or 0)
             done = 0
@@ -194,9 +203,10 @@ def download(spec: ModelSpec, dest_dir: Path, progress: Callable[[int, int], Non
                     progress(done, total)
             out.flush()
             os.fsync(out.fileno())
-        if h.hexdigest() != spec.md5:
+        if h.hexdigest() != expected:
             raise ModelNotAvailableError(
-                f"download of '{spec.name}' from {spec.url} has md5 {h.hexdigest()}, expected {spec.md5}; not used"
+                f"download of '{spec.name}' from {spec.url} has {algorithm} {h.hexdigest()}, expected {expected}; "
+                "not used"
             )
         _set_aside(target)
         os.replace(tmp, target)
@@ -266,7 +276,7 @@ def resolve(spec: ModelSpec, allow_download: bool = True,
     if found is not None:
         return found
     where = ", ".join(str(d) for d in search_dirs())
-    if not allow_download or os.environ.get("CUTOUT_OFFLINE"):
+    if not allow_download or os.environ.get("CUTOUT_OFFLINE") or spec.found_only:
         raise ModelNotAvailableError(
             f"model '{spec.name}' is not installed (looked in {where}). {_manual_instructions(spec)}."
             + (" Problems: " + "; ".join(problems) if problems else "")

@@ -2,6 +2,8 @@
 
 from .composite import DISPLAY_NAME as _CB_NAME
 from .composite import CutoutCompositeBackground
+from .crop import NAMES as _CROP_NAMES
+from .crop import NODES as _CROP_NODES
 from .mask_refine import DISPLAY_NAME as _MR_NAME
 from .mask_refine import CutoutMaskRefine
 from .dataset_folder import NAMES as _DATASET_NAMES
@@ -14,6 +16,7 @@ NODE_CLASS_MAPPINGS = {
     "CutoutMaskRefine": CutoutMaskRefine,
     "CutoutCompositeBackground": CutoutCompositeBackground,
     **_DATASET_NODES,
+    **_CROP_NODES,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -21,4 +24,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "CutoutMaskRefine": _MR_NAME,
     "CutoutCompositeBackground": _CB_NAME,
     **_DATASET_NAMES,
+    **_CROP_NAMES,
 }

@@ -25,7 +25,9 @@ def model_inputs() -> dict:
             "default": choices[0],
             "tooltip": "Segmentation network. u2netp ships with the pack (works offline); the others are "
                        "found in models/rembg or rembg's own folders (~/.rembg, ~/.u2net) when already there, "
-                       "else downloaded on first use into models/cutout; hash-checked.",
+                       "else downloaded on first use into models/cutout; hash-checked. Licences: U²-Net / IS-Net "
+                       "Apache-2.0, BiRefNet MIT; bria-rmbg (RMBG-2.0) is NON-COMMERCIAL (CC BY-NC 4.0); "
+                       "a BEN2 file of your own: base model MIT, the larger BEN2 models commercial (check yours).",
         }),
     }
 
@@ -133,6 +135,7 @@ def checked_widgets(display_name: str):
                     check_widget(display_name, name, kind, opts, v)
             return fn(self, *args, **kwargs)
 
+        inner.checks_widgets = True  # tests/test_hostile_nodes.py: every node has this
         setattr(cls, fn_name, inner)
         return cls
 

@@ -248,7 +248,10 @@ class CutoutSaveImageFolder:
                 if len(names) == b:
                     rel = names[k]
                 elif names:
-                    stem = PurePosixPath(names[0])
+                    stem = PurePosixPath(names[0].replace("\\", "/").strip())
+                    if not stem.name:  # '', '.', 'a/' : no file name to number
+                        raise CutoutInputError(node, "relative_path", f"{names[0]!r} has no file name",
+                                               "a path relative to the destination, like 'folder/image.png'")
                     rel = str(stem.with_name(f"{stem.stem}_{k:04d}{stem.suffix}"))
                 else:
                     rel = f"cutout_{n:05d}.png"

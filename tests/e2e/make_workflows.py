@@ -209,6 +209,51 @@ def video_frames(b: Builder):
     return "8e4b2d6f-1c3a-4e5b-8f7d-9a0c2b4d6e04"
 
 
+def _linked_widget(node: dict, name: str, type_: str) -> None:
+    """Turn a widget into a socket (as dragging a link onto it does in the frontend)."""
+    node["inputs"].append({"name": name, "type": type_, "widget": {"name": name}, "link": None})
+
+
+def video_cutout(b: Builder):
+    load = b.node("LoadVideo", (40, 120), (320, 420), file="example.mp4")
+    parts = b.node("GetVideoComponents", (40, 580), (320, 100))
+    rb = b.node("CutoutRemoveBackground", (400, 120), (320, 110), model="u2netp")
+    mr = b.node("CutoutMaskRefine", (400, 280), (340, 560), title="Mask Refine (temporal, motion)", temporal=1.0,
+                temporal_mode="motion")
+    comp = b.node("CutoutCompositeBackground", (780, 120), (320, 250), background="color", color="#00B140")
+    cut = b.node("CutoutCompositeBackground", (780, 420), (320, 250), title="Composite Background (transparent)",
+                 background="transparent")
+    mk = b.node("CreateVideo", (1140, 120), (300, 100))
+    _linked_widget(mk, "fps", "FLOAT")
+    save = b.node("SaveVideo", (1480, 120), (380, 420), filename_prefix="cutout/video_on_green")
+    webm = b.node("SaveWEBM", (1140, 420), (380, 420), title="Save WEBM (VP9 with alpha)",
+                  filename_prefix="cutout/video_cutout", codec="vp9", crf=24.0)
+    _linked_widget(webm, "fps", "FLOAT")
+    b.node("MarkdownNote", (40, 720), (320, 300), title="About this workflow", text=(
+        "### Video cut-out\n\n"
+        "**Load Video** + **Get Video Components** give the frames, the audio and the frame rate. "
+        "**Remove Background** cuts each frame out; **Mask Refine** with `temporal` 1.0 and `temporal_mode` "
+        "`motion` follows the optical flow of the frames to stop the mask's flicker (about 0.08 s of CPU per "
+        "480p frame). **Composite Background** puts the subject on green for **Create Video** (with the original "
+        "audio and frame rate) and **Save Video**; the transparent composite goes to **Save WEBM** "
+        "(VP9 with alpha). Long clips: trim them first (**Trim Video**), every frame is held in memory."))
+    b.link(load, 0, parts, "video")
+    b.link(parts, "images", rb, "image")
+    b.link(rb, "mask", mr, "mask")
+    b.link(parts, "images", mr, "image")
+    b.link(parts, "images", comp, "image")
+    b.link(mr, "mask", comp, "mask")
+    b.link(parts, "images", cut, "image")
+    b.link(mr, "mask", cut, "mask")
+    b.link(comp, 0, mk, "images")
+    b.link(parts, "audio", mk, "audio")
+    b.link(parts, "fps", mk, "fps")
+    b.link(mk, 0, save, "video")
+    b.link(cut, 0, webm, "images")
+    b.link(parts, "fps", webm, "fps")
+    return "c7d8e9f0-1a2b-4c3d-8e4f-5a6b7c8d9e07"
+
+
 def dataset_prep(b: Builder):
     src = b.node("CutoutLoadImageFolder", (40, 120), (340, 260), folder="dataset")
     rb = b.node("CutoutRemoveBackground", (420, 120), (320, 110), model="u2netp")
@@ -266,7 +311,7 @@ def core_birefnet_refine(b: Builder):
 
 
 ALL = {f.__name__: f for f in (remove_background, inpaint_mask, refine_and_composite, video_frames, dataset_prep,
-                               core_birefnet_refine)}
+                               core_birefnet_refine, video_cutout)}
 
 
 def main() -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import shutil
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.e2e
 
 WORKFLOW_DIR = comfy_env.PACK_ROOT / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
-REQUIRED = {"remove_background", "inpaint_mask", "refine_and_composite", "dataset_prep", "video_frames"}
+REQUIRED = {"remove_background", "inpaint_mask", "refine_and_composite", "dataset_prep", "video_frames",
+            "core_birefnet_refine", "video_cutout"}
 
 # Per workflow, per output node id: "rgba" = a transparent PNG with a real cut-out (some alpha 0,
 # some 255); "mask" = a grey mask with a subject (not empty, not full); "color:#RRGGBB" = an
@@ -38,8 +40,10 @@ EXPECT = {
     "refine_and_composite": {"7": "color:#2E7DD7", "8": "new_background", "9": "mask"},
     "video_frames": {"6": "color:#00B140"},
     "dataset_prep": {"3": "color:#FFFFFF"},
+    "video_cutout": {"8": "video:#00B140", "9": "video_rgba"},
 }
-EXECUTED = REQUIRED - {"inpaint_mask"}  # inpaint_mask needs a checkpoint
+VIDEO_FRAMES, VIDEO_FPS = 8, 12  # the clip LoadVideo gets: a pan across the photo, with a tone
+EXECUTED = REQUIRED - {"inpaint_mask", "core_birefnet_refine"}  # they need a checkpoint / BiRefNet weights
 SUBJECT_IMAGE = "example.png"  # LoadImage widgets with another name get the background photo
 
 
@@ -52,12 +56,26 @@ def test_every_executed_workflow_has_expectations():
     assert EXECUTED <= set(EXPECT), sorted(EXECUTED - set(EXPECT))
 
 
+def test_every_workflow_has_a_thumbnail():
+    """The template browser (frontend 1.45, ComfyUI 0.28) shows ``<name>.jpg`` beside each workflow."""
+    for path in WORKFLOWS:
+        thumb = path.with_suffix(".jpg")
+        assert thumb.is_file(), f"{thumb.name} missing (make it with tests/e2e/make_thumbnails.py)"
+        im = Image.open(thumb)
+        assert im.format == "JPEG" and min(im.size) >= 256, (thumb.name, im.format, im.size)
+
+
 def test_workflow_templates_lists_the_pack_folder(comfy_server):
     status, templates = comfy_server.get("/workflow_templates")
     assert status == 200
     assert sorted(templates.get(PACK_DIR_NAME, [])) == sorted(p.stem for p in WORKFLOWS), templates
-    status, body = comfy_server.get(f"/api/workflow_templates/{PACK_DIR_NAME}/remove_background.json")
-    assert status == 200 and body == workflows.load(WORKFLOW_DIR / "remove_background.json")
+    for path in WORKFLOWS:  # what the template browser fetches: the JSON and its thumbnail, no 404
+        status, body = comfy_server.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{path.name}")
+        assert status == 200 and body == workflows.load(path), path.name
+        req = urllib.request.Request(f"{comfy_server.url}/api/workflow_templates/{PACK_DIR_NAME}/{path.stem}.jpg")
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200 and r.headers.get_content_type() == "image/jpeg", path.stem
+            assert r.read() == path.with_suffix(".jpg").read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +83,15 @@ def object_info(comfy_server):
     return comfy_server.object_info()
 
 
-MODEL_TYPES = {"MODEL", "CLIP", "VAE", "CONTROL_NET", "UPSCALE_MODEL", "BACKGROUND_REMOVAL_MODEL"}
-
-
-def is_model_loader(spec: dict) -> bool:
-    """A core loader on any version: category ``loaders`` (0.3.75) or ``model/loaders`` (0.28),
-    or a node that outputs a model (the category may move again)."""
-    category = (spec.get("category") or "").split("/")
-    return "loaders" in category or bool(MODEL_TYPES & set(spec.get("output") or []))
-
-
 def _needs_checkpoint(wf: dict, object_info: dict) -> bool:
-    return any(is_model_loader(object_info.get(n["type"], {})) for n in wf["nodes"])
+    return any(workflows.is_model_loader(object_info.get(n["type"], {})) for n in wf["nodes"])
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
-def test_workflow_matches_object_info(path, object_info):
+def test_workflow_matches_object_info(path, object_info, comfy_server):
+    why = workflows.needs_newer(path, comfy_server.version)
+    if why:
+        pytest.skip(why)
     wf = workflows.load(path)
     assert wf.get("nodes") and "links" in wf, "not a UI-format workflow (nodes/links)"
     problems = workflows.check_against_object_info(wf, object_info)
@@ -156,12 +167,76 @@ def background_photo(tmp_path_factory) -> Path:
     return dst
 
 
+def _make_clip(photo: Path, dest: Path) -> tuple[int, int]:
+    """A short H.264 + AAC clip panning across the photo (PyAV); returns its (width, height)."""
+    import av
+    import numpy as np
+
+    im = Image.open(photo).convert("RGB")
+    im = im.resize((320, round(320 * im.height / im.width) // 2 * 2))
+    w, h = 288, im.height - 16
+    with av.open(str(dest), mode="w") as out:
+        vs = out.add_stream("libx264", rate=VIDEO_FPS)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        aus = out.add_stream("aac", rate=44100)
+        aus.layout = "mono"
+        for t in range(VIDEO_FRAMES):
+            frame = av.VideoFrame.from_ndarray(np.asarray(im.crop((4 * t, t, 4 * t + w, t + h))), format="rgb24")
+            frame.pts = t
+            for p in vs.encode(frame):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+        n = 44100 * VIDEO_FRAMES // VIDEO_FPS
+        tone = (0.2 * np.sin(np.arange(n) * 2 * np.pi * 440 / 44100)).astype(np.float32)
+        for i in range(0, n, 1024):
+            af = av.AudioFrame.from_ndarray(tone[None, i:i + 1024], format="fltp", layout="mono")
+            af.sample_rate, af.pts = 44100, i
+            for p in aus.encode(af):
+                out.mux(p)
+        for p in aus.encode():
+            out.mux(p)
+    return w, h
+
+
+def _check_video(path: Path, kind: str, size, where: str) -> str:
+    """A saved video: every frame, the clip's size and rate; on a colour, or with a real alpha."""
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        rate, has_audio = vs.average_rate, bool(c.streams.audio)
+        if kind == "video_rgba":  # ffmpeg's own vp9 decoder drops the alpha plane; libvpx reads it
+            dec = av.CodecContext.create("libvpx-vp9", "r")
+            frames = [f.to_ndarray(format="rgba") for p in c.demux(vs) for f in dec.decode(p)]
+        else:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(vs)]
+    assert len(frames) == VIDEO_FRAMES, f"{where}: {len(frames)} frames, the clip has {VIDEO_FRAMES}"
+    assert frames[0].shape[1::-1] == size, f"{where}: {frames[0].shape[1::-1]}, the clip is {size}"
+    assert abs(float(rate) - VIDEO_FPS) < 0.01, f"{where}: {rate} fps, the clip has {VIDEO_FPS}"
+    if kind == "video_rgba":
+        a = np.stack(frames)[..., 3]
+        transparent, opaque = (a < 10).mean(), (a > 245).mean()
+        assert transparent > 0.05 and opaque > 0.05, f"{where}: alpha {transparent:.0%} clear, {opaque:.0%} solid"
+        return f"{len(frames)} frames VP9 with alpha ({transparent:.0%} transparent)"
+    if not kind.startswith("video:#"):
+        return f"{len(frames)} frames at {float(rate):g} fps"
+    want = np.array([int(kind[7:][i:i + 2], 16) for i in (0, 2, 4)])
+    near = (np.abs(np.stack(frames).astype(int) - want).max(-1) < 40).mean()
+    assert 0.05 < near < 0.95, f"{where}: {near:.0%} of the pixels are {kind[6:]}"
+    assert has_audio, f"{where}: the audio was lost"
+    return f"{len(frames)} frames at {float(rate):g} fps with audio, {near:.0%} {kind[6:]}"
+
+
 def _prepare_inputs(server, api: dict, photo: Path, background: Path) -> dict:
     """Files the workflow reads; returns {SaveImageFolder node id: [expected relative stems]}."""
     folders = {}
     for node in api.values():
         ct, inp = node["class_type"], node["inputs"]
-        if ct == "LoadImage":
+        if ct == "LoadVideo":
+            folders["video size"] = _make_clip(photo, server.base_dir / "input" / inp["file"])
+        elif ct == "LoadImage":
             server.put_input(inp["image"], photo if inp["image"] == SUBJECT_IMAGE else background)
         elif ct == "CutoutLoadImageFolder":
             d = server.base_dir / "input" / inp["folder"]
@@ -202,12 +277,16 @@ def _check_folder_outputs(server, api: dict, sources: dict, size, expect: dict) 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_workflow_executes(path, comfy_server, object_info, photo, background_photo):
+    why = workflows.needs_newer(path, comfy_server.version)
+    if why:
+        pytest.skip(why)
     wf = workflows.load(path)
     if _needs_checkpoint(wf, object_info):
         pytest.skip("needs a checkpoint: validated against /object_info only")
     api = workflows.to_api(wf, object_info)
     size = Image.open(photo).size
     sources = _prepare_inputs(comfy_server, api, photo, background_photo)
+    clip_size = sources.pop("video size", None)
     entry = comfy_server.run(api)
     outputs = entry["outputs"]
     expected_outputs = {str(n["id"]) for n in wf["nodes"]
@@ -218,6 +297,11 @@ def test_workflow_executes(path, comfy_server, object_info, photo, background_ph
         for ref in out.get("images", []):
             f = comfy_server.output_path(ref)
             assert f.is_file(), f
+            kind = EXPECT.get(path.stem, {}).get(node_id)
+            if f.suffix.lower() in (".mp4", ".webm", ".mov", ".mkv"):
+                where = f"{path.stem} node {node_id} ({api[node_id]['class_type']}) {ref['filename']}"
+                notes.append(f"node {node_id}: " + _check_video(f, kind or "video", clip_size, where))
+                continue
             im = _image(comfy_server.view(ref))
             where = f"{path.stem} node {node_id} ({api[node_id]['class_type']}) {ref['filename']}"
             assert im.size == size, f"{where}: {im.size}, input was {size}"

@@ -23,6 +23,30 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
 
 
+# Workflows that use core nodes of a newer ComfyUI (validated there; skipped on older servers).
+MIN_COMFYUI = {"core_birefnet_refine": (0, 28),  # LoadBackgroundRemovalModel / RemoveBackground
+               "video_cutout": (0, 28)}  # 0.3.75: Save WEBM drops the alpha, Create Video has no bit_depth
+
+
+def needs_newer(path: Path, version: str) -> str | None:
+    """Why ``path`` does not apply to ComfyUI ``version`` (None when it does)."""
+    need = MIN_COMFYUI.get(Path(path).stem)
+    have = tuple(int(x) for x in version.split(".") if x.isdigit())
+    if need and have < need:
+        return f"{Path(path).stem} uses core nodes of ComfyUI >= {'.'.join(map(str, need))} (this is {version})"
+    return None
+
+
+MODEL_TYPES = {"MODEL", "CLIP", "VAE", "CONTROL_NET", "UPSCALE_MODEL", "BACKGROUND_REMOVAL"}
+
+
+def is_model_loader(spec: dict) -> bool:
+    """A core loader on any version: category ``loaders`` (0.3.75) or ``model/loaders`` (0.28),
+    or a node that outputs a model (the category may move again)."""
+    category = (spec.get("category") or "").split("/")
+    return "loaders" in category or bool(MODEL_TYPES & set(spec.get("output") or []))
+
+
 def load(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
