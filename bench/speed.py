@@ -133,7 +133,7 @@ torch.set_grad_enabled(False)
 frames = int(sys.argv[1])
 N["CutoutRemoveBackground"]().run(torch.rand(1, 64, 64, 3), "u2netp")  # model loaded before the baseline
 before = peak_mb(); img = torch.rand(frames, 1080, 1920, 3)
-rgba, mask = N["CutoutRemoveBackground"]().run(img, "u2netp")
+rgba, mask, _ = N["CutoutRemoveBackground"]().run(img, "u2netp")
 refined = N["CutoutMaskRefine"]().run(mask, grow=2, feather=2.0)[0]
 out = N["CutoutCompositeBackground"]().run(img, background="color", color="#FFFFFF", mask=refined)
 RESULT = {"peak_over_input": (peak_mb() - before) * 2**20 / (img.numel() * 4), "frames": frames}

@@ -19,6 +19,7 @@ from .imaging.clear import DEFAULT_CLEAR_FILL, check_clear_fill
 from .imaging.composite import FIT_MODES, parse_color
 from .imaging.refine import GUIDED_DEFAULTS
 from .models.catalog import DEFAULT_MODEL
+from .quality import CHOICES as QUALITIES, DEFAULT_QUALITY
 
 # ----------------------------------------------------------------------------- refine mode
 
@@ -161,7 +162,6 @@ def parse_background(text: str) -> Background:
 # ----------------------------------------------------------------------------- the cut-out
 
 FORMS = ("rgba", "composite", "mask")
-QUALITIES = ("fast",)  # predict_frame's strategies; more are added there
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ class CutoutOptions:
 
     model: str = DEFAULT_MODEL
     device: str = "cpu"
-    quality: str = "fast"
+    quality: str = DEFAULT_QUALITY
     refine_edges: bool = False
     post_process: bool = False
     refine: RefineOptions = RefineOptions()
@@ -187,6 +187,8 @@ class CutoutOptions:
 
     def __post_init__(self):
         check_clear_fill(self.clear_fill)
+        if self.quality not in QUALITIES:
+            raise ValueError(f"quality '{self.quality}' unknown; expected one of {', '.join(QUALITIES)}")
 
     @property
     def form(self) -> str:

@@ -24,10 +24,10 @@ import torch
 from . import comfy_glue
 from .imaging.clear import fill_clear
 from .imaging.composite import composite_background, cutout_rgba8, estimate_foreground
-from .imaging.model_io import from_model_output, guided_upsample, model_map, normalise, shrink_for_model
 from .imaging.tensors import as_image, sanitize
-from .models.session import ModelSession, RunCancelled, get_session
-from .options import QUALITIES, Background, CutoutOptions
+from .models.session import ModelSession, get_session
+from .options import Background, CutoutOptions
+from .quality import DEFAULT_QUALITY, partner_session, predict_frame_quality
 
 # Bump when a change anywhere in the pipeline changes output pixels: the folder job's manifest
 # records it, and a rerun redoes what an older version made.
@@ -35,35 +35,29 @@ PIPELINE_VERSION = 1
 
 
 def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool = False,
-                  quality: str = "fast") -> torch.Tensor:
-    """The network step: one sanitised ``[H,W,3]`` frame -> its ``[H,W]`` subject mask (1 = subject).
+                  quality: str = DEFAULT_QUALITY, confidences: list | None = None) -> torch.Tensor:
+    """One sanitised ``[H,W,3]`` frame -> its ``[H,W]`` subject mask (1 = subject).
 
     ``refine_edges``: upsample the network's map with ``guided_upsample`` (edges fitted to
-    the photo) instead of plain bicubic. ``quality``: the prediction strategy (``QUALITIES``).
+    the photo) instead of plain bicubic. ``quality``: which looks the network takes
+    (``quality.CHOICES``; Cancel is checked before each). ``confidences``: the frame's
+    confidence (``quality.FrameResult``) is appended to it.
     """
-    if quality not in QUALITIES:
-        raise ValueError(f"quality '{quality}' unknown; expected one of {', '.join(QUALITIES)}")
-    fam = session.family
-    h, w = frame.shape[0], frame.shape[1]
-    small = shrink_for_model(frame.unsqueeze(0), fam.size)
-    try:
-        raw = session.run(normalise(small, fam.mean, fam.std), comfy_glue.cancel_hook())
-    except RunCancelled:
-        comfy_glue.check_interrupt()  # ComfyUI's own exception (and it clears the flag)
-        raise
-    if refine_edges:
-        return guided_upsample(model_map(raw, fam.logits), small, frame.unsqueeze(0))[0]
-    return from_model_output(raw, h, w, fam.logits)[0]
+    result = predict_frame_quality(session, frame, quality, refine_edges, partner_session(session, quality))
+    if confidences is not None:
+        confidences.append(result.confidence)
+    return result.mask
 
 
 def frame_alpha(session: ModelSession, frame: torch.Tensor, opts: CutoutOptions,
-                own_alpha: torch.Tensor | None = None, node: str = "Cutout") -> torch.Tensor:
+                own_alpha: torch.Tensor | None = None, node: str = "Cutout",
+                confidences: list | None = None) -> torch.Tensor:
     """The mask half for one frame: network → post-process → Mask Refine → × the image's own alpha.
 
     ``frame`` float ``[H,W,3]`` 0..1; ``own_alpha`` ``[H,W]`` (what was transparent in the file
     stays transparent). Returns float32 ``[H,W]``, 1 = subject.
     """
-    alpha = predict_frame(session, frame, opts.refine_edges, opts.quality)
+    alpha = predict_frame(session, frame, opts.refine_edges, opts.quality, confidences)
     if opts.post_process:  # rembg's ppm
         from .imaging.masks import post_process_mask
 
@@ -167,6 +161,7 @@ class CutoutResult:
     image: torch.Tensor
     mask: torch.Tensor
     form: str
+    confidence: list = dataclasses.field(default_factory=list)  # one float per frame (``quality``)
 
 
 def _channels(opts: CutoutOptions) -> int:
@@ -198,6 +193,7 @@ def cut_out(images: torch.Tensor, opts: CutoutOptions, progress: Callable[[int, 
     frame_opts = opts.replace(refine=dataclasses.replace(opts.refine, temporal=0.0, invert=False)) \
         if temporal else opts
     c = _channels(opts)
+    conf: list[float] = []
     image = None if c == 0 else torch.empty((b, h, w, c), dtype=torch.float32)
     masks = None if (b == 1 and not temporal) else torch.empty((b, h, w), dtype=torch.float32)
 
@@ -220,7 +216,7 @@ def cut_out(images: torch.Tensor, opts: CutoutOptions, progress: Callable[[int, 
 
         for i in range(b):
             comfy_glue.check_interrupt()
-            masks[i] = frame_alpha(session, sanitize(rgb[i].cpu()), frame_opts, own_of(i), node)
+            masks[i] = frame_alpha(session, sanitize(rgb[i].cpu()), frame_opts, own_of(i), node, conf)
         r = opts.refine
         masks = refine_masks(masks, rgb.cpu(), temporal=r.temporal, temporal_mode=r.temporal_mode, invert=r.invert,
                              node=node, check_interrupt=comfy_glue.check_interrupt)
@@ -232,9 +228,9 @@ def cut_out(images: torch.Tensor, opts: CutoutOptions, progress: Callable[[int, 
         for i in range(b):
             comfy_glue.check_interrupt()
             frame = sanitize(rgb[i].cpu())  # GPU tensors are accepted; the work is on the CPU
-            finish(i, frame, frame_alpha(session, frame, opts, own_of(i), node))
+            finish(i, frame, frame_alpha(session, frame, opts, own_of(i), node, conf))
             bar.update(1)
-    return CutoutResult(masks if image is None else image, masks, opts.form)
+    return CutoutResult(masks if image is None else image, masks, opts.form, conf)
 
 
 def composite(images: torch.Tensor, alpha: torch.Tensor, opts: CutoutOptions,
@@ -265,9 +261,13 @@ def predict_masks(images: torch.Tensor, model: str, device: str = "cpu", node: s
 def remove_background(images: torch.Tensor, model: str, device: str = "cpu", node: str = "Cutout",
                       on_progress: Callable[[int, int], None] | None = None,
                       decontaminate: bool = True, refine_edges: bool = False,
-                      clear_fill: str = "black") -> tuple[torch.Tensor, torch.Tensor]:
-    """(RGBA ``[B,H,W,4]``, MASK ``[B,H,W]``): ``cut_out`` with a transparent background."""
+                      clear_fill: str = "black", quality: str = DEFAULT_QUALITY,
+                      confidences: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(RGBA ``[B,H,W,4]``, MASK ``[B,H,W]``): ``cut_out`` with a transparent background; each
+    frame's confidence is appended to ``confidences`` when given."""
     opts = CutoutOptions(model=model, device=device, decontaminate=decontaminate, refine_edges=refine_edges,
-                         clear_fill=clear_fill)
+                         clear_fill=clear_fill, quality=quality)
     r = cut_out(images, opts, on_progress, node)
+    if confidences is not None:
+        confidences.extend(r.confidence)
     return r.image, r.mask

@@ -149,7 +149,7 @@ def test_grey_is_treated_as_grey_and_fourth_channel_is_own_alpha():
 
 
 def NODES_RB_MASK(image):
-    return NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, "u2netp")
+    return NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, "u2netp")[:2]
 
 
 def _dirty(dtype=torch.float32):
@@ -286,7 +286,7 @@ get_session("u2netp")
 torch.set_num_threads(2)
 img = torch.rand(1, 8192, 8192, 3)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-rgba, mask = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(img, "u2netp", decontaminate=sys.argv[2] == "1")
+rgba, mask, _ = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(img, "u2netp", decontaminate=sys.argv[2] == "1")
 assert rgba.shape == (1, 8192, 8192, 4) and mask.shape == (1, 8192, 8192)
 assert torch.isfinite(mask).all() and 0 <= float(mask.min()) and float(mask.max()) <= 1
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

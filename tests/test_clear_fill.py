@@ -132,11 +132,11 @@ def test_node_rgba_and_save_image_folder_hide_the_background(comfy_dirs):
     from cutout.nodes.remove_background import CutoutRemoveBackground
 
     photo = torch.from_numpy(_bright_photo()).float()[None] / 255
-    rgba, mask = CutoutRemoveBackground().run(photo, "u2netp")
+    rgba, mask, _ = CutoutRemoveBackground().run(photo, "u2netp")
     a8 = (mask[0] * 255 + 0.5).to(torch.uint8)
     assert int((a8 == 0).sum()) > 500
     assert float(rgba[0, ..., :3][a8 == 0].max()) == 0.0
-    kept, _ = CutoutRemoveBackground().run(photo, "u2netp", clear_fill="photo")
+    kept, _, _ = CutoutRemoveBackground().run(photo, "u2netp", clear_fill="photo")
     assert torch.equal(kept[0, ..., :3][a8 == 0], photo[0][a8 == 0])
 
     # Save Image Folder given an RGBA that still holds the photo under alpha 0 (another node's output)

@@ -81,7 +81,7 @@ def test_family_preprocessing_and_output_end_to_end(name, tmp_path, monkeypatch)
         h, w = 300, 500
         ramp = torch.linspace(0.0, 1.0, w).expand(h, w)
         image = torch.stack([ramp, torch.full_like(ramp, 0.2), torch.zeros_like(ramp)], -1)[None]
-        rgba, mask = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, name)
+        rgba, mask, _ = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, name)
         assert session_mod.get_session(name).path == tmp_path / spec.filename
     finally:
         session_mod.STORE.clear()
@@ -140,7 +140,7 @@ def test_catalog_matches_rembg_2_0_86_end_to_end(name, tmp_path, monkeypatch):
     image, pil = _photo()
     session_mod.STORE.clear()
     try:
-        _, mask = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, name, decontaminate=False)
+        _, mask, _ = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, name, decontaminate=False)
         assert session_mod.get_session(name).path == folder / spec.filename  # found in rembg's layout
     finally:
         session_mod.STORE.clear()
@@ -160,7 +160,7 @@ def test_own_ben2_file_in_models_rembg_matches_rembg_ben_custom(tmp_path, models
     path = models_dir / "BEN2_Base.onnx"
     _stand_in(path, catalog.BEN, outputs=1)
     image, pil = _photo()
-    _, mask = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, "BEN2_Base.onnx", decontaminate=False)
+    _, mask, _ = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, "BEN2_Base.onnx", decontaminate=False)
     assert session_mod.get_session("BEN2_Base.onnx").family.mean == (0.5, 0.5, 0.5)
     inside = weights.rembg_home() / "BEN2_Base.onnx"  # rembg only loads custom files from its own folder
     inside.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +175,7 @@ def test_own_onnx_input_size_is_read_from_the_graph(tmp_path, models_dir, fresh_
     fam = catalog.Family("x", 512, catalog.ISNET.mean, catalog.ISNET.std, False)
     _stand_in(models_dir / "my_isnet_512.onnx", fam, outputs=1)
     image, _ = _photo()
-    _, mask = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, "my_isnet_512.onnx")
+    _, mask, _ = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(image, "my_isnet_512.onnx")
     s = session_mod.get_session("my_isnet_512.onnx")
     assert s.family.size == 512 and s.family.mean == catalog.ISNET.mean
     assert mask.shape == (1, 120, 200) and float(mask.max() - mask.min()) > 0.5

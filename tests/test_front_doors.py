@@ -117,7 +117,7 @@ def node_door(folder: str, case: Case, comfy_out: Path) -> dict[str, np.ndarray]
     images, rels, *_ = N["CutoutLoadImageFolder"]().load(folder, True, "*", 0, 0, False)
     out = {}
     for img, rel in zip(images, rels):
-        rgba, mask = N["CutoutRemoveBackground"]().run(img, "u2netp", "cpu", decontaminate=case.decontaminate,
+        rgba, mask, _ = N["CutoutRemoveBackground"]().run(img, "u2netp", "cpu", decontaminate=case.decontaminate,
                                                        refine_edges=case.refine_edges)
         if case.refine:
             mask = N["CutoutMaskRefine"]().run(mask, image=img, **case.refine)[0]

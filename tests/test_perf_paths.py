@@ -90,12 +90,12 @@ def test_snap_ends_same_as_boolean_indexing():
 
 def test_single_frame_mask_output_is_its_own_contiguous_tensor():
     img = torch.rand(1, 90, 120, 3)
-    rgba, mask = CutoutRemoveBackground().run(img, "u2netp", decontaminate=False)
+    rgba, mask, _ = CutoutRemoveBackground().run(img, "u2netp", decontaminate=False)
     assert mask.shape == (1, 90, 120) and mask.is_contiguous()
     assert torch.equal(rgba[..., 3], mask)
     assert mask.untyped_storage().data_ptr() != rgba.untyped_storage().data_ptr()
     mask.fill_(0.5)  # a downstream node editing the mask in place must not change the image
     assert not torch.equal(rgba[..., 3], mask)
-    rgba2, mask2 = CutoutRemoveBackground().run(torch.cat([img, img.flip(2)]), "u2netp", decontaminate=False)
+    rgba2, mask2, _ = CutoutRemoveBackground().run(torch.cat([img, img.flip(2)]), "u2netp", decontaminate=False)
     assert mask2.is_contiguous() and torch.equal(rgba2[..., 3], mask2)
     assert torch.equal(rgba2[0, ..., 3], rgba[0, ..., 3])

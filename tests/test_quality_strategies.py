@@ -131,3 +131,44 @@ def test_unsure_share_counts_the_in_between_pixels_per_subject_pixel():
 def test_unknown_quality_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="fast"):
         predict_frame_quality(StandIn(catalog.U2NET), scene()[0], "ultra")
+
+
+def test_remove_background_takes_quality_and_gives_a_confidence_per_frame():
+    """The node's `quality` input reaches the network step; `confidence` is its last output, one per frame."""
+    from cutout.nodes import NODE_CLASS_MAPPINGS
+
+    node = NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]
+    assert "quality" in node.INPUT_TYPES()["optional"]
+    assert node.RETURN_NAMES[-1] == "confidence" and node.RETURN_TYPES[-1] == "FLOAT"
+    assert node.OUTPUT_IS_LIST == (False, False, True)
+    img = torch.stack([scene()[0], scene(boxes=((30, 40, 200, 300),))[0]])
+    fast = node().run(img, "u2netp")  # auto: fast for u2netp
+    best = node().run(img, "u2netp", quality="best")
+    for image, mask, confidence in (fast, best):
+        assert image.shape == (2, 240, 400, 4) and mask.shape == (2, 240, 400)
+        assert len(confidence) == 2 and all(0.0 <= c <= 1.0 for c in confidence)
+    assert not torch.equal(fast[1], best[1])  # the mirrored look changed something
+
+
+def test_an_unknown_quality_is_refused_by_the_node_naming_the_input():
+    from cutout.nodes import NODE_CLASS_MAPPINGS
+
+    with pytest.raises(Exception, match="quality"):
+        NODE_CLASS_MAPPINGS["CutoutRemoveBackground"]().run(scene()[0][None], "u2netp", quality="ultra")
+
+
+def test_cli_quality_reaches_the_network_step(monkeypatch):
+    import cli as cli_module
+    from cutout import pipeline
+    from cutout.dataset import job, reader
+    from cutout.models.session import get_session
+
+    a = cli_module.build_parser(["u2netp"]).parse_args(["--source", "s", "--dest", "d", "--quality", "best"])
+    opts = cli_module.cutout_options(a)
+    assert opts.quality == "best"
+    seen, real = [], pipeline.predict_frame
+    monkeypatch.setattr(pipeline, "predict_frame",
+                        lambda s, f, edges, quality, conf=None: seen.append(quality) or real(s, f, edges, quality, conf))
+    decoded = reader.Decoded(None, np.zeros((40, 60, 3), np.uint8), None)
+    assert job.infer_item(get_session("u2netp"), decoded, None, opts).shape == (40, 60)
+    assert seen == ["best"]

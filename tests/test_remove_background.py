@@ -31,7 +31,7 @@ def test_photo_batch_gives_one_mask_per_frame_and_straight_rgba():
     astro = load_rgb(SAMPLES / "astronaut.png")
     coffee = torch.nn.functional.interpolate(load_rgb(SAMPLES / "coffee.png").permute(0, 3, 1, 2), size=astro.shape[1:3]).permute(0, 2, 3, 1)
     batch = torch.cat([astro, coffee, astro.flip(2)])
-    rgba, mask = CutoutRemoveBackground().run(batch, "u2netp", decontaminate=False)
+    rgba, mask, _ = CutoutRemoveBackground().run(batch, "u2netp", decontaminate=False)
     assert rgba.shape == (3, *batch.shape[1:3], 4) and mask.shape == batch.shape[:3]
     assert rgba.dtype == mask.dtype == torch.float32
     seen = mask >= 0.5 / 255  # original colours where alpha > 0, black where it is 0 (imaging.clear); straight alpha
@@ -42,7 +42,7 @@ def test_photo_batch_gives_one_mask_per_frame_and_straight_rgba():
         frac = (mask[i] > 0.5).float().mean().item()
         assert 0.05 < frac < 0.95, f"frame {i}: subject covers {frac:.2f} of the frame"
     # frames are processed independently: a frame's mask does not depend on its batch neighbours
-    _, alone = CutoutRemoveBackground().run(batch[1:2], "u2netp")
+    _, alone, _ = CutoutRemoveBackground().run(batch[1:2], "u2netp")
     assert torch.equal(alone[0], mask[1])
     assert (mask[2] - mask[0]).abs().mean() > 0.01  # the flipped frame got its own mask
 
@@ -50,7 +50,7 @@ def test_photo_batch_gives_one_mask_per_frame_and_straight_rgba():
 @pytest.mark.parametrize("shape", [(1, 1, 1, 3), (1, 2, 3, 3), (2, 17, 331, 4), (1, 16, 10000, 3)])
 def test_odd_sizes_and_rgba_input(shape):
     img = torch.rand(shape)
-    rgba, mask = CutoutRemoveBackground().run(img, "u2netp", decontaminate=False, clear_fill="photo")
+    rgba, mask, _ = CutoutRemoveBackground().run(img, "u2netp", decontaminate=False, clear_fill="photo")
     assert rgba.shape == (*shape[:3], 4) and mask.shape == shape[:3]
     assert torch.equal(rgba[..., :3], img[..., :3])
 
@@ -60,10 +60,10 @@ def test_fourth_channel_is_the_images_own_alpha():
     img = load_rgb(SAMPLES / "coffee.png")[:, ::4, ::4]
     own = torch.ones_like(img[..., :1])
     own[:, :, : img.shape[2] // 2] = 0.0  # left half transparent
-    _, m1 = CutoutRemoveBackground().run(img, "u2netp")
-    _, m2 = CutoutRemoveBackground().run(torch.cat([img, own], dim=-1), "u2netp")
+    _, m1, _ = CutoutRemoveBackground().run(img, "u2netp")
+    _, m2, _ = CutoutRemoveBackground().run(torch.cat([img, own], dim=-1), "u2netp")
     assert m1.max() > 0.5 and torch.equal(m2, m1 * own[..., 0])
-    _, m3 = CutoutRemoveBackground().run(torch.cat([img, torch.ones_like(own)], dim=-1), "u2netp")
+    _, m3, _ = CutoutRemoveBackground().run(torch.cat([img, torch.ones_like(own)], dim=-1), "u2netp")
     assert torch.equal(m3, m1)
 
 

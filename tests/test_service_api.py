@@ -59,7 +59,7 @@ def png(data: bytes) -> Image.Image:
 def node_alpha(photo: bytes) -> np.ndarray:
     """The Remove Background node's mask for the same photo, loaded as ComfyUI's LoadImage does."""
     rgb = np.array(Image.open(io.BytesIO(photo)).convert("RGB")).astype(np.float32) / 255.0
-    _, mask = CutoutRemoveBackground().run(torch.from_numpy(rgb)[None], "u2netp")
+    _, mask, _ = CutoutRemoveBackground().run(torch.from_numpy(rgb)[None], "u2netp")
     return (mask[0].clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
 
 

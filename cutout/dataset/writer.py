@@ -23,7 +23,7 @@ import threading
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -227,11 +227,6 @@ def write_report(path: Path, text: str) -> None:
         atomic_write(Path(path), text.encode("utf-8"), fsync=False)
     except OSError as e:
         raise WriteError(f"cannot write ({e.strerror or e})") from None
-
-
-def atomic_copy(src: Path, target: Path, fsync: bool = True) -> None:
-    with open(src, "rb") as fi, _atomic_file(target, fsync) as fo:
-        shutil.copyfileobj(fi, fo, 1 << 20)
 
 
 def _remove_if_unlocked(path: str) -> bool:

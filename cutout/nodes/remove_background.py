@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..imaging.clear import CLEAR_FILLS, DEFAULT_CLEAR_FILL
 from ..options import CutoutOptions
 from ..pipeline import cut_out
+from ..quality import CHOICES as QUALITY_CHOICES, DEFAULT_QUALITY
 from .common import (CATEGORY, CLEAR_FILL_TIP, MASK_CONVENTION, advanced_inputs, checked_widgets, device_input,
                      model_inputs, node_errors)
 
@@ -24,13 +25,16 @@ class CutoutRemoveBackground:
     )
     CATEGORY = CATEGORY
     FUNCTION = "run"
-    RETURN_TYPES = ("IMAGE", "MASK")
-    RETURN_NAMES = ("image", "mask")
+    RETURN_TYPES = ("IMAGE", "MASK", "FLOAT")
+    RETURN_NAMES = ("image", "mask", "confidence")
+    OUTPUT_IS_LIST = (False, False, True)
     OUTPUT_TOOLTIPS = (
         "RGBA cut-out [B,H,W,4]: straight alpha = mask, edge colours decontaminated (unless switched off), black where "
         "alpha is 0 (see clear_fill), same size as the input. "
         "SaveImage writes it as a transparent PNG.",
         "Subject mask [B,H,W], one per input image. " + MASK_CONVENTION,
+        "One score per image, 0..1: how sure the mask is (agreement between the network's looks, share of "
+        "unsure pixels). Low = check that cut-out first; it ranks the eval photos' IoU (docs/quality.md).",
     )
 
     @classmethod
@@ -58,12 +62,20 @@ class CutoutRemoveBackground:
                                "CPU. Stronger than Mask Refine's guided filter, which only sees the upscaled mask.",
                 }),
                 "clear_fill": (list(CLEAR_FILLS), {"default": DEFAULT_CLEAR_FILL, "tooltip": CLEAR_FILL_TIP}),
+                "quality": (list(QUALITY_CHOICES), {
+                    "default": DEFAULT_QUALITY,
+                    "tooltip": "fast: one look at the photo at the model's size (320 px for U²-Net). best: also "
+                               "looks at the mirrored photo and averages the two (2x the time; u2net: higher IoU "
+                               "and lower error on photos it was not tuned on). auto: u2net -> best, every other "
+                               "model -> fast (docs/quality.md).",
+                }),
             },
         }
 
     @node_errors(DISPLAY_NAME)
-    def run(self, image, model, device="cpu", decontaminate=True, refine_edges=False, clear_fill=DEFAULT_CLEAR_FILL):
+    def run(self, image, model, device="cpu", decontaminate=True, refine_edges=False, clear_fill=DEFAULT_CLEAR_FILL,
+            quality=DEFAULT_QUALITY):
         opts = CutoutOptions(model=model, device=device, decontaminate=decontaminate, refine_edges=refine_edges,
-                             clear_fill=clear_fill)
+                             clear_fill=clear_fill, quality=quality)
         result = cut_out(image, opts, node=DISPLAY_NAME)
-        return (result.image, result.mask)
+        return (result.image, result.mask, result.confidence)

@@ -48,7 +48,12 @@ QUALITIES: dict[str, Plan] = {
     "fast": Plan(),
     "best": Plan(flip=True),
 }
-DEFAULT_QUALITY = "fast"
+# "auto" (the default everywhere) is each model's own default: u2net's plain pass fell just below
+# rembg's IoU on the held-out photos, its mirrored pair did not (docs/quality.md).
+AUTO = "auto"
+MODEL_DEFAULTS = {"u2net": "best"}
+CHOICES = (AUTO, *QUALITIES)
+DEFAULT_QUALITY = AUTO
 
 # The model whose look is fused in by the settings that fuse (both must be on disk).
 PARTNERS = {"u2net": "u2netp", "u2netp": "u2net"}
@@ -58,7 +63,8 @@ def partner_session(session, quality: str | Plan = "fast"):
     """The loaded partner of ``session``'s model when ``quality`` fuses and its weights are on
     disk (never downloaded for this), else None."""
     name = PARTNERS.get(session.name)
-    if name is None or not (plan_for(quality).fuse or plan_for(quality).zoom_fuse):
+    plan = plan_for(quality, session.name)
+    if name is None or not (plan.fuse or plan.zoom_fuse):
         return None
     from ..models import weights
     from ..models.catalog import get_spec
@@ -77,13 +83,16 @@ class FrameResult:
     passes: int  # network runs this frame took
 
 
-def plan_for(quality: str | Plan) -> Plan:
+def plan_for(quality: str | Plan, model: str = "") -> Plan:
+    """The plan of a setting name (``auto``: ``model``'s default) or a ``Plan`` as it is."""
     if isinstance(quality, Plan):
         return quality
+    if quality == AUTO:
+        quality = MODEL_DEFAULTS.get(model, "fast")
     try:
         return QUALITIES[quality]
     except KeyError:
-        raise ValueError(f"unknown quality '{quality}'; expected one of {', '.join(QUALITIES)}") from None
+        raise ValueError(f"unknown quality '{quality}'; expected one of {', '.join(CHOICES)}") from None
 
 
 def predict_frame_quality(session, frame: torch.Tensor, quality: str | Plan = "fast", refine_edges: bool = False,
@@ -94,7 +103,7 @@ def predict_frame_quality(session, frame: torch.Tensor, quality: str | Plan = "f
     ``on_pass``: called after each network run (progress; Cancel is checked before each run).
     Work memory: a few maps of the network's size plus the one full-size mask being built.
     """
-    plan = plan_for(quality)
+    plan = plan_for(quality, getattr(session, "name", ""))
     refine = refine_edges or plan.guided
     h, w = frame.shape[:2]
     sessions = [session] + ([partner] if plan.fuse and partner is not None else [])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ..codec import EncodeSettings
 from ..options import Background, CutoutOptions, RefineOptions, parse_background, parse_refine_mode
+from ..quality import CHOICES as QUALITY_CHOICES
 from .errors import ApiError
 
 log = logging.getLogger("comfyui_cutout")
@@ -62,6 +63,9 @@ PARAMS: tuple[Param, ...] = (
     Param("bgc", "color", None, "Background colour 'r,g,b,a' (0..255 each), alpha-composited under the cut-out "
           "as rembg does (the PNG keeps an alpha channel; a = 255 makes it opaque).", rembg=True),
     Param("dc", "bool", False, "Decontaminate edges (rembg's name): the same as decontaminate=true.", rembg=True),
+    Param("quality", "choice", "auto", "How hard the network looks: auto (best for u2net, fast for the other "
+          "models), fast (one look) or best (the photo and its mirror image averaged; about 2x the time).",
+          choices=QUALITY_CHOICES),
     Param("refine", "choice", "none", "Edge refinement of the mask at full resolution: none, guided (fast guided "
           "filter against the photo) or matting (closed-form matting on a trimap; slow).", choices=REFINE_CHOICES),
     Param("decontaminate", "bool", API_DEFAULTS["decontaminate"], "Estimate the true foreground colour in semi-transparent edge pixels, "
@@ -94,6 +98,7 @@ class Options:
     om: bool = False
     ppm: bool = False
     refine: str = "none"
+    quality: str = "auto"
     af: int = 240
     ab: int = 10
     ae: int = 10
@@ -224,4 +229,4 @@ def cutout_options(o: Options, model: str, device: str) -> CutoutOptions:
         background = parse_background(o.background)
     return CutoutOptions(model=model, device=device, post_process=o.ppm, refine=refine,
                          decontaminate=o.decontaminate, background=background, clear_fill=o.clear_fill,
-                         mask_only=o.om)
+                         mask_only=o.om, quality=o.quality)

@@ -102,8 +102,8 @@ def test_object_info_lists_every_node_properly(comfy_server):
     assert not problems, "\n".join(problems)
     rb = ours["CutoutRemoveBackground"]
     assert rb["input"]["required"]["image"][0] == "IMAGE"
-    assert rb["output"] == ["IMAGE", "MASK"]
-    assert rb["output_name"] == ["image", "mask"]
+    assert rb["output"] == ["IMAGE", "MASK", "FLOAT"]
+    assert rb["output_name"] == ["image", "mask", "confidence"]
     assert "u2netp" in rb["input"]["required"]["model"][0]
     report(f"pack nodes in /object_info: {sorted(ours)}")
 
