@@ -2,15 +2,13 @@
 
     python -m bench.api_abuse [--rounds 3] [--seconds 8] [--hostile 4] [--parts 12] [--part-mb 8]
 
-A server process runs the service (``api.mount`` on a bare aiohttp app, 127.0.0.1 only). Quiet and
-abuse phases alternate ``--rounds`` times; in both, one client sends a normal request (one
-640x480 photo) again and again. During abuse, ``--hostile`` clients at once each send a batch of
-``--parts`` random parts of ``--part-mb`` MB (12 x 8 MB: under the 100 MB request limit, so read in
-full, then refused as not images; 100 x 8 MB is refused on its Content-Length before a byte is read),
-and another client starts real 40-photo batches and disconnects after 0.5 s. Printed: the
-server's peak RSS over its idle RSS, and the normal request's median latency, abuse / quiet.
-Everything stops by itself: every request has a timeout (a normal one counts as 60 s when it
-times out), the whole run is cut at rounds x 2 x (seconds + 60) + 60 s, and the server is killed.
+A server process runs ``api.mount`` on a bare aiohttp app (127.0.0.1 only). Quiet and abuse phases
+alternate ``--rounds`` times; in both, one client sends a normal request (a 640x480 photo) again and
+again. During abuse, ``--hostile`` clients each send batches of ``--parts`` random parts of
+``--part-mb`` MB (under the 100 MB request limit: read in full, then refused as not images), and
+another starts real 40-photo batches and disconnects after 0.5 s. Printed: the server's peak RSS over
+its idle RSS, and the normal request's median latency, abuse / quiet. Every request has a timeout (a
+normal one that times out counts as 60 s) and the whole run is cut off, so it always ends.
 ``--code`` serves from another checkout (a worktree of an older commit) for a before/after.
 """
 
@@ -25,23 +23,12 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 
 import numpy as np
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _rss_kb(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process, in KiB."""
-    vals = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS", "VmHWM")):
-                vals[line.split(":")[0]] = int(line.split()[1])
-    return vals["VmRSS"], vals["VmHWM"]
-
-
 SERVE = """
 import sys
 from aiohttp import web
@@ -52,24 +39,25 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 """
 
 
+def _rss_kb(pid: int, key: str = "VmRSS") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith(key))
+
+
 def _photo(seed: int, w: int = 640, h: int = 480) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, "JPEG")
     return buf.getvalue()
 
 
-def _timeout(seconds):
+async def _normal(session, url, photo, until, out):
     import aiohttp
 
-    return aiohttp.ClientTimeout(total=seconds)
-
-
-async def _normal(session, url, photo, until, out):
     while time.monotonic() < until:
         t0 = time.perf_counter()
         try:
             async with session.post(url + "/cutout/api/remove", data=photo, headers={"Content-Type": "image/jpeg"},
-                                    timeout=_timeout(60)) as r:
+                                    timeout=aiohttp.ClientTimeout(total=60)) as r:
                 await r.read()
                 assert r.status == 200, r.status
         except asyncio.TimeoutError:
@@ -77,31 +65,19 @@ async def _normal(session, url, photo, until, out):
         out.append(time.perf_counter() - t0)
 
 
-async def _hostile(session, url, parts, part_mb, until):
+async def _batches(session, url, parts, until, give_up_s):
+    """Post multipart batches of ``parts`` [(bytes, name, type)] until ``until``; abandon each after
+    ``give_up_s`` (a client that disconnects) or read the refusal."""
     from aiohttp import FormData
 
-    blob = os.urandom(part_mb << 20)
     while time.monotonic() < until:
         f = FormData()
-        for i in range(parts):
-            f.add_field("file", blob, filename=f"r{i}.png", content_type="image/png")
+        for blob, name, ctype in parts:
+            f.add_field("file", blob, filename=name, content_type=ctype)
         try:
-            async with session.post(url + "/cutout/api/batch", data=f, timeout=_timeout(30)) as r:
+            async with await asyncio.wait_for(session.post(url + "/cutout/api/batch", data=f), give_up_s) as r:
                 await r.read()
-        except Exception:  # the server may cut an over-limit upload short
-            pass
-
-
-async def _abandon(session, url, photos, until):
-    from aiohttp import FormData
-
-    while time.monotonic() < until:
-        f = FormData()
-        for i, p in enumerate(photos):
-            f.add_field("file", p, filename=f"p{i}.jpg", content_type="image/jpeg")
-        try:
-            await asyncio.wait_for(session.post(url + "/cutout/api/batch", data=f), 0.5)
-        except (asyncio.TimeoutError, Exception):
+        except Exception:  # the server may cut an over-limit upload short; a timeout is the abandon
             pass
 
 
@@ -109,63 +85,60 @@ async def run(args, pid, url) -> None:
     import aiohttp
 
     photo = _photo(0)
-    photos = [_photo(i, 320, 240) for i in range(40)]
-    quiet, abuse = [], []
+    blob = os.urandom(args.part_mb << 20)
+    junk = [(blob, f"r{i}.png", "image/png") for i in range(args.parts)]
+    real = [(_photo(i, 320, 240), f"p{i}.jpg", "image/jpeg") for i in range(40)]
+    lat = {"quiet": [], "abuse": []}
     peak = {"quiet": 0, "abuse": 0}
 
-    async def watch(phase, *tasks):
+    async def phase(name, *coros):
+        tasks = [asyncio.ensure_future(c) for c in coros]
         while not all(t.done() for t in tasks):
-            peak[phase] = max(peak[phase], _rss_kb(pid)[0])
+            peak[name] = max(peak[name], _rss_kb(pid))
             await asyncio.sleep(0.05)
         await asyncio.gather(*tasks)
 
+    def mib(kb):
+        return f"{kb / 1024:.0f} MiB"
+
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as s:
         await _normal(s, url, photo, time.monotonic() + 1, [])  # model loaded, caches warm
-        base = _rss_kb(pid)[0]
+        base = _rss_kb(pid)
         for _ in range(args.rounds):
-            await watch("quiet", asyncio.ensure_future(_normal(s, url, photo, time.monotonic() + args.seconds, quiet)))
+            await phase("quiet", _normal(s, url, photo, time.monotonic() + args.seconds, lat["quiet"]))
             until = time.monotonic() + args.seconds
-            tasks = [asyncio.ensure_future(_hostile(s, url, args.parts, args.part_mb, until))
-                     for _ in range(args.hostile)]
-            tasks.append(asyncio.ensure_future(_abandon(s, url, photos, until)))
-            await watch("abuse", asyncio.ensure_future(_normal(s, url, photo, until, abuse)), *tasks)
-            print(f"  round: RSS peak over idle quiet +{(peak['quiet'] - base) / 1024:.0f} MiB, abuse "
-                  f"+{(peak['abuse'] - base) / 1024:.0f} MiB; latency quiet {statistics.median(quiet):.2f} s, "
-                  f"abuse {statistics.median(abuse):.2f} s", flush=True)
-    hwm = _rss_kb(pid)[1]
-    q, a = statistics.median(quiet), statistics.median(abuse)
-    print(f"server RSS idle (model loaded) {base / 1024:.0f} MiB; peak over it: quiet +{(peak['quiet'] - base) / 1024:.0f}"
-          f" MiB, abuse +{(peak['abuse'] - base) / 1024:.0f} MiB; VmHWM {hwm / 1024:.0f} MiB")
-    print(f"normal request: quiet median {q * 1000:.0f} ms (n={len(quiet)}), under abuse {a * 1000:.0f} ms "
-          f"(n={len(abuse)}): ratio {a / q:.2f}")
+            await phase("abuse", _normal(s, url, photo, until, lat["abuse"]), _batches(s, url, real, until, 0.5),
+                        *(_batches(s, url, junk, until, 30) for _ in range(args.hostile)))
+            print(f"  round: RSS peak over idle quiet +{mib(peak['quiet'] - base)}, abuse +{mib(peak['abuse'] - base)}"
+                  f"; latency quiet {statistics.median(lat['quiet']):.2f} s, abuse "
+                  f"{statistics.median(lat['abuse']):.2f} s", flush=True)
+    q, a = (statistics.median(lat[k]) for k in ("quiet", "abuse"))
+    print(f"server RSS idle (model loaded) {mib(base)}; peak over it: quiet +{mib(peak['quiet'] - base)}, "
+          f"abuse +{mib(peak['abuse'] - base)}; VmHWM {mib(_rss_kb(pid, 'VmHWM'))}")
+    print(f"normal request: quiet median {q * 1000:.0f} ms (n={len(lat['quiet'])}), under abuse {a * 1000:.0f} ms "
+          f"(n={len(lat['abuse'])}): ratio {a / q:.2f}")
     print(f"hostile: {args.hostile} clients x {args.parts} parts x {args.part_mb} MB, + abandoned 40-photo batches")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=8.0)
-    ap.add_argument("--hostile", type=int, default=4)
-    ap.add_argument("--parts", type=int, default=12)
-    ap.add_argument("--part-mb", type=int, default=8)
-    ap.add_argument("--port", type=int, default=18188)
-    ap.add_argument("--code", default=str(ROOT), help="checkout whose cutout/ serves (e.g. a worktree of an "
-                    "older commit, to compare before/after)")
+    for flag, typ, default in (("--rounds", int, 3), ("--seconds", float, 8.0), ("--hostile", int, 4),
+                               ("--parts", int, 12), ("--part-mb", int, 8), ("--port", int, 18188)):
+        ap.add_argument(flag, type=typ, default=default)
+    ap.add_argument("--code", default=ROOT, help="checkout whose cutout/ serves (before/after)")
     args = ap.parse_args()
     print(f"server code: {args.code}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so that the server below is stopped too
     server = subprocess.Popen([sys.executable, "-c", SERVE, str(args.port)], cwd=args.code)
     try:
         url = f"http://127.0.0.1:{args.port}"
-        import urllib.request
-
         for _ in range(300):
             try:
                 urllib.request.urlopen(url + "/cutout/api/openapi.json", timeout=1).read()
                 break
             except OSError:
                 time.sleep(0.1)
-        limit = args.rounds * 2 * (args.seconds + 60) + 60  # every request has a timeout: this always ends
+        limit = args.rounds * 2 * (args.seconds + 60) + 60
         asyncio.run(asyncio.wait_for(run(args, server.pid, url), limit))
     finally:
         server.kill()
