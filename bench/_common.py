@@ -32,11 +32,6 @@ def machine_info() -> dict:
     info = {"date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cores": os.cpu_count(),
             "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
             "load_avg_1min": os.getloadavg()[0]}
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     for pkg in ("torch", "numpy", "onnxruntime", "rembg"):
         try:
             info[pkg] = version(pkg)
@@ -137,33 +132,41 @@ def test_photo(eval_dir: Path, size: tuple[int, int]):
     return im, torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).unsqueeze(0)
 
 
-def make_photos(eval_dir: Path, dest: Path, n: int, seed: int = 7) -> list[Path]:
-    """The photo set of the folder benchmarks: ``n`` JPEGs of mixed sizes (long side 480–3000 px)
-    cut and scaled from the eval photos, with a caption each, in a kohya folder under ``dest``."""
+def make_photos(eval_dir: Path, dest: Path, n: int, seed: int = 7, as_is: bool = False) -> list[Path]:
+    """The photo set of the folder benchmarks, built from the eval photos. Default: ``n`` JPEGs of mixed
+    sizes (long side 480–3000 px, random crops), a caption each, in a kohya folder under ``dest``.
+    ``as_is`` (``vs_rembg``): the first ``n`` eval photos by name, flat in ``dest``, every 4th scaled up
+    to 12 MP and saved as a JPEG as a camera would, no captions."""
+    import shutil
+
     from PIL import Image
 
     from bench.metrics import read_manifest
 
     rng = random.Random(seed)
-    srcs = [p.image for p in read_manifest(eval_dir)]
-    sub = dest / "10_subject"
+    srcs = sorted(p.image for p in read_manifest(eval_dir)) if as_is else [p.image for p in read_manifest(eval_dir)]
+    sub = dest if as_is else dest / "10_subject"
     sub.mkdir(parents=True, exist_ok=True)
     longs = [480, 800, 1024, 1600, 2048, 3000]
-    out = []
-    for i in range(n):
-        with Image.open(srcs[i % len(srcs)]) as im:
+    for i in range(min(n, len(srcs)) if as_is else n):
+        src = srcs[i % len(srcs)]
+        if as_is and i % 4 != 3:
+            shutil.copy(src, sub / src.name)
+            continue
+        with Image.open(src) as im:
             im = im.convert("RGB")
             w, h = im.size
+            if as_is:  # 12 MP
+                s = (12e6 / (w * h)) ** 0.5
+                im.resize((round(w * s), round(h * s)), Image.BICUBIC).save(sub / f"{src.stem}_12mp.jpg", quality=92)
+                continue
             cw, ch = int(w * rng.uniform(0.7, 1.0)), int(h * rng.uniform(0.7, 1.0))
             x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
             s = longs[i % len(longs)] / max(cw, ch)
-            im = im.crop((x, y, x + cw, y + ch)).resize((max(1, round(cw * s)), max(1, round(ch * s))),
-                                                          Image.BICUBIC)
-            p = sub / f"photo_{i:03d}.jpg"
-            im.save(p, quality=90)
+            im.crop((x, y, x + cw, y + ch)).resize((max(1, round(cw * s)), max(1, round(ch * s))),
+                                                   Image.BICUBIC).save(sub / f"photo_{i:03d}.jpg", quality=90)
             (sub / f"photo_{i:03d}.txt").write_text(f"photo {i}")
-            out.append(p)
-    return out
+    return sorted(p for p in sub.iterdir() if p.suffix != ".txt")
 
 
 def write_json(path: Path, data) -> None:
@@ -175,18 +178,15 @@ def write_json(path: Path, data) -> None:
 
 def parse_options(text: str) -> dict:
     """``"grow=2,edge_refinement=guided filter,invert=true"`` -> dict with ints/floats/bools converted."""
+    import ast
+
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         if "=" not in part:
             raise SystemExit(f"option '{part}' is not key=value")
         k, v = (s.strip() for s in part.split("=", 1))
-        if v.lower() in ("true", "false"):
-            out[k] = v.lower() == "true"
-            continue
-        for conv in (int, float, str):
-            try:
-                out[k] = conv(v)
-                break
-            except ValueError:
-                pass
+        try:
+            out[k] = ast.literal_eval({"true": "True", "false": "False"}.get(v.lower(), v))
+        except (ValueError, SyntaxError):  # a word: kept as text
+            out[k] = v
     return out

@@ -44,29 +44,35 @@ def calibration_inputs(fam) -> tuple[list[str], list[np.ndarray]]:
     return names, out
 
 
-def collect_ranges(model, inputs) -> dict[str, list[float]]:
-    """Each activation's overall min/max over the calibration inputs (MinMax; the ranges shipped)."""
+def _probe(model, names, optimize: bool = True):
+    """A function x -> {tensor name: value} for the input and ``names``, read as extra graph outputs."""
     import onnx
     import onnxruntime as ort
     from onnx import helper
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    names = activation_names(model)
     in_name = model.graph.input[0].name
     existing = {o.name for o in probe.graph.output}
     for name in names:
         if name not in existing and name != in_name:
             probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
     sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     out_names = [o.name for o in sess.get_outputs()]
+    return lambda x: {**dict(zip(out_names, sess.run(out_names, {in_name: x}))), in_name: x}
+
+
+def collect_ranges(model, inputs) -> dict[str, list[float]]:
+    """Each activation's overall min/max over the calibration inputs (MinMax; the ranges shipped)."""
+    names = activation_names(model)
+    run = _probe(model, names, optimize=False)
     ranges = {n: [float("inf"), float("-inf")] for n in names}
     for x in inputs:
-        values = dict(zip(out_names, sess.run(out_names, {in_name: x})))
-        values[in_name] = x
+        values = run(x)
         for n in names:
             ranges[n] = [min(ranges[n][0], float(values[n].min())), max(ranges[n][1], float(values[n].max()))]
     return ranges
@@ -75,29 +81,13 @@ def collect_ranges(model, inputs) -> dict[str, list[float]]:
 def conv_input_errors(model, ranges: dict[str, list[float]], inputs) -> dict[str, float]:
     """For each Conv: the mean over input channels of the relative RMS error that quantizing its
     input to uint8 with the calibrated per-tensor range causes (offline, on calibration inputs).
-
-    A Conv fed by a Concat of a large-range and a small-range tensor scores high: one scale
-    for both crushes the small one. Those are the nodes a recipe keeps in float.
-    """
-    import onnx
-    import onnxruntime as ort
-    from onnx import helper
-
+    A Conv fed by a Concat of a large-range and a small-range tensor scores high: one scale for
+    both crushes the small one. Those are the nodes a recipe keeps in float."""
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    in_name = model.graph.input[0].name
-    wanted = sorted({c.input[0] for c in convs} - {in_name})
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    for name in wanted:
-        probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
+    run = _probe(model, sorted({c.input[0] for c in convs}))
     errs: dict[str, list[float]] = {c.name: [] for c in convs}
     for x in inputs:
-        v = dict(zip(names, sess.run(names, {in_name: x})))
-        v[in_name] = x
+        v = run(x)
         for c in convs:
             a = v[c.input[0]]
             lo, hi = ranges[c.input[0]]

@@ -1,6 +1,6 @@
 """What to store under alpha = 0: each fill of ``imaging.clear`` measured on the eval photos.
 
-    python bench/clear_fill.py [--photos DIR] [--model u2netp] [--scale 0.25]
+    python -m bench.clear_fill [--photos DIR] [--model u2netp] [--scale 0.25]
 
 For every photo: the model's mask and the decontaminated colours (as the folder job makes
 them), then one RGBA per fill (black, bleed, photo), and per fill:
@@ -18,21 +18,18 @@ them), then one RGBA per fill (black, bleed, photo), and per fill:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench._common import DEFAULT_EVAL
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--photos", type=Path,
-                    default=Path(os.environ.get("CUTOUT_SHARED", ROOT.parent / "shared")) / "eval" / "dev")
+    ap.add_argument("--photos", type=Path, default=DEFAULT_EVAL)
     ap.add_argument("--model", default="u2netp")
     ap.add_argument("--scale", type=float, default=0.25)
     ap.add_argument("--limit", type=int, default=0)
@@ -52,7 +49,7 @@ def main() -> int:
 
     session = get_session(a.model)
     photos = sorted(p for p in a.photos.iterdir() if p.suffix in (".jpg", ".png") and ".mask" not in p.name)
-    photos = photos[:a.limit] if a.limit else photos
+    photos = photos[:a.limit or None]
     stats = {f: {"bytes": 0, "sec": 0.0, "bgphoto": [], "bgtex": [], "fringe": []} for f in CLEAR_FILLS}
     for p in photos:
         gt_p = p.with_name(p.stem + ".mask.png")
@@ -60,8 +57,7 @@ def main() -> int:
         gt = np.asarray(Image.open(gt_p).convert("L")) if gt_p.is_file() else None
         frame = torch.from_numpy(rgb8.copy()).float().div_(255)
         alpha = predict_frame(session, frame)
-        colour = estimate_foreground(frame, alpha)
-        a8 = (alpha.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
+        colour, a8 = estimate_foreground(frame, alpha), (alpha.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
         for f in CLEAR_FILLS:
             c8 = (colour.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
             fill_clear(c8, a8, f)
@@ -69,21 +65,18 @@ def main() -> int:
             t0 = time.perf_counter()
             data = encode(rgba, "png", WriteOptions())
             s = stats[f]
-            s["sec"] += time.perf_counter() - t0
-            s["bytes"] += len(data)
+            s["sec"], s["bytes"] = s["sec"] + time.perf_counter() - t0, s["bytes"] + len(data)
             view = rgba[..., :3].astype(np.int16)  # Image.convert("RGB") drops the alpha, nothing else
-            if gt is not None:
-                bg = gt < 128
-                if bg.any():
-                    s["bgphoto"].append(float((np.abs(view - rgb8)[bg].max(-1) <= 8).mean()))
-                    s["bgtex"].append(float(np.abs(view[bg] - np.median(view[bg], 0)).mean()))
+            bg = gt < 128 if gt is not None else None
+            if bg is not None and bg.any():
+                s["bgphoto"].append(float((np.abs(view - rgb8)[bg].max(-1) <= 8).mean()))
+                s["bgtex"].append(float(np.abs(view[bg] - np.median(view[bg], 0)).mean()))
             size = (max(1, round(rgba.shape[1] * a.scale)), max(1, round(rgba.shape[0] * a.scale)))
             straight = cv2.resize(rgba.astype(np.float32), size, interpolation=cv2.INTER_AREA)
-            pre = rgba[..., :3].astype(np.float32) * (rgba[..., 3:] / 255.0)
-            pre = cv2.resize(pre, size, interpolation=cv2.INTER_AREA)
+            pre = cv2.resize(rgba[..., :3].astype(np.float32) * (rgba[..., 3:] / 255.0), size,
+                             interpolation=cv2.INTER_AREA)
             al = straight[..., 3:] / 255.0
-            on_grey = straight[..., :3] * al + 128 * (1 - al)
-            correct = pre + 128 * (1 - al)
+            on_grey, correct = straight[..., :3] * al + 128 * (1 - al), pre + 128 * (1 - al)
             semi = (al[..., 0] > 0.02) & (al[..., 0] < 0.98)
             if semi.any():
                 s["fringe"].append(float(np.abs(on_grey - correct)[semi].mean()))

@@ -168,17 +168,11 @@ def split(pairs: list[EvalPair], part: str) -> list[EvalPair]:
 
 
 def spearman(a, b) -> float:
-    """Rank correlation (ties get their mean rank)."""
-    def ranks(x):
-        x = np.asarray(x, dtype=np.float64)
-        order = np.argsort(x, kind="stable")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x))
-        for v in np.unique(x):  # mean rank of ties
-            r[x == v] = r[x == v].mean()
-        return r
+    """Rank correlation (ties get their mean rank; nan when one side is constant)."""
+    import warnings
 
-    ra, rb = ranks(a), ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+    from scipy.stats import spearmanr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant input: nan, said by the value
+        return float(spearmanr(a, b)[0])

@@ -15,7 +15,9 @@ Measures per model and per source: mean IoU (mask > 0.5 vs GT > 0.5), MAE vs the
 band error (MAE within 10 px of the GT edge), seconds per image (network + pre/post-processing,
 decoding excluded on both sides), and the mean |ours − rembg| between the two masks. Each
 ``--quality`` setting (default: all) is one method; its per-frame confidence is recorded and its
-Spearman rank correlation with IoU reported. ``--split`` picks the fixed tuning / held-out part
+Spearman rank correlation with IoU reported, and so is the dataset report's doubt score
+(``imaging.subjects.doubt``): its correlation with 1 − IoU and how many of the 10 lowest-IoU photos
+are among the 10 / 20 most doubted. ``--split`` picks the fixed tuning / held-out part
 (``metrics.split``) the settings were (not) tuned on.
 Writes ``bench/results/quality.json`` and ``bench/results/quality.md``.
 """
@@ -65,7 +67,10 @@ def pack_mask(image, model: str, quality: str, refine_edges: bool = False):
 
 def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refiners: dict, use_rembg: bool,
                     limit: int | None, log, part: str = "all", refine_edges: bool = False) -> dict:
+    import numpy as np
+
     from bench import metrics as M
+    from cutout.imaging.subjects import doubt
 
     video = M.is_video_folder(folder)
     pairs = M.read_video_folder(folder) if video else M.split(M.read_manifest(folder), part)
@@ -89,41 +94,35 @@ def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refin
             rembg_mask(rsession, to_pil(data[0][1]))
         t_model = time.perf_counter()
         for i, (pair, image, gt) in enumerate(data):
+            def add(key, mask, seconds, **extra):
+                masks[key].append(mask)
+                methods[key].append({"name": pair.name, "source": pair.source, "seconds": seconds, **extra,
+                                     **score(mask, gt, M)})
+                return methods[key][-1]
+
             rows = {}
             for q in qualities:
                 t0 = time.perf_counter()
                 mask, confidence = pack_mask(image, model, q)
-                rows[q] = {"name": pair.name, "source": pair.source, "seconds": time.perf_counter() - t0,
-                           "confidence": confidence, **score(mask, gt, M)}
-                masks[f"{model} · cutout {q}"].append(mask)
+                rows[q] = add(f"{model} · cutout {q}", mask, time.perf_counter() - t0, confidence=confidence,
+                              doubt=doubt(mask)[0])
                 if q == qualities[0]:
                     ours, row, dt = mask[None], rows[q], rows[q]["seconds"]
             if rsession is not None:
                 pil = to_pil(image)
                 t0 = time.perf_counter()
                 ref = rembg_mask(rsession, pil)
-                rdt = time.perf_counter() - t0
-                masks[f"{model} · rembg"].append(ref)
-                rrow = {"name": pair.name, "source": pair.source, "seconds": rdt, **score(ref, gt, M)}
+                rrow = add(f"{model} · rembg", ref, time.perf_counter() - t0)
                 row["vs_rembg"] = rrow["vs_rembg"] = (ours[0] - ref).abs().mean().item()
-                methods[f"{model} · rembg"].append(rrow)
-            for q in qualities:
-                methods[f"{model} · cutout {q}"].append(rows[q])
             if refine_edges:
                 t0 = time.perf_counter()
                 fitted, _ = pack_mask(image, model, qualities[0], refine_edges=True)
-                key = f"{model} · cutout refine_edges"
-                masks[key].append(fitted)
-                methods[key].append({"name": pair.name, "source": pair.source,
-                                     "seconds": time.perf_counter() - t0, **score(fitted, gt, M)})
+                add(f"{model} · cutout refine_edges", fitted, time.perf_counter() - t0)
             for label, refine in refiners.items():
                 t0 = time.perf_counter()
                 refined = refine(ours, image)
                 rt = time.perf_counter() - t0
-                key = f"{model} · cutout + refine({label})"
-                masks[key].append(refined[0])
-                methods[key].append({"name": pair.name, "source": pair.source, "seconds": dt + rt,
-                                     "refine_seconds": rt, **score(refined[0], gt, M)})
+                add(f"{model} · cutout + refine({label})", refined[0], dt + rt, refine_seconds=rt)
             if (i + 1) % 10 == 0 or i + 1 == len(data):
                 log(f"   {model}: {i + 1}/{len(data)} ({time.perf_counter() - t_model:.0f} s)")
         for key, rows in methods.items():
@@ -135,11 +134,19 @@ def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refin
             if "confidence" in rows[0]:
                 summary["all"]["spearman_conf_iou"] = M.spearman([r["confidence"] for r in rows],
                                                                  [r["iou"] for r in rows])
+            if "doubt" in rows[0] and not video:
+                iou, sc = np.array([r["iou"] for r in rows]), np.array([r["doubt"] for r in rows])
+                worst, top = set(np.argsort(iou)[:10]), np.argsort(-sc)
+                summary["all"]["spearman_doubt_error"] = M.spearman(sc, 1 - iou)
+                summary["all"]["worst10_in_doubted_10_20"] = [len(worst & set(top[:10])), len(worst & set(top[:20]))]
             out["methods"][key] = {"summary": summary, "rows": rows}
             a = summary["all"]
             extra = f"  flicker {a['flicker'] * 1e3:.2f}e-3" if video else ""
             if "spearman_conf_iou" in a:
                 extra += f"  rho(conf, IoU) {a['spearman_conf_iou']:.2f}"
+            if "spearman_doubt_error" in a:
+                extra += (f"  rho(doubt, 1-IoU) {a['spearman_doubt_error']:.2f}, worst 10 in most doubted "
+                          "10 / 20: {} / {}".format(*a["worst10_in_doubted_10_20"]))
             log(f"   {key:<40} IoU {a['iou']:.3f}  MAE {a['mae']:.4f}  band {a['band']:.3f}  "
                 f"{a['seconds']:.3f} s/img{extra}")
     return out

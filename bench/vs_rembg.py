@@ -1,15 +1,13 @@
 """Folder job vs ``rembg p``: output bytes and throughput, same photos, same model, side by side.
 
-    python bench/vs_rembg.py [--photos DIR] [--n 40] [--rounds 2] [--models u2netp,u2netp-int8]
+    python -m bench.vs_rembg [--photos DIR] [--n 40] [--rounds 2] [--models u2netp,u2netp-int8]
 
-Builds a temporary folder of ``--n`` real photos (``../shared/eval/dev``; every 4th scaled up
-to 12 MP and saved as a JPEG, as a camera would), then alternates, round by round, ``rembg p
--m u2netp`` and ``cli.py`` (default settings) on it, each a fresh process into a fresh folder,
-so a change of machine load hits both sides alike. rembg has no int8 model: ``u2netp-int8`` is
-compared with rembg's ``u2netp``. Prints per model: seconds of each side, the throughput
-ratio (ours / rembg's, goals 1.5x u2netp, 2x u2netp-int8) and output bytes (goal: <= rembg's).
-Also checks what a trainer sees: the share of alpha = 0 pixels whose colour is the photo's.
-Nothing is kept (``--keep`` keeps the temporary folder).
+On ``_common.make_photos(as_is=True)`` (``--n`` eval photos, every 4th at 12 MP) in a temporary
+folder, alternates round by round ``rembg p -m u2netp`` and ``cli.py`` (default settings), each a
+fresh process into a fresh folder. rembg has no int8 model: ``u2netp-int8`` is compared with its
+``u2netp``. Prints per model the seconds, the throughput ratio (ours / rembg's) and output bytes,
+and the share of alpha = 0 pixels whose colour is the photo's (what a trainer sees).
+``--keep`` keeps the temporary folder.
 """
 
 from __future__ import annotations
@@ -23,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench._common import DEFAULT_EVAL, ROOT, make_photos
+
 # `rembg p` itself (rembg.commands.p_command). rembg.commands' __init__ imports every command, and
 # the server ones need uvicorn, gradio, ... (rembg's [cli] extra), which `p` does not use.
 REMBG_P = [sys.executable, "-c", "import os, sys, types, rembg; m = types.ModuleType('rembg.commands'); "
@@ -31,23 +30,6 @@ REMBG_P = [sys.executable, "-c", "import os, sys, types, rembg; m = types.Module
            "sys.modules['rembg.commands'] = m; from rembg.commands.p_command import p_command; "
            "sys.argv[0] = 'rembg p'; p_command()"]
 WEIGHTS = Path(os.environ.get("CUTOUT_WEIGHTS", "/work/weights"))  # a folder holding u2netp.onnx, for rembg
-
-
-def build_set(photos: Path, out: Path, n: int) -> list[Path]:
-    from PIL import Image
-
-    files = sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
-                   and not p.name.endswith(".mask.png"))[:n]
-    out.mkdir(parents=True)
-    for i, src in enumerate(files):
-        if i % 4 == 3:  # a camera-sized photo: 12 MP
-            with Image.open(src) as im:
-                s = (12e6 / (im.width * im.height)) ** 0.5
-                im.convert("RGB").resize((round(im.width * s), round(im.height * s)), Image.BICUBIC) \
-                    .save(out / f"{src.stem}_12mp.jpg", quality=92)
-        else:
-            shutil.copy(src, out / src.name)
-    return sorted(out.iterdir())
 
 
 def run(cmd: list[str], env: dict) -> float:
@@ -82,8 +64,7 @@ def photo_under_clear(src: Path, dest: Path) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--photos", type=Path,
-                    default=Path(os.environ.get("CUTOUT_SHARED", ROOT.parent / "shared")) / "eval" / "dev")
+    ap.add_argument("--photos", type=Path, default=DEFAULT_EVAL)
     ap.add_argument("--n", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--models", default="u2netp,u2netp-int8")
@@ -103,10 +84,9 @@ def main() -> int:
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "")}
     env = {k: v for k, v in env.items() if v}
     try:
-        src = build_set(a.photos, tmp / "src", a.n)
+        src = make_photos(a.photos, tmp / "src", a.n, as_is=True)
         mp = sum(1 for p in src if "_12mp" in p.name)
-        print(f"{len(src)} photos ({mp} at 12 MP), {a.rounds} rounds, alternating; machine load "
-              f"{os.getloadavg()[0]:.1f}", flush=True)
+        print(f"{len(src)} photos ({mp} at 12 MP), {a.rounds} rounds, alternating", flush=True)
         models = [m.strip() for m in a.models.split(",") if m.strip()]
         for m in models:  # warm-up: int8 variants are built on first use; page cache
             run([sys.executable, str(ROOT / "cli.py"), "--source", str(tmp / "src"), "--dest", str(tmp / "warm"),
