@@ -2,16 +2,12 @@
 
     python -m bench.speed [--models u2netp,u2net,u2net-int8] [--repeats 3] [--skip import,node,ops,matting]
 
-Sections:
-  import   pack import in a fresh process with torch already imported (as in ComfyUI).
-  node     Remove Background (1 MP and 12 MP) vs its own ``session.run`` vs ``rembg.remove`` on the
-           same ONNX file, interleaved. For an int8 variant the reference is rembg with the float
-           model it is built from, and the float network alone is timed too.
-  ops      Mask Refine operations, Composite Background and the node itself at 12 MP, each in its
-           own process (peak RSS is that process's), as multiples of u2netp's ``session.run``;
-           the memory of a 1080p batch through Remove Background → Mask Refine → Composite.
-  matting  ``rembg.remove(alpha_matting=True)`` at 12 MP, the reference for the guided filter
-           (over a minute on 2 cores).
+Sections: ``import`` (pack import in a fresh process, torch already imported, as in ComfyUI);
+``node`` (Remove Background at ``quality=fast``, 1 MP and 12 MP, vs its own ``session.run`` vs
+``rembg.remove`` on the same ONNX file, interleaved; an int8 variant is compared with rembg on its float
+model, and the float network alone is timed too); ``ops`` (Mask Refine, Composite and the node at 12 MP,
+each in its own process for its peak RSS, as multiples of u2netp's ``session.run``; a 1080p batch through
+the three nodes); ``matting`` (``rembg.remove(alpha_matting=True)`` at 12 MP, over a minute on 2 cores).
 """
 
 from __future__ import annotations

@@ -75,10 +75,8 @@ def markdown(report: dict) -> str:
         for part, rows in seq["parts"].items():
             base = rows["per-frame"]
             for name, r in rows.items():
-                d = "" if name == "per-frame" else \
-                    (f" ({(r['flicker'] / base['flicker'] - 1) * 100:+.0f} %)", f" ({(r['dtssd'] / base['dtssd'] - 1) * 100:+.0f} %)",
-                     f" ({r['iou'] - base['iou']:+.4f})")
-                d = d or ("", "", "")
+                d = ("", "", "") if name == "per-frame" else (f" ({(r['flicker'] / base['flicker'] - 1) * 100:+.0f} %)",
+                     f" ({(r['dtssd'] / base['dtssd'] - 1) * 100:+.0f} %)", f" ({r['iou'] - base['iou']:+.4f})")
                 lines.append(f"| {part} | {name} | {r['flicker'] * 1e3:.2f}{d[0]} | {r['dtssd'] * 1e3:.1f}{d[1]} | "
                              f"{r['iou']:.4f}{d[2]} |")
         lines += ["", "| smoothing alone | s/frame wall | s/frame CPU |", "|---|---|---|"]
