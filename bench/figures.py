@@ -56,18 +56,16 @@ def before_after(model: str, out: Path) -> Path:
         for c, p in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(p, cmap="gray" if p.ndim == 2 else None, vmin=0, vmax=1 if p.dtype != np.uint8 else 255)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             if r == 0:
                 ax.set_title(cols[c], fontsize=12)
             if c == 0:
                 ax.set_ylabel(name, fontsize=12)
     fig.suptitle("Remove Background (Cutout) — sample photos (scikit-image, public domain / CC0)", fontsize=13)
     fig.tight_layout()
-    path = out / "before_after.png"
-    fig.savefig(path)
+    fig.savefig(out / "before_after.png")
     plt.close(fig)
-    return path
+    return out / "before_after.png"
 
 
 def main(argv=None) -> int:

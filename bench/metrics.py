@@ -67,9 +67,7 @@ def edge_band(gt: torch.Tensor, width: int = 10) -> torch.Tensor:
 def band_error(pred: torch.Tensor, gt: torch.Tensor, width: int = 10) -> float:
     """Mean absolute error inside the band around the GT edge (where refinement matters)."""
     band = edge_band(gt, width)
-    if not band.any():
-        return 0.0
-    return (pred - gt).abs()[band].mean().item()
+    return (pred - gt).abs()[band].mean().item() if band.any() else 0.0
 
 
 # --- video-frame folders and summaries (bench/quality.py) ---------------------------------
@@ -96,13 +94,9 @@ def read_video_folder(folder: str | Path) -> list[EvalPair]:
         pairs = [EvalPair(p.name, p.image, p.gt, folder.name) for p in read_manifest(folder)
                  if p.image.stem.isdigit() and p.gt.is_file()]
     else:
-        pairs = []
-        for p in sorted(folder.iterdir()):
-            if p.name.endswith(VIDEO_GT_SUFFIX) or p.suffix.lower() not in _FRAME_EXTS or not p.stem.isdigit():
-                continue
-            gt = folder / f"{p.stem}{VIDEO_GT_SUFFIX}"
-            if gt.is_file():
-                pairs.append(EvalPair(p.name, p, gt, folder.name))
+        pairs = [EvalPair(p.name, p, folder / f"{p.stem}{VIDEO_GT_SUFFIX}", folder.name) for p in sorted(folder.iterdir())
+                 if p.suffix.lower() in _FRAME_EXTS and p.stem.isdigit()
+                 and (folder / f"{p.stem}{VIDEO_GT_SUFFIX}").is_file()]
     pairs.sort(key=lambda e: int(e.image.stem))
     return pairs
 
@@ -137,9 +131,7 @@ def dtssd(masks, gts) -> float:
 def mean_by(rows: list[dict], keys: list[str], group: str | None = None) -> dict:
     """Means of ``keys`` over ``rows`` ({"all": {...}} plus one entry per value of ``group``)."""
     def avg(rs):
-        out = {k: float(np.mean([r[k] for r in rs])) for k in keys}
-        out["n"] = len(rs)
-        return out
+        return {**{k: float(np.mean([r[k] for r in rs])) for k in keys}, "n": len(rs)}
 
     result = {"all": avg(rows)} if rows else {}
     if group:
