@@ -17,6 +17,7 @@ class CutoutCropToSubject:
         "frame. Never upscales and never cuts into the subject; one crop for the whole batch (the union of the "
         "frames' subjects), so a batch stays one size."
     )
+    SEARCH_ALIASES = ["crop to subject", "auto crop", "crop mask", "lora dataset", "square crop", "rembg", "cutout"]
     CATEGORY = CATEGORY
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE", "MASK", "INT", "INT", "INT", "INT")
