@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 
 aiohttp = pytest.importorskip("aiohttp")
-from aiohttp import FormData, web  # noqa: E402
-from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
+from aiohttp import FormData  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cutout import comfy_glue  # noqa: E402
 from cutout.service import api as api_mod  # noqa: E402
 from cutout.service import uploads as uploads_mod  # noqa: E402
-from cutout.service.api import CutoutService, Limits, mount  # noqa: E402
+from cutout.service.api import CutoutService, Limits  # noqa: E402
 
+from _api_client import serve  # noqa: E402
 from _stand_in_onnx import not_a_segmenter  # noqa: E402
 
 R, B = "/cutout/api/remove", "/cutout/api/batch"
@@ -39,15 +39,6 @@ def photo(w=48, h=40, seed=0) -> bytes:
 
 
 PNG = photo()
-
-
-def serve(test, limits: Limits | None = None):
-    async def main():
-        app = web.Application()
-        service = mount(app, CutoutService(limits or Limits()))
-        async with TestClient(TestServer(app)) as client:
-            return await test(client, service)
-    return asyncio.run(main())
 
 
 async def error(resp, status: int, code: str, *words: str) -> dict:

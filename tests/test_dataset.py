@@ -381,8 +381,9 @@ def test_cli_killed_midway_then_rerun_matches(tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "--source", str(tmp_path / "many"),
                              "--dest", str(dest), "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if len(list(dest.rglob("p*.png"))) >= 2:
+    manifest = dest / ".cutout-manifest.jsonl"
+    while time.time() < deadline and proc.poll() is None:  # kill once at least one output is on record
+        if len(list(dest.rglob("p*.png"))) >= 2 and manifest.is_file() and b"\"out\"" in manifest.read_bytes():
             break
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)

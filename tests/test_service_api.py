@@ -31,7 +31,9 @@ from cutout.models.session import STORE  # noqa: E402
 from cutout.nodes.remove_background import CutoutRemoveBackground  # noqa: E402
 from cutout.service import api as api_mod  # noqa: E402
 from cutout.service import params as P  # noqa: E402
-from cutout.service.api import CutoutService, Limits, mount  # noqa: E402
+from cutout.service.api import Limits  # noqa: E402
+
+from _api_client import serve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,16 +72,6 @@ def form(*files: tuple[str, bytes], **fields) -> FormData:
     for name, data in files:
         fd.add_field("file", data, filename=name, content_type="application/octet-stream")
     return fd
-
-
-def serve(test, limits: Limits | None = None):
-    """Run ``await test(client, service)`` against a fresh app."""
-    async def main():
-        app = web.Application()
-        service = mount(app, CutoutService(limits or Limits()))
-        async with TestClient(TestServer(app)) as client:
-            return await test(client, service)
-    return asyncio.run(main())
 
 
 async def expect_error(resp, status: int, code: str, *words: str) -> dict:
