@@ -1,9 +1,9 @@
-"""THE cut-out, below every front door: network → post-process → refine → own alpha →
+"""THE cut-out, below every front door: network → post-process → own alpha → refine →
 decontaminate → background → pixels.
 
 ``cut_out(images, opts)`` does all of it for an IMAGE batch (the nodes, the HTTP API). The
 folder engines run the same two halves on different threads — ``frame_alpha`` (the mask:
-network, post-process, Mask Refine, the file's own alpha) where the model is, ``render``
+network, post-process, the file's own alpha, Mask Refine) where the model is, ``render``
 (decontamination, background, output form) in their writer threads — so decoding, inference
 and encoding overlap. No front door orders these steps itself; docs/design.md has the map.
 
@@ -52,7 +52,10 @@ def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool
 def frame_alpha(session: ModelSession, frame: torch.Tensor, opts: CutoutOptions,
                 own_alpha: torch.Tensor | None = None, node: str = "Cutout",
                 confidences: list | None = None) -> torch.Tensor:
-    """The mask half for one frame: network → post-process → Mask Refine → × the image's own alpha.
+    """The mask half for one frame: network → post-process → × the image's own alpha → Mask Refine
+    → capped by the own alpha unless the output is the mask. The order of a graph: Remove Background
+    applies the alpha, Mask Refine comes after it, Composite Background caps the mask by its RGBA
+    image's alpha.
 
     ``frame`` float ``[H,W,3]`` 0..1; ``own_alpha`` ``[H,W]`` (what was transparent in the file
     stays transparent). Returns float32 ``[H,W]``, 1 = subject.
@@ -62,13 +65,16 @@ def frame_alpha(session: ModelSession, frame: torch.Tensor, opts: CutoutOptions,
         from .imaging.masks import post_process_mask
 
         alpha = post_process_mask(alpha[None])[0]
+    if own_alpha is not None:
+        own_alpha = own_alpha.to(alpha.dtype)
+        alpha = alpha * own_alpha
     if opts.refine.active:
         from .imaging.refine_chain import refine_masks
 
         alpha = refine_masks(alpha[None], frame[None], node=node, check_interrupt=comfy_glue.check_interrupt,
                              **opts.refine.kwargs())[0]
-    if own_alpha is not None:
-        alpha = alpha * own_alpha.to(alpha.dtype)
+        if own_alpha is not None and not opts.mask_only:  # grown edges never show what the file made
+            alpha = torch.minimum(alpha, own_alpha)  # transparent (a graph's MASK from Mask Refine is not capped)
     return alpha
 
 
@@ -220,6 +226,8 @@ def cut_out(images: torch.Tensor, opts: CutoutOptions, progress: Callable[[int, 
         r = opts.refine
         masks = refine_masks(masks, rgb.cpu(), temporal=r.temporal, temporal_mode=r.temporal_mode, invert=r.invert,
                              node=node, check_interrupt=comfy_glue.check_interrupt)
+        if own is not None and not opts.mask_only:
+            masks = torch.minimum(masks, sanitize(own.cpu()))
         for i in range(b):
             comfy_glue.check_interrupt()
             finish(i, sanitize(rgb[i].cpu()), masks[i])
