@@ -85,6 +85,10 @@ class _Writer:
         self.out = av.open(str(self.tmp), mode="w")
         rate = src_video.average_rate or src_video.guessed_rate or Fraction(25)
         self.stream = self.out.add_stream(encoder, rate=rate)
+        # each frame keeps its source timestamp (a variable-rate clip stays in step with its audio)
+        self.time_base = src_video.time_base or Fraction(1, int(rate * 1000))
+        self.stream.codec_context.time_base = self.time_base
+        self.last_pts = None
         self.stream.width, self.stream.height = size
         self.stream.pix_fmt = alpha_fmt if self.alpha else OPAQUE_FORMAT[encoder]
         if encoder == "prores_ks":
@@ -105,9 +109,11 @@ class _Writer:
                 self.resampler = av.AudioResampler(format=fmt, layout="stereo", rate=rate_a)
         self.count = 0
 
-    def write(self, av, pixels: np.ndarray) -> None:
+    def write(self, av, pixels: np.ndarray, pts: int | None) -> None:
         frame = av.VideoFrame.from_ndarray(pixels, format="rgba" if pixels.shape[-1] == 4 else "rgb24")
-        frame.pts = self.count
+        if pts is None or (self.last_pts is not None and pts <= self.last_pts):
+            pts = 0 if self.last_pts is None else self.last_pts + 1  # never two frames at one time
+        frame.pts, frame.time_base, self.last_pts = pts, self.time_base, pts
         self.count += 1
         for packet in self.stream.encode(frame):
             self.out.mux(packet)
@@ -202,6 +208,7 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
         smooth = {"temporal": opts.temporal, "temporal_mode": opts.temporal_mode} if opts.temporal > 0 else {}
         frames: list[torch.Tensor] = []  # uint8 [H,W,3], the window: context before + pending + context after
         masks: list[torch.Tensor] = []
+        stamps: list[int | None] = []  # each frame's source pts
         first = emitted = 0  # global index of frames[0]; frames before `emitted` are written
 
         def emit(final: bool) -> None:
@@ -216,16 +223,16 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
             lo = emitted - first
             for j in range(hi - lo):
                 px = to_uint8(render(rgb[lo + j], m[lo + j], cut))
-                main.write(av, px)
+                main.write(av, px, stamps[lo + j])
                 if mask_w is not None:
-                    mask_w.write(av, np.repeat(to_uint8(m[lo + j])[..., None], 3, -1))
+                    mask_w.write(av, np.repeat(to_uint8(m[lo + j])[..., None], 3, -1), stamps[lo + j])
                 if opts.png_dir is not None:
                     from PIL import Image
 
                     Image.fromarray(px).save(opts.png_dir / f"{emitted + j:06d}.png", compress_level=1)
             emitted = first + hi
             keep = max(0, hi - CONTEXT)
-            del frames[:keep], masks[:keep]
+            del frames[:keep], masks[:keep], stamps[:keep]
             first += keep
             if on_progress is not None:
                 on_progress(emitted, max(total, emitted))
@@ -234,6 +241,7 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
             px = frame.to_ndarray(format="rgb24")
             px = torch.from_numpy(np.ascontiguousarray(np.rot90(px, turns)) if turns else px)
             frames.append(px)
+            stamps.append(frame.pts)
             masks.append(frame_alpha(session, px.float().div_(255.0), cut, node="cli.py video"))
             if len(frames) - (emitted - first) >= chunk + CONTEXT:
                 emit(final=False)
