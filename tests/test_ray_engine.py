@@ -165,3 +165,24 @@ def test_ray_plan_clashes_and_resume_follow_the_manifest(local_ray, tmp_path):
     assert sorted(other.done) == ["b.jpeg", "c.png"]
     assert all(why.startswith("settings changed: background") for _r, why in other.redone), other.redone
     assert run_job(src, dest, black).done == []  # the local engine reads the same records
+
+
+def test_ray_report_has_the_local_reports_items_notes_and_review(local_ray, tree, tmp_path):
+    """Per-item doubt, cues, subject share, crop box and decode notes come back from the Ray workers
+    into the same report fields as the local engine's, and the review page is written."""
+    import json
+
+    from PIL import Image
+
+    src = tree["src"]
+    pages = [Image.new("RGB", (40, 30), c) for c in ("red", "blue")]
+    pages[0].save(src / "10_subject" / "pages.tif", save_all=True, append_images=pages[1:])
+    opts = JobOptions(write=writer.WriteOptions(fsync=False, review=True, crop=0.1))
+    local = run_job(src, tmp_path / "local", opts)
+    rep = run_job_ray(src, tmp_path / "ray", opts, RayOptions(batch_size=2))
+    assert sorted(rep.done) == sorted(local.done)
+    assert rep.items == local.items and set(rep.items) == set(local.done)
+    assert all("doubt" in i and "share_before" in i and "box" in i and "thumbs" not in i for i in rep.items.values())
+    assert sorted(rep.notes) == sorted(local.notes) and any("pages.tif" in r for r, _ in rep.notes)
+    assert rep.review and Path(rep.review) == tmp_path / "ray" / "review.html" and Path(rep.review).is_file()
+    assert json.loads(rep.to_json())["items"] == json.loads(local.to_json())["items"]

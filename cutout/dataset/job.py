@@ -85,6 +85,13 @@ class Report:
     def ok(self) -> bool:
         return not self.failed and not self.interrupted
 
+    def result(self, rel: str, info: dict | None = None, notes=()) -> None:
+        """What one item's processing left for the report, whichever engine ran it: its decode notes
+        and, once written, its doubt, cues, subject share and crop box (``writer.Saved.info``)."""
+        self.notes.extend((rel, n) for n in notes)
+        if info:
+            self.items[rel] = info
+
     def record(self, rel: str, status: str, reason: str = "") -> None:
         """One item's outcome (``done``, ``skipped`` or a failure with its reason); every engine calls this."""
         if status == "done":
@@ -304,8 +311,7 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
         try:
             saved, record = fut.result()
             state.add(by_rel[rel], record)
-            if saved.info:
-                report.items[rel] = saved.info
+            report.result(rel, saved.info)
             finish(rel, saved.status)
         except WriteError as e:
             finish(rel, "failed", str(e))
@@ -373,8 +379,7 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
             del frame
             while len(writes) >= max_writes:
                 collect(*writes.popleft())
-            for note in decoded.notes:
-                report.notes.append((rel, note))
+            report.result(rel, notes=decoded.notes)
             writes.append((rel, writers.submit(_save, dest, planned, decoded, ident, alpha, opts, state)))
             while writes and writes[0][1].done():
                 collect(*writes.popleft())
@@ -397,14 +402,20 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True)
         report.seconds = time.perf_counter() - t0
+    write_review_page(report, dest, opts, source)
+    return report
+
+
+def write_review_page(report: Report, dest: Path, opts: JobOptions, source: Path) -> None:
+    """Both engines' last step: ``review.html`` from the items of this run (when asked), then the
+    thumbnails are dropped from the report."""
     if opts.write.review and report.items:
         from .review import write_review
 
         try:
-            path = write_review(dest, report.items, f"Cutout review: {source.name}")
+            path = write_review(dest, report.items, f"Cutout review: {Path(source).name}")
             report.review = None if path is None else str(path)
         except OSError as e:
             log.warning("Cutout dataset: could not write the review page: %s", e)
-        for info in report.items.values():
-            info.pop("thumbs", None)  # written; not kept in memory
-    return report
+    for info in report.items.values():
+        info.pop("thumbs", None)  # written; not kept in memory

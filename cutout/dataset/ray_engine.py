@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .job import JobOptions, Report, begin
+from .job import JobOptions, Report, begin, write_review_page
 from . import ray_stages, writer
 from .plan import Planned
 
@@ -182,6 +182,7 @@ def run_job_ray(source: Path, dest: Path, opts: JobOptions, ropts: RayOptions | 
             if rel in results:  # a retried task's second answer: never count an item twice
                 continue
             results[rel] = (status, reason)
+            report.result(rel, json.loads(str(row.get("info") or "null")), json.loads(str(row.get("notes") or "[]")))
             progress.update(1)
             if on_item is not None:
                 on_item(rel, status, len(results), len(todo))
@@ -197,4 +198,5 @@ def run_job_ray(source: Path, dest: Path, opts: JobOptions, ropts: RayOptions | 
             for rel in missing:  # should not happen: say so rather than report success
                 report.failed.append((rel, "no result came back from the Ray pipeline"))
         report.seconds = time.perf_counter() - t0
+    write_review_page(report, dest, opts, source)
     return report

@@ -50,7 +50,7 @@ def _item(row):
 
 def _empty(rel, path, plan, error=""):
     return {"rel": rel, "path": path, "plan": plan, "ident": "", "h": 0, "w": 0, "rgb": b"", "alpha": b"",
-            "icc": b"", "error": error}
+            "icc": b"", "notes": "[]", "error": error}
 
 
 def decode_row(row: dict, root: str, max_megapixels: float = 0.0) -> dict:
@@ -73,7 +73,8 @@ def decode_row(row: dict, root: str, max_megapixels: float = 0.0) -> dict:
         return _empty(rel, path, plan, f"cannot read ({type(e).__name__}: {str(e)[:200]})")
     h, w = d.rgb.shape[:2]
     return {"rel": rel, "path": path, "plan": plan, "ident": json.dumps(ident), "h": int(h), "w": int(w), "rgb": d.rgb.tobytes(),
-            "alpha": b"" if d.alpha is None else d.alpha.tobytes(), "icc": d.icc or b"", "error": ""}
+            "alpha": b"" if d.alpha is None else d.alpha.tobytes(), "icc": d.icc or b"", "notes": json.dumps(list(d.notes)),
+            "error": ""}
 
 
 class InferActor:
@@ -120,7 +121,7 @@ class InferActor:
                 errors.append(f"inference failed ({type(e).__name__}: {str(e)[:200]})")
         return {"rel": batch["rel"], "path": batch["path"], "plan": batch["plan"], "ident": batch["ident"],
                 "h": batch["h"], "w": batch["w"], "rgb": batch["rgb"],
-                "icc": batch["icc"], "mask": _objects(masks), "error": _objects(errors)}
+                "icc": batch["icc"], "notes": batch["notes"], "mask": _objects(masks), "error": _objects(errors)}
 
 
 def _objects(values: list) -> np.ndarray:
@@ -132,7 +133,8 @@ def _objects(values: list) -> np.ndarray:
 def write_row(row: dict, root: str, dest: str, wopts: dict, cutout: dict, fp: str) -> dict:
     """Stage 3 (tasks): encode and write one result atomically, at the names the driver planned
     (a retried task writes the same files again: nothing is lost or written twice); returns its
-    status for the report and its manifest record, which the driver appends."""
+    status for the report, what the report keeps of it (``Saved.info``: doubt, subject share, crop
+    box, review thumbnails; the decode notes) and its manifest record, which the driver appends."""
     _pack(root)
     import json
     from pathlib import Path
@@ -144,8 +146,9 @@ def write_row(row: dict, root: str, dest: str, wopts: dict, cutout: dict, fp: st
 
     rel = str(row["rel"])
     err = str(row["error"])
+    notes = str(row.get("notes") or "[]")
     if err:
-        return {"rel": rel, "status": "failed", "reason": err, "record": ""}
+        return {"rel": rel, "status": "failed", "reason": err, "record": "", "info": "", "notes": notes}
     opts = writer.WriteOptions(**{**wopts, "mask_dir": Path(wopts["mask_dir"]) if wopts.get("mask_dir") else None})
     h, w = int(row["h"]), int(row["w"])
     rgb = np.frombuffer(row["rgb"], np.uint8).reshape(h, w, 3)
@@ -156,9 +159,11 @@ def write_row(row: dict, root: str, dest: str, wopts: dict, cutout: dict, fp: st
         cut = CutoutOptions.from_dict(cutout)
         saved = writer.save_item(Path(dest), planned, rgb, alpha, opts, icc, lambda x, a: render_item(x, a, cut))
     except writer.WriteError as e:
-        return {"rel": rel, "status": "failed", "reason": str(e), "record": ""}
+        return {"rel": rel, "status": "failed", "reason": str(e), "record": "", "info": "", "notes": notes}
     except Exception as e:  # a bug in one item must not lose the others
-        return {"rel": rel, "status": "failed", "reason": f"{type(e).__name__}: {e}", "record": ""}
+        return {"rel": rel, "status": "failed", "reason": f"{type(e).__name__}: {e}", "record": "", "info": "",
+                "notes": notes}
     record = manifest.make_record(Path(dest), planned, json.loads(str(row["ident"]) or "null"), fp, saved.files,
                                   saved.captions)
-    return {"rel": rel, "status": saved.status, "reason": "", "record": json.dumps(record)}
+    return {"rel": rel, "status": saved.status, "reason": "", "record": json.dumps(record),
+            "info": json.dumps(saved.info), "notes": notes}
