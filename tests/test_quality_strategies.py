@@ -168,7 +168,8 @@ def test_cli_quality_reaches_the_network_step(monkeypatch):
     assert opts.quality == "best"
     seen, real = [], pipeline.predict_frame
     monkeypatch.setattr(pipeline, "predict_frame",
-                        lambda s, f, edges, quality, conf=None: seen.append(quality) or real(s, f, edges, quality, conf))
+                        lambda s, f, edges, quality, conf=None, on_pass=None:
+                        seen.append(quality) or real(s, f, edges, quality, conf, on_pass))
     decoded = reader.Decoded(None, np.zeros((40, 60, 3), np.uint8), None)
     assert job.infer_item(get_session("u2netp"), decoded, None, opts).shape == (40, 60)
     assert seen == ["best"]
@@ -214,3 +215,24 @@ def test_log_odds_merge_keeps_a_sure_pixel_sure_where_the_mean_greys_it():
     assert torch.equal(merge_maps([sure, 1 - sure], [1.0, 1.0], "logodds", min_agreement=0.7), sure)
     with pytest.raises(ValueError, match="logodds"):
         merge_maps([sure, leaning], [1.0, 1.0], "median")
+
+
+def test_the_progress_bar_moves_after_every_network_run(monkeypatch):
+    """`best` takes two looks a frame: ComfyUI's bar (an interrupt point too) advances after each,
+    while the caller's progress callback still counts frames."""
+    from cutout import comfy_glue, pipeline
+    from cutout.options import CutoutOptions
+
+    updates = []
+
+    class Bar(comfy_glue.Progress):
+        def update(self, n=1):
+            super().update(n)
+            updates.append((self.done, self.total))
+
+    monkeypatch.setattr(comfy_glue, "Progress", Bar)
+    frames = []
+    img = torch.stack([scene()[0], scene()[0]])
+    pipeline.cut_out(img, CutoutOptions(quality="best"), progress=lambda d, t: frames.append((d, t)))
+    assert [u for u in updates if u[1] == 4] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert frames == [(1, 2), (2, 2)]
