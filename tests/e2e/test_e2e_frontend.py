@@ -60,5 +60,15 @@ def test_frontend_prompt_equals_converter(path, page, comfy_server):
     wf = workflows.load(path)
     page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", wf)
     ui = page.evaluate("async () => (await window.app.graphToPrompt()).output")
-    strip = lambda p: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in p.items()}  # noqa: E731
-    assert strip(ui) == strip(workflows.to_api(wf, comfy_server.object_info()))
+    info = comfy_server.object_info()
+
+    def declared(cls):  # what the server reads; the page may add UI-only values (e.g. LoadVideo's 'video-preview')
+        spec = info[cls]["input"]
+        return {name for part in ("required", "optional", "hidden") for name in spec.get(part, {})}
+
+    def strip(prompt):
+        return {k: {"class_type": v["class_type"],
+                    "inputs": {n: x for n, x in v["inputs"].items() if n in declared(v["class_type"])}}
+                for k, v in prompt.items()}
+
+    assert strip(ui) == strip(workflows.to_api(wf, info))
