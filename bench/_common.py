@@ -1,8 +1,6 @@
 """What every bench script stands on: the photo set, the timer, the memory meter, rembg on our file.
-
-Run the scripts as modules from the repo root (``python -m bench.speed``). Absolute seconds on a
-shared CPU are noisy: the scripts time variants interleaved in one run and print ratios.
-"""
+Run the scripts as modules from the repo root (``python -m bench.speed``); they time variants
+interleaved in one run and print ratios (absolute seconds on a shared CPU are noisy)."""
 
 from __future__ import annotations
 
@@ -89,8 +87,7 @@ def interleaved(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    wall = {k: [] for k in fns}
-    cpu = {k: [] for k in fns}
+    wall, cpu = {k: [] for k in fns}, {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
             gc.collect()
@@ -100,6 +97,15 @@ def interleaved(fns: dict, repeats: int = 5, warmup: int = 1) -> dict:
             cpu[k].append(time.process_time() - c0)
     return {k: {"median_s": statistics.median(wall[k]), "cpu_median_s": statistics.median(cpu[k]),
                 "times_s": wall[k]} for k in fns}
+
+
+def run_timed(cmd: list[str], **kw) -> float:
+    """Wall seconds of a command run to completion; its failure (with stderr's end) stops the bench."""
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kw)
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+    return time.perf_counter() - t0
 
 
 def peak_rss_child(code: str, *args: str) -> dict:
@@ -133,10 +139,9 @@ def test_photo(eval_dir: Path, size: tuple[int, int]):
 
 
 def make_photos(eval_dir: Path, dest: Path, n: int, seed: int = 7, as_is: bool = False) -> list[Path]:
-    """The photo set of the folder benchmarks, built from the eval photos. Default: ``n`` JPEGs of mixed
-    sizes (long side 480–3000 px, random crops), a caption each, in a kohya folder under ``dest``.
-    ``as_is`` (``vs_rembg``): the first ``n`` eval photos by name, flat in ``dest``, every 4th scaled up
-    to 12 MP and saved as a JPEG as a camera would, no captions."""
+    """The folder benchmarks' photo set, from the eval photos: ``n`` JPEGs of mixed sizes (long side
+    480–3000 px, random crops), a caption each, in a kohya folder under ``dest``; ``as_is`` (vs_rembg): the
+    first ``n`` eval photos, flat in ``dest``, every 4th scaled to 12 MP and saved as a camera's JPEG."""
     import shutil
 
     from PIL import Image

@@ -2,14 +2,11 @@
 
     python -m bench.api_abuse [--rounds 3] [--seconds 8] [--hostile 4] [--parts 12] [--part-mb 8]
 
-A server process runs ``api.mount`` on a bare aiohttp app (127.0.0.1 only). Quiet and abuse phases
-alternate ``--rounds`` times; in both, one client sends a normal request (a 640x480 photo) again and
-again. During abuse, ``--hostile`` clients each send batches of ``--parts`` random parts of
-``--part-mb`` MB (under the 100 MB request limit: read in full, then refused as not images), and
-another starts real 40-photo batches and disconnects after 0.5 s. Printed: the server's peak RSS over
-its idle RSS, and the normal request's median latency, abuse / quiet. Every request has a timeout (a
-normal one that times out counts as 60 s) and the whole run is cut off, so it always ends.
-``--code`` serves from another checkout (a worktree of an older commit) for a before/after.
+A server runs ``api.mount`` on a bare aiohttp app (127.0.0.1); quiet and abuse phases alternate, a
+normal request (640x480 photo) repeating in both; abuse = ``--hostile`` clients posting batches of
+``--parts`` random ``--part-mb`` MB parts, plus abandoned 40-photo batches (docs/reliability.md). Prints
+the server's peak RSS over idle and the normal request's median latency, abuse / quiet. Every request
+and the whole run have timeouts. ``--code`` serves from another checkout, for a before/after.
 """
 
 from __future__ import annotations
@@ -88,8 +85,7 @@ async def run(args, pid, url) -> None:
     blob = os.urandom(args.part_mb << 20)
     junk = [(blob, f"r{i}.png", "image/png") for i in range(args.parts)]
     real = [(_photo(i, 320, 240), f"p{i}.jpg", "image/jpeg") for i in range(40)]
-    lat = {"quiet": [], "abuse": []}
-    peak = {"quiet": 0, "abuse": 0}
+    lat, peak = {"quiet": [], "abuse": []}, {"quiet": 0, "abuse": 0}
 
     async def phase(name, *coros):
         tasks = [asyncio.ensure_future(c) for c in coros]

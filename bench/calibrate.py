@@ -3,9 +3,8 @@ that ``cutout/models/quant/*.json`` ship and ``cutout.models.quantize`` builds v
 
     python -m bench.calibrate [--model u2netp]
 
-Runs the prepared float model over the calibration photos (scikit-image's bundled sample photos,
-with flips and crops; never the eval photos). The variants' quality is measured like any model's:
-``python -m bench.quality --models u2netp,u2netp-int8``.
+Runs the prepared float model over scikit-image's sample photos (with flips and crops; never the eval
+photos). Their quality: ``python -m bench.quality --models u2netp,u2netp-int8``.
 """
 
 from __future__ import annotations
@@ -79,10 +78,9 @@ def collect_ranges(model, inputs) -> dict[str, list[float]]:
 
 
 def conv_input_errors(model, ranges: dict[str, list[float]], inputs) -> dict[str, float]:
-    """For each Conv: the mean over input channels of the relative RMS error that quantizing its
-    input to uint8 with the calibrated per-tensor range causes (offline, on calibration inputs).
-    A Conv fed by a Concat of a large-range and a small-range tensor scores high: one scale for
-    both crushes the small one. Those are the nodes a recipe keeps in float."""
+    """Per Conv: mean over input channels of the relative RMS error of quantizing its input to uint8 with
+    the calibrated range. A Conv fed by a Concat of a large- and a small-range tensor scores high (one
+    scale crushes the small one): the nodes a recipe keeps in float."""
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     run = _probe(model, sorted({c.input[0] for c in convs}))
     errs: dict[str, list[float]] = {c.name: [] for c in convs}

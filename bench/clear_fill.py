@@ -2,17 +2,11 @@
 
     python -m bench.clear_fill [--photos DIR] [--model u2netp] [--scale 0.25]
 
-For every photo: the model's mask and the decontaminated colours (as the folder job makes
-them), then one RGBA per fill (black, bleed, photo), and per fill:
-
-* PNG bytes and encode time (the writer's ``encode``, zlib level 1);
-* what a trainer sees: ``convert("RGB")`` as kohya's sd-scripts load it; ``bg-photo`` is the
-  share of ground-truth background pixels that still show the photo (within 8 levels),
-  ``bg-texture`` the mean absolute deviation (0..255) of those pixels from their median colour
-  (0 = a plain background the LoRA can be told about in the caption);
-* the fringe after resampling straight RGBA without premultiplying (cv2 INTER_AREA to
-  ``--scale``, as tools that resize 4 channels alike do): mean absolute error (0..255) on a
-  grey backdrop vs the premultiplied (correct) resize, over the pixels that end semi-transparent.
+Per fill (black, bleed, photo) of the model's mask and decontaminated colours: PNG bytes and encode time
+(the writer's ``encode``); in kohya's ``convert("RGB")`` view, the share of GT-background pixels still
+showing the photo (within 8 levels) and their mean deviation from their median colour (0..255); the
+fringe (mean abs. error, 0..255, on grey) of a straight-RGBA cv2 INTER_AREA resize to ``--scale`` vs the
+premultiplied one, over the semi-transparent pixels. docs/dataset.md explains the table.
 """
 
 from __future__ import annotations
@@ -48,8 +42,8 @@ def main() -> int:
     from cutout.pipeline import predict_frame
 
     session = get_session(a.model)
-    photos = sorted(p for p in a.photos.iterdir() if p.suffix in (".jpg", ".png") and ".mask" not in p.name)
-    photos = photos[:a.limit or None]
+    photos = sorted(p for p in a.photos.iterdir() if p.suffix in (".jpg", ".png") and ".mask" not in p.name)[
+        :a.limit or None]
     stats = {f: {"bytes": 0, "sec": 0.0, "bgphoto": [], "bgtex": [], "fringe": []} for f in CLEAR_FILLS}
     for p in photos:
         gt_p = p.with_name(p.stem + ".mask.png")

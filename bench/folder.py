@@ -2,12 +2,9 @@
 
     python -m bench.folder [--photos 110] [--model u2netp] [--ray] [--rounds 2]
 
-The photo set (``_common.make_photos``: mixed sizes, a caption each) is built in a temporary folder
-that is deleted afterwards. Without ``--ray``, chunk by chunk (interleaved, so load changes hit
-both sides alike): the model alone (``pipeline.predict_frame`` on frames decoded beforehand) vs the
-folder job (``dataset.job.run_job``: reader threads → model → writer threads, PNG RGBA with
-decontamination). With ``--ray``: ``cli.py --engine local`` vs ``cli.py --engine ray`` as a user
-runs them (fresh processes, alternating which goes first).
+On ``_common.make_photos`` in a temporary folder. Default, chunk by chunk, interleaved: the model alone
+(``pipeline.predict_frame`` on decoded frames) vs the folder job (``dataset.job.run_job``, PNG RGBA).
+``--ray``: ``cli.py --engine local`` vs ``--engine ray`` (fresh processes, alternating order).
 """
 
 from __future__ import annotations
@@ -16,13 +13,12 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench._common import DEFAULT_EVAL, ROOT, available_models, make_photos
+from bench._common import DEFAULT_EVAL, ROOT, available_models, make_photos, run_timed
 
 
 def job_vs_model(src: Path, tmp: Path, model: str, chunk: int) -> None:
@@ -54,13 +50,9 @@ def job_vs_model(src: Path, tmp: Path, model: str, chunk: int) -> None:
 
 def run_cli(engine: str, src: Path, dest: Path, model: str) -> tuple[float, dict]:
     report = dest.parent / f"{dest.name}.json"
-    t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--source", str(src), "--dest", str(dest),
-                        "--model", model, "--engine", engine, "--no-progress", "--report", str(report)],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"{engine} failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
-    return time.perf_counter() - t0, json.loads(report.read_text())
+    wall = run_timed([sys.executable, str(ROOT / "cli.py"), "--source", str(src), "--dest", str(dest),
+                      "--model", model, "--engine", engine, "--no-progress", "--report", str(report)])
+    return wall, json.loads(report.read_text())
 
 
 def ray_vs_local(src: Path, tmp: Path, model: str, n: int, rounds: int) -> None:

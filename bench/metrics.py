@@ -1,7 +1,4 @@
-"""Quality measures against ground truth, and the eval-folder format (``manifest.csv``).
-
-Used by the quality test and by ``bench.quality``; any folder with the same layout works.
-"""
+"""Quality measures against ground truth and the eval-folder format (``manifest.csv``, or video frames)."""
 
 from __future__ import annotations
 
@@ -94,24 +91,24 @@ def read_video_folder(folder: str | Path) -> list[EvalPair]:
         pairs = [EvalPair(p.name, p.image, p.gt, folder.name) for p in read_manifest(folder)
                  if p.image.stem.isdigit() and p.gt.is_file()]
     else:
-        pairs = [EvalPair(p.name, p, folder / f"{p.stem}{VIDEO_GT_SUFFIX}", folder.name) for p in sorted(folder.iterdir())
-                 if p.suffix.lower() in _FRAME_EXTS and p.stem.isdigit()
+        pairs = [EvalPair(p.name, p, folder / f"{p.stem}{VIDEO_GT_SUFFIX}", folder.name)
+                 for p in sorted(folder.iterdir()) if p.suffix.lower() in _FRAME_EXTS and p.stem.isdigit()
                  and (folder / f"{p.stem}{VIDEO_GT_SUFFIX}").is_file()]
     pairs.sort(key=lambda e: int(e.image.stem))
     return pairs
 
 
-def flicker(masks, gts) -> float:
-    """Temporal flicker of a mask sequence: mean |mask_t − mask_{t−1}| over the pixels whose GT
-    (thresholded at 0.5) is the same in both frames, averaged over consecutive pairs.
-
-    A still subject should give a still mask; change where the GT itself moved is not counted.
-    Returns a fraction (0 = no flicker); reports usually print it ×10⁻³.
-    """
+def _steps(masks, gts) -> range:
     if len(masks) != len(gts):
         raise ValueError(f"{len(masks)} masks but {len(gts)} GT frames")
+    return range(1, len(masks))
+
+
+def flicker(masks, gts) -> float:
+    """Mean over consecutive frames of mean |mask_t − mask_{t−1}| where the GT (> 0.5) did not change:
+    a still subject should give a still mask. A fraction (0 = none); reports print it ×10⁻³."""
     values = []
-    for t in range(1, len(masks)):
+    for t in _steps(masks, gts):
         static = (gts[t] > 0.5) == (gts[t - 1] > 0.5)
         if static.any():
             values.append((masks[t] - masks[t - 1]).abs()[static].mean().item())
@@ -121,10 +118,8 @@ def flicker(masks, gts) -> float:
 def dtssd(masks, gts) -> float:
     """The video-matting temporal error: mean over t of sqrt(mean(((m_t − m_t−1) − (g_t − g_t−1))²)).
     Unlike ``flicker`` it does not punish a mask that changes where the GT changed."""
-    if len(masks) != len(gts):
-        raise ValueError(f"{len(masks)} masks but {len(gts)} GT frames")
     values = [(((masks[t] - masks[t - 1]) - (gts[t] - gts[t - 1])) ** 2).mean().sqrt().item()
-              for t in range(1, len(masks))]
+              for t in _steps(masks, gts)]
     return float(np.mean(values)) if values else 0.0
 
 
@@ -141,11 +136,8 @@ def mean_by(rows: list[dict], keys: list[str], group: str | None = None) -> dict
 
 
 def split(pairs: list[EvalPair], part: str) -> list[EvalPair]:
-    """The fixed tuning / held-out split of an eval folder: per source, every third group is held out.
-
-    A group is one photo, or one DAVIS sequence (its frames look alike, so they stay on one side).
-    ``part``: 'tune' (about 2/3), 'held' (the rest) or 'all'.
-    """
+    """The fixed tuning / held-out split: per source, every third group (a photo, or a DAVIS sequence:
+    its frames look alike) is held out. ``part``: 'tune' (about 2/3), 'held' (the rest) or 'all'."""
     if part == "all":
         return list(pairs)
 

@@ -1,24 +1,22 @@
 """Quality against ground truth: the pack's own code path vs ``rembg.remove(only_mask=True)``.
 
     python -m bench.quality [FOLDER ...] [--models u2netp,u2net] [--quality fast,best] [--split held]
-                            [--refine-edges] [--refine "k=v,k=v"] [--limit N]
+                            [--refine-edges] [--refine "k=v,k=v"] [--limit N] [--repeats 3]
 
-FOLDER is an eval folder with a ``manifest.csv`` (columns ``file``, ``gt_file``; the source is
-the file-name prefix before the first ``_``) — default ``../shared/eval/dev`` — or a folder of
-consecutive video frames (``NNNNN.jpg`` + ``NNNNN.mask.png``, with or without a manifest), for which temporal
-flicker is reported as well. Every model in the catalog is tried; one whose weights are not on
-disk is reported as skipped (never faked, never downloaded). ``--refine-edges`` also scores
-Remove Background's ``refine_edges``; ``--refine`` (repeatable) runs Mask Refine's operations
-(``refine_chain.refine_masks``, the node's function) with those inputs on each of our masks.
-
-Measures per model and per source: mean IoU (mask > 0.5 vs GT > 0.5), MAE vs the (soft) GT,
-band error (MAE within 10 px of the GT edge), seconds per image (network + pre/post-processing,
-decoding excluded on both sides), and the mean |ours − rembg| between the two masks. Each
-``--quality`` setting (default: all) is one method; its per-frame confidence is recorded and its
-Spearman rank correlation with IoU reported, and so is the dataset report's doubt score
-(``imaging.subjects.doubt``): its correlation with 1 − IoU and how many of the 10 lowest-IoU photos
-are among the 10 / 20 most doubted. ``--split`` picks the fixed tuning / held-out part
-(``metrics.split``) the settings were (not) tuned on.
+FOLDER: an eval folder with a ``manifest.csv`` (columns ``file``, ``gt_file``; source = the file-name
+prefix before the first ``_``), default ``../shared/eval/dev``, or a folder of consecutive video frames
+(``NNNNN.jpg`` + ``NNNNN.mask.png``, e.g. ``../shared/eval/video/*``). Models without weights on disk
+are reported as skipped (never faked, never downloaded). Per model, method and source: mean IoU (mask
+> 0.5 vs GT > 0.5), MAE vs the soft GT, band error (MAE within 10 px of the GT edge), s/image (decoding
+excluded on both sides), mean |ours − rembg|. Each ``--quality`` is one method; the Spearman correlation
+of its confidence with IoU is reported, and of the dataset doubt score (``imaging.subjects.doubt``) with
+1 − IoU, with how many of the 10 lowest-IoU photos are among the 10 / 20 most doubted. ``--refine-edges``
+scores Remove Background's ``refine_edges``; ``--refine`` (repeatable) runs Mask Refine's operations on
+our masks; ``--split`` picks the fixed tuning / held-out part (``metrics.split``).
+Video folders add flicker (mean |m_t − m_t−1| where the GT did not change) and a temporal section: the
+first quality's masks vs Mask Refine's ``colour`` (temporal 1.0) and ``motion`` (optical flow) modes,
+flicker / dtSSD / IoU for the whole sequence and each half (the motion defaults were chosen on the first
+halves), and s/frame of the smoothing alone (median of ``--repeats`` interleaved runs).
 Writes ``bench/results/quality.json`` and ``bench/results/quality.md``.
 """
 
@@ -29,7 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench._common import DEFAULT_EVAL, RESULTS, available_models, machine_info, parse_options, rembg_session, write_json
+from bench._common import (DEFAULT_EVAL, RESULTS, available_models, interleaved, machine_info, parse_options,
+                           rembg_session, write_json)
 
 KEYS = ["iou", "mae", "band", "seconds"]
 
@@ -65,9 +64,32 @@ def pack_mask(image, model: str, quality: str, refine_edges: bool = False):
     return r.mask, r.confidence
 
 
+def temporal(masks, frames, gts, repeats: int, M) -> dict:
+    """Per-frame masks [N,H,W] vs Mask Refine's two temporal modes on one sequence, by part, and their seconds."""
+    from cutout.imaging.refine_chain import refine_masks
+
+    fns = {"per-frame": lambda m, img: m,
+           "temporal colour (1.0)": lambda m, img: refine_masks(m, img, temporal=1.0),
+           "temporal motion (1.0)": lambda m, img: refine_masks(m, img, temporal=1.0, temporal_mode="motion")}
+    n, half = len(gts), len(gts) // 2
+    out = {"size": list(frames.shape[1:3]), "parts": {}}
+    for part, sl in {"all": slice(0, n), "first half (tuned)": slice(0, half),
+                     "second half (held out)": slice(half, n)}.items():
+        rows = out["parts"][part] = {}
+        for name, fn in fns.items():
+            m, g = list(fn(masks[sl], frames[sl])), list(gts[sl])
+            rows[name] = {"flicker": M.flicker(m, g), "dtssd": M.dtssd(m, g),
+                          "iou": sum(M.iou(a, b) for a, b in zip(m, g)) / len(g)}
+    timed = interleaved({k: (lambda fn=fn: fn(masks, frames)) for k, fn in fns.items() if k != "per-frame"},
+                        repeats=repeats, warmup=1)
+    return {**out, "seconds": {k: {"wall_per_frame": t["median_s"] / n, "cpu_per_frame": t["cpu_median_s"] / n}
+                               for k, t in timed.items()}}
+
+
 def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refiners: dict, use_rembg: bool,
-                    limit: int | None, log, part: str = "all", refine_edges: bool = False) -> dict:
+                    limit: int | None, log, part: str = "all", refine_edges: bool = False, repeats: int = 3) -> dict:
     import numpy as np
+    import torch
 
     from bench import metrics as M
     from cutout.imaging.subjects import doubt
@@ -78,7 +100,7 @@ def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refin
         pairs = pairs[:limit]
     log(f"\n== {folder} ({'video, ' if video else ''}{len(pairs)} images)")
     data = [(p, M.load_rgb(p.image), M.load_gray(p.gt)) for p in pairs]
-    out = {"folder": str(folder), "video": video, "n": len(pairs), "split": part, "methods": {}}
+    out = {"folder": str(folder), "video": video, "n": len(pairs), "split": part, "methods": {}, "temporal": {}}
     for model in models:
         methods = {**{f"{model} · cutout {q}": [] for q in qualities},
                    **({f"{model} · rembg": []} if use_rembg else {}),
@@ -149,6 +171,12 @@ def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refin
                           "10 / 20: {} / {}".format(*a["worst10_in_doubted_10_20"]))
             log(f"   {key:<40} IoU {a['iou']:.3f}  MAE {a['mae']:.4f}  band {a['band']:.3f}  "
                 f"{a['seconds']:.3f} s/img{extra}")
+        if video:
+            key = f"{model} · cutout {qualities[0]}"
+            t = out["temporal"][key] = temporal(torch.stack(masks[key]), torch.cat([i for _, i, _ in data]),
+                                                torch.stack([g for _, _, g in data]), repeats, M)
+            for k, r in t["parts"]["all"].items():
+                log(f"   {key} + {k}: flicker {r['flicker'] * 1e3:.2f}e-3  dtSSD {r['dtssd'] * 1e3:.1f}e-3")
     return out
 
 
@@ -174,6 +202,21 @@ def markdown(report: dict) -> str:
             rho = f"{s['all']['spearman_conf_iou']:.2f}" if "spearman_conf_iou" in s["all"] else "—"
             lines.append(f"| {key} | " + " | ".join(cells) + f" | {s['all']['seconds']:.3f} | {vs} | {rho} |")
         lines.append("")
+        for key, seq in f.get("temporal", {}).items():
+            h, w = seq["size"]
+            lines += [f"### {Path(f['folder']).name}: temporal smoothing of {key}'s masks ({f['n']} frames, {w}×{h}; "
+                      "flicker and dtSSD ×10⁻³, Δ against the per-frame masks)", "",
+                      "| frames | method | flicker | dtSSD | IoU |", "|---|---|---|---|---|"]
+            for part, rows in seq["parts"].items():
+                b = rows["per-frame"]
+                for name, r in rows.items():
+                    d = ("", "", "") if r is b else (f" ({(r['flicker'] / b['flicker'] - 1) * 100:+.0f} %)",
+                         f" ({(r['dtssd'] / b['dtssd'] - 1) * 100:+.0f} %)", f" ({r['iou'] - b['iou']:+.4f})")
+                    lines.append(f"| {part} | {name} | {r['flicker'] * 1e3:.2f}{d[0]} | {r['dtssd'] * 1e3:.1f}{d[1]} | "
+                                 f"{r['iou']:.4f}{d[2]} |")
+            lines += ["", "| smoothing alone | s/frame wall | s/frame CPU |", "|---|---|---|"]
+            lines += [f"| {k} | {v['wall_per_frame']:.3f} | {v['cpu_per_frame']:.3f} |"
+                      for k, v in seq["seconds"].items()] + [""]
     if report["skipped_models"]:
         lines += ["Skipped (not faked): " + "; ".join(f"**{k}**: {v}" for k, v in report["skipped_models"].items()), ""]
     return "\n".join(lines)
@@ -195,6 +238,7 @@ def main(argv=None) -> int:
                     help="the part of a manifest folder to measure (metrics.split)")
     ap.add_argument("--no-rembg", action="store_true", help="skip the rembg reference")
     ap.add_argument("--limit", type=int, help="first N images of each folder (quick checks)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each temporal smoothing (interleaved)")
     ap.add_argument("--out", type=Path, default=RESULTS / "quality", help="output path stem (.json and .md)")
     args = ap.parse_args(argv)
     from cutout.models.catalog import CATALOG
@@ -220,7 +264,7 @@ def main(argv=None) -> int:
     for f in folders:
         report["folders"].append(evaluate_folder(f, models, args.quality.split(","), refiners, not args.no_rembg,
                                                  args.limit, lambda s: print(s, flush=True), args.split,
-                                                 args.refine_edges))
+                                                 args.refine_edges, args.repeats))
     out = args.out
     write_json(out.with_suffix(".json"), report)
     out.with_suffix(".md").write_text(markdown(report))

@@ -2,12 +2,11 @@
 
     python -m bench.speed [--models u2netp,u2net,u2net-int8] [--repeats 3] [--skip import,node,ops,matting]
 
-Sections: ``import`` (pack import in a fresh process, torch already imported, as in ComfyUI);
-``node`` (Remove Background at ``quality=fast``, 1 MP and 12 MP, vs its own ``session.run`` vs
-``rembg.remove`` on the same ONNX file, interleaved; an int8 variant is compared with rembg on its float
-model, and the float network alone is timed too); ``ops`` (Mask Refine, Composite and the node at 12 MP,
-each in its own process for its peak RSS, as multiples of u2netp's ``session.run``; a 1080p batch through
-the three nodes); ``matting`` (``rembg.remove(alpha_matting=True)`` at 12 MP, over a minute on 2 cores).
+Sections: ``import`` (pack import in a fresh process, torch already imported); ``node`` (Remove
+Background at ``quality=fast``, 1 and 12 MP, vs its ``session.run`` vs ``rembg.remove`` on the same ONNX
+file; int8 against rembg on its float model); ``ops`` (Mask Refine, Composite, the node at 12 MP, each in
+its own process for its peak RSS, × u2netp's ``session.run``; a 1080p batch through the three nodes);
+``matting`` (``rembg.remove(alpha_matting=True)`` at 12 MP). docs/performance.md lists the figures.
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
 """Folder job vs ``rembg p``: output bytes and throughput, same photos, same model, side by side.
 
-    python -m bench.vs_rembg [--photos DIR] [--n 40] [--rounds 2] [--models u2netp,u2netp-int8]
+    python -m bench.vs_rembg [--photos DIR] [--n 40] [--rounds 2] [--models u2netp,u2netp-int8] [--keep]
 
-On ``_common.make_photos(as_is=True)`` (``--n`` eval photos, every 4th at 12 MP) in a temporary
-folder, alternates round by round ``rembg p -m u2netp`` and ``cli.py`` (default settings), each a
-fresh process into a fresh folder. rembg has no int8 model: ``u2netp-int8`` is compared with its
-``u2netp``. Prints per model the seconds, the throughput ratio (ours / rembg's) and output bytes,
-and the share of alpha = 0 pixels whose colour is the photo's (what a trainer sees).
-``--keep`` keeps the temporary folder.
+On ``_common.make_photos(as_is=True)`` in a temporary folder, alternates round by round ``rembg p -m
+u2netp`` and ``cli.py`` (default settings), fresh processes and folders (``u2netp-int8`` is compared with
+rembg's ``u2netp``). Prints seconds, throughput ratio, output bytes, and the share of alpha = 0 pixels
+whose colour is the photo's (what a trainer sees).
 """
 
 from __future__ import annotations
@@ -15,13 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from bench._common import DEFAULT_EVAL, ROOT, make_photos
+from bench._common import DEFAULT_EVAL, ROOT, make_photos, run_timed
 
 # `rembg p` itself (rembg.commands.p_command). rembg.commands' __init__ imports every command, and
 # the server ones need uvicorn, gradio, ... (rembg's [cli] extra), which `p` does not use.
@@ -30,14 +26,6 @@ REMBG_P = [sys.executable, "-c", "import os, sys, types, rembg; m = types.Module
            "sys.modules['rembg.commands'] = m; from rembg.commands.p_command import p_command; "
            "sys.argv[0] = 'rembg p'; p_command()"]
 WEIGHTS = Path(os.environ.get("CUTOUT_WEIGHTS", "/work/weights"))  # a folder holding u2netp.onnx, for rembg
-
-
-def run(cmd: list[str], env: dict) -> float:
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-2000:]}")
-    return time.perf_counter() - t0
 
 
 def folder_bytes(d: Path) -> int:
@@ -89,8 +77,8 @@ def main() -> int:
         print(f"{len(src)} photos ({mp} at 12 MP), {a.rounds} rounds, alternating", flush=True)
         models = [m.strip() for m in a.models.split(",") if m.strip()]
         for m in models:  # warm-up: int8 variants are built on first use; page cache
-            run([sys.executable, str(ROOT / "cli.py"), "--source", str(tmp / "src"), "--dest", str(tmp / "warm"),
-                 "--model", m, "--no-progress", "--limit", "1"], env)
+            run_timed([sys.executable, str(ROOT / "cli.py"), "--source", str(tmp / "src"), "--dest",
+                       str(tmp / "warm"), "--model", m, "--no-progress", "--limit", "1"], env=env)
         rembg_t: list[float] = []
         ours: dict[str, list[float]] = {m: [] for m in models}
         rembg_bytes = our_bytes = clear_photo = None
@@ -99,11 +87,11 @@ def main() -> int:
             for m in (sides[::-1] if r % 2 else sides):
                 out = tmp / "out"
                 if m is None:
-                    rembg_t.append(run(REMBG_P + ["-m", "u2netp", str(src[0].parent), str(out)], env))
+                    rembg_t.append(run_timed(REMBG_P + ["-m", "u2netp", str(src[0].parent), str(out)], env=env))
                     rembg_bytes = folder_bytes(out)
                 else:
-                    ours[m].append(run([sys.executable, str(ROOT / "cli.py"), "--source", str(src[0].parent),
-                                        "--dest", str(out), "--model", m, "--no-progress"], env))
+                    ours[m].append(run_timed([sys.executable, str(ROOT / "cli.py"), "--source", str(src[0].parent),
+                                              "--dest", str(out), "--model", m, "--no-progress"], env=env))
                     if m == models[0]:
                         our_bytes = folder_bytes(out)
                         if clear_photo is None:
@@ -121,10 +109,7 @@ def main() -> int:
         print(f"output bytes ({models[0]}): {our_bytes / 1e6:.1f} MB = {our_bytes / rembg_bytes:.2f}x rembg p's")
         print(f"alpha = 0 pixels showing the photo's colour: {100 * clear_photo:.2f} %")
     finally:
-        if a.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"kept {tmp}") if a.keep else shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

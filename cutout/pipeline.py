@@ -1,9 +1,9 @@
-"""THE cut-out, below every front door: network → post-process → refine → own alpha →
+"""THE cut-out, below every front door: network → post-process → own alpha → refine →
 decontaminate → background → pixels.
 
 ``cut_out(images, opts)`` does all of it for an IMAGE batch (the nodes, the HTTP API). The
 folder engines run the same two halves on different threads — ``frame_alpha`` (the mask:
-network, post-process, Mask Refine, the file's own alpha) where the model is, ``render``
+network, post-process, the file's own alpha, Mask Refine) where the model is, ``render``
 (decontamination, background, output form) in their writer threads — so decoding, inference
 and encoding overlap. No front door orders these steps itself; docs/design.md has the map.
 
@@ -27,15 +27,15 @@ from .imaging.composite import composite_background, cutout_rgba8, estimate_fore
 from .imaging.tensors import as_image, sanitize
 from .models.session import ModelSession, get_session
 from .options import Background, CutoutOptions
-from .quality import DEFAULT_QUALITY, partner_session, predict_frame_quality
+from .quality import DEFAULT_QUALITY, partner_session, plan_for, predict_frame_quality
 
 # Bump when a change anywhere in the pipeline changes output pixels: the folder job's manifest
 # records it, and a rerun redoes what an older version made.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 
 
 def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool = False,
-                  quality: str = DEFAULT_QUALITY, confidences: list | None = None) -> torch.Tensor:
+                  quality: str = DEFAULT_QUALITY, confidences: list | None = None, on_pass=None) -> torch.Tensor:
     """One sanitised ``[H,W,3]`` frame -> its ``[H,W]`` subject mask (1 = subject).
 
     ``refine_edges``: upsample the network's map with ``guided_upsample`` (edges fitted to
@@ -43,7 +43,8 @@ def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool
     (``quality.CHOICES``; Cancel is checked before each). ``confidences``: the frame's
     confidence (``quality.FrameResult``) is appended to it.
     """
-    result = predict_frame_quality(session, frame, quality, refine_edges, partner_session(session, quality))
+    result = predict_frame_quality(session, frame, quality, refine_edges, partner_session(session, quality),
+                                   on_pass)
     if confidences is not None:
         confidences.append(result.confidence)
     return result.mask
@@ -51,24 +52,30 @@ def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool
 
 def frame_alpha(session: ModelSession, frame: torch.Tensor, opts: CutoutOptions,
                 own_alpha: torch.Tensor | None = None, node: str = "Cutout",
-                confidences: list | None = None) -> torch.Tensor:
-    """The mask half for one frame: network → post-process → Mask Refine → × the image's own alpha.
+                confidences: list | None = None, on_pass=None) -> torch.Tensor:
+    """The mask half for one frame: network → post-process → × the image's own alpha → Mask Refine
+    → capped by the own alpha unless the output is the mask. The order of a graph: Remove Background
+    applies the alpha, Mask Refine comes after it, Composite Background caps the mask by its RGBA
+    image's alpha.
 
     ``frame`` float ``[H,W,3]`` 0..1; ``own_alpha`` ``[H,W]`` (what was transparent in the file
     stays transparent). Returns float32 ``[H,W]``, 1 = subject.
     """
-    alpha = predict_frame(session, frame, opts.refine_edges, opts.quality, confidences)
+    alpha = predict_frame(session, frame, opts.refine_edges, opts.quality, confidences, on_pass)
     if opts.post_process:  # rembg's ppm
         from .imaging.masks import post_process_mask
 
         alpha = post_process_mask(alpha[None])[0]
+    if own_alpha is not None:
+        own_alpha = own_alpha.to(alpha.dtype)
+        alpha = alpha * own_alpha
     if opts.refine.active:
         from .imaging.refine_chain import refine_masks
 
         alpha = refine_masks(alpha[None], frame[None], node=node, check_interrupt=comfy_glue.check_interrupt,
                              **opts.refine.kwargs())[0]
-    if own_alpha is not None:
-        alpha = alpha * own_alpha.to(alpha.dtype)
+        if own_alpha is not None and not opts.mask_only:  # grown edges never show what the file made
+            alpha = torch.minimum(alpha, own_alpha)  # transparent (a graph's MASK from Mask Refine is not capped)
     return alpha
 
 
@@ -177,6 +184,27 @@ def split_alpha(images, node: str, input_name: str = "image") -> tuple[torch.Ten
     return rgb, own
 
 
+class _PassProgress:
+    """ComfyUI's bar moves after every network run (a frame may take several looks); the
+    caller's ``progress(done, total)`` still counts frames."""
+
+    def __init__(self, frames: int, looks: int, progress=None):
+        self.looks, self.frames, self.progress = max(1, looks), frames, progress
+        self.bar = comfy_glue.Progress(frames * self.looks)
+
+    def pass_done(self) -> None:
+        if self.bar.done < self.bar.total:
+            self.bar.update(1)
+
+    def frame_done(self, i: int, final: bool = True) -> None:
+        """Frame ``i``'s looks are all run (fewer than planned when a zoom found no box)."""
+        left = (i + 1) * self.looks - self.bar.done
+        if left > 0:
+            self.bar.update(left)
+        if final and self.progress is not None:
+            self.progress(i + 1, self.frames)
+
+
 def cut_out(images: torch.Tensor, opts: CutoutOptions, progress: Callable[[int, int], None] | None = None,
             node: str = "Cutout") -> CutoutResult:
     """Cut the subject out of every frame of an IMAGE ``[B,H,W,3|4]`` (a 4th channel is the image's
@@ -188,7 +216,8 @@ def cut_out(images: torch.Tensor, opts: CutoutOptions, progress: Callable[[int, 
     rgb, own = split_alpha(images, node)
     b, h, w, _ = rgb.shape
     session = get_session(opts.model, opts.device)
-    bar = comfy_glue.Progress(b, progress)
+    bar = _PassProgress(b, plan_for(opts.quality, opts.model).looks_per_frame(
+        partner_session(session, opts.quality) is not None), progress)
     temporal = opts.refine.temporal > 0
     frame_opts = opts.replace(refine=dataclasses.replace(opts.refine, temporal=0.0, invert=False)) \
         if temporal else opts
@@ -216,20 +245,23 @@ def cut_out(images: torch.Tensor, opts: CutoutOptions, progress: Callable[[int, 
 
         for i in range(b):
             comfy_glue.check_interrupt()
-            masks[i] = frame_alpha(session, sanitize(rgb[i].cpu()), frame_opts, own_of(i), node, conf)
+            masks[i] = frame_alpha(session, sanitize(rgb[i].cpu()), frame_opts, own_of(i), node, conf, bar.pass_done)
+            bar.frame_done(i, final=False)
         r = opts.refine
         masks = refine_masks(masks, rgb.cpu(), temporal=r.temporal, temporal_mode=r.temporal_mode, invert=r.invert,
                              node=node, check_interrupt=comfy_glue.check_interrupt)
+        if own is not None and not opts.mask_only:
+            masks = torch.minimum(masks, sanitize(own.cpu()))
         for i in range(b):
             comfy_glue.check_interrupt()
             finish(i, sanitize(rgb[i].cpu()), masks[i])
-            bar.update(1)
+            bar.frame_done(i)
     else:
         for i in range(b):
             comfy_glue.check_interrupt()
             frame = sanitize(rgb[i].cpu())  # GPU tensors are accepted; the work is on the CPU
-            finish(i, frame, frame_alpha(session, frame, opts, own_of(i), node, conf))
-            bar.update(1)
+            finish(i, frame, frame_alpha(session, frame, opts, own_of(i), node, conf, bar.pass_done))
+            bar.frame_done(i)
     return CutoutResult(masks if image is None else image, masks, opts.form, conf)
 
 

@@ -11,6 +11,7 @@ the container takes its codec, else re-encoded). Written to a temporary name, re
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -77,14 +78,18 @@ def _check_target(path: Path, what: str, overwrite: bool) -> None:
 class _Writer:
     """One output video: the video stream, and the source's audio added at the end."""
 
-    def __init__(self, av, path: Path, src_video, src_audio, alpha: bool):
+    def __init__(self, av, path: Path, src_video, src_audio, alpha: bool, size: tuple[int, int]):
         encoder, alpha_fmt, self.audio_ok, self.audio_encoder = _container_of(path, "output")
         self.path, self.tmp = path, path.with_name(f".{path.name}.part{path.suffix}")
         self.alpha = alpha and alpha_fmt is not None
         self.out = av.open(str(self.tmp), mode="w")
         rate = src_video.average_rate or src_video.guessed_rate or Fraction(25)
         self.stream = self.out.add_stream(encoder, rate=rate)
-        self.stream.width, self.stream.height = src_video.codec_context.width, src_video.codec_context.height
+        # each frame keeps its source timestamp (a variable-rate clip stays in step with its audio)
+        self.time_base = src_video.time_base or Fraction(1, int(rate * 1000))
+        self.stream.codec_context.time_base = self.time_base
+        self.last_pts = None
+        self.stream.width, self.stream.height = size
         self.stream.pix_fmt = alpha_fmt if self.alpha else OPAQUE_FORMAT[encoder]
         if encoder == "prores_ks":
             self.stream.options = {"profile": "4444" if self.alpha else "hq"}
@@ -104,9 +109,11 @@ class _Writer:
                 self.resampler = av.AudioResampler(format=fmt, layout="stereo", rate=rate_a)
         self.count = 0
 
-    def write(self, av, pixels: np.ndarray) -> None:
+    def write(self, av, pixels: np.ndarray, pts: int | None) -> None:
         frame = av.VideoFrame.from_ndarray(pixels, format="rgba" if pixels.shape[-1] == 4 else "rgb24")
-        frame.pts = self.count
+        if pts is None or (self.last_pts is not None and pts <= self.last_pts):
+            pts = 0 if self.last_pts is None else self.last_pts + 1  # never two frames at one time
+        frame.pts, frame.time_base, self.last_pts = pts, self.time_base, pts
         self.count += 1
         for packet in self.stream.encode(frame):
             self.out.mux(packet)
@@ -144,7 +151,7 @@ class _Writer:
 def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
                   on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Cut out every frame of the video ``source`` into the video ``dest`` (+ the optional PNG
-    sequence and mask video). Returns {"frames", "fps", "size", "audio"}."""
+    sequence and mask video). Returns {"frames", "fps", "size", "turned", "audio"}."""
     from .codec import to_uint8
     from .imaging.refine_chain import refine_masks
     from .models.session import get_session
@@ -178,20 +185,30 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
         vin.thread_type = "AUTO"
         ain = inp.streams.audio[0] if inp.streams.audio else None
         total = vin.frames or 0
-        main = _Writer(av, dest, vin, ain, alpha=transparent)
+        decoded = inp.decode(vin)
+        first_frame = next(decoded, None)
+        if first_frame is None:
+            raise VideoError(f"--source {source}: no frame could be decoded")
+        # a phone video stores its frames sideways with a display rotation (counter-clockwise degrees):
+        # the frames are turned upright, as players show them, and written upright
+        turns = round(getattr(first_frame, "rotation", 0) / 90) % 4
+        w, h = vin.codec_context.width, vin.codec_context.height
+        if turns % 2:
+            w, h = h, w
+        main = _Writer(av, dest, vin, ain, alpha=transparent, size=(w, h))
         writers.append(main)
         mask_w = None
         if opts.mask_video is not None:
-            mask_w = _Writer(av, opts.mask_video, vin, None, alpha=False)
+            mask_w = _Writer(av, opts.mask_video, vin, None, alpha=False, size=(w, h))
             writers.append(mask_w)
         if opts.png_dir is not None:
             opts.png_dir.mkdir(parents=True, exist_ok=True)
-        w, h = vin.codec_context.width, vin.codec_context.height
         chunk = max(4, CHUNK_PIXELS // max(1, w * h))
         session = get_session(cut.model, cut.device)
         smooth = {"temporal": opts.temporal, "temporal_mode": opts.temporal_mode} if opts.temporal > 0 else {}
         frames: list[torch.Tensor] = []  # uint8 [H,W,3], the window: context before + pending + context after
         masks: list[torch.Tensor] = []
+        stamps: list[int | None] = []  # each frame's source pts
         first = emitted = 0  # global index of frames[0]; frames before `emitted` are written
 
         def emit(final: bool) -> None:
@@ -206,23 +223,25 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
             lo = emitted - first
             for j in range(hi - lo):
                 px = to_uint8(render(rgb[lo + j], m[lo + j], cut))
-                main.write(av, px)
+                main.write(av, px, stamps[lo + j])
                 if mask_w is not None:
-                    mask_w.write(av, np.repeat(to_uint8(m[lo + j])[..., None], 3, -1))
+                    mask_w.write(av, np.repeat(to_uint8(m[lo + j])[..., None], 3, -1), stamps[lo + j])
                 if opts.png_dir is not None:
                     from PIL import Image
 
                     Image.fromarray(px).save(opts.png_dir / f"{emitted + j:06d}.png", compress_level=1)
             emitted = first + hi
             keep = max(0, hi - CONTEXT)
-            del frames[:keep], masks[:keep]
+            del frames[:keep], masks[:keep], stamps[:keep]
             first += keep
             if on_progress is not None:
                 on_progress(emitted, max(total, emitted))
 
-        for frame in inp.decode(vin):
-            px = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+        for frame in itertools.chain([first_frame], decoded):
+            px = frame.to_ndarray(format="rgb24")
+            px = torch.from_numpy(np.ascontiguousarray(np.rot90(px, turns)) if turns else px)
             frames.append(px)
+            stamps.append(frame.pts)
             masks.append(frame_alpha(session, px.float().div_(255.0), cut, node="cli.py video"))
             if len(frames) - (emitted - first) >= chunk + CONTEXT:
                 emit(final=False)
@@ -232,7 +251,7 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
             raise VideoError(f"--source {source}: no frame could be decoded")
         for wr in writers:
             wr.finish(av, source)
-        return {"frames": emitted, "fps": float(main.stream.average_rate or 0), "size": [w, h],
+        return {"frames": emitted, "fps": float(main.stream.average_rate or 0), "size": [w, h], "turned": turns * 90,
                 "audio": None if ain is None else ("copied" if main.resampler is None else "re-encoded")}
     except BaseException:
         for wr in writers:

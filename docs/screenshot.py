@@ -1,4 +1,4 @@
-"""Screenshot of the ComfyUI web page with example_workflows/remove_background.json loaded and run.
+"""Screenshot of the ComfyUI web page with example_workflows/Remove background from a photo.json loaded and run.
 
     python docs/screenshot.py [--out docs/comfyui_remove_background.png] [--photo samples/astronaut.png]
 
@@ -44,7 +44,7 @@ def default_photo() -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "comfyui_remove_background.png")
-    ap.add_argument("--workflow", type=Path, default=ROOT / "example_workflows" / "remove_background.json")
+    ap.add_argument("--workflow", type=Path, default=ROOT / "example_workflows" / "Remove background from a photo.json")
     ap.add_argument("--photo", type=Path, default=None)
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     ap.add_argument("--size", default="1400x680")

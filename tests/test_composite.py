@@ -226,3 +226,20 @@ def test_decontaminated_composite_is_the_estimated_foreground_over_the_backgroun
     out = torch.zeros(70, 90, 4)
     ef(img[0], alpha[0], out=out[..., :3])
     assert torch.equal(out[..., :3], fg[0])
+
+
+def test_rgba_image_with_a_grown_mask_keeps_its_own_transparency():
+    """A graph's Composite gets the file's RGBA and a mask Mask Refine grew: what the file made
+    transparent stays transparent (as the pipeline caps the refined mask by the own alpha), and a
+    mask that already carries the alpha is not changed (a cap, not a second multiplication)."""
+    image, _fg, _bg, _alpha = known_scene()
+    own = torch.ones(image.shape[:3])
+    own[:, :, :40] = 0.0
+    own[:, :, 40:60] = torch.linspace(0, 1, 20)
+    rgba = torch.cat([image, own[..., None]], -1)
+    grown = torch.ones_like(own)  # a mask grown over everything
+    out, used = CutoutCompositeBackground().run(rgba, "transparent", mask=grown)
+    assert (out[..., 3][:, :, :40] == 0).all() and torch.equal(used, own)
+    soft = own * 0.7
+    _out, used = CutoutCompositeBackground().run(rgba, "transparent", mask=soft)
+    assert torch.equal(used, soft)

@@ -631,10 +631,10 @@ def test_nodes_load_list_and_save_tree(tree, comfy_dirs):
 
 
 def test_example_workflow_matches_the_nodes():
-    """Every Cutout node of example_workflows/dataset_prep.json has the widgets and links its class declares."""
+    """Every Cutout node of the dataset-prep example workflow has the widgets and links its class declares."""
     from cutout import NODE_CLASS_MAPPINGS
 
-    wf = json.loads((ROOT / "example_workflows" / "dataset_prep.json").read_text(encoding="utf-8"))
+    wf = json.loads((ROOT / "example_workflows" / "Dataset prep for LoRA training.json").read_text(encoding="utf-8"))
     by_id = {n["id"]: n for n in wf["nodes"]}
     for n in wf["nodes"]:
         cls = NODE_CLASS_MAPPINGS.get(n["type"])

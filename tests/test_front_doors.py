@@ -160,8 +160,8 @@ def api_door(src: Path, case: Case) -> dict[str, np.ndarray]:
     return asyncio.run(main())
 
 
-def assert_same(ref: dict, got: dict, door: str, case: Case, tolerance: int = 0, only=None) -> None:
-    names = sorted(ref) if only is None else sorted(only)
+def assert_same(ref: dict, got: dict, door: str, case: Case, tolerance: int = 0) -> None:
+    names = sorted(ref)
     assert names and set(names) <= set(got), (door, case.name, sorted(got))
     for name in names:
         a, b = ref[name].astype(int), got[name].astype(int)
@@ -214,10 +214,9 @@ def test_every_front_door_gives_the_same_pixels(case, doors, comfy_dirs, monkeyp
     shutil.copytree(src, inp / case.name)
     (out / case.name).mkdir()
     nodes = node_door(case.name, case, out / case.name)
-    # A graph runs Mask Refine after Remove Background, which has already applied a file's own alpha;
-    # cli/API refine first. So with refinement, files with their own alpha are compared at the other doors only.
-    comparable = [Path(n).stem for n, has in own_alpha.items() if not (case.refine and has)]
-    assert_same(ref, nodes, "node", case, tolerance=1, only=comparable)
+    # every file at every door: a graph applies the own alpha in Remove Background, then Mask Refine;
+    # the pipeline does the same, in that order
+    assert_same(ref, nodes, "node", case, tolerance=1)
 
     if case.api is not None:
         assert_same(ref, api_door(src, case), "api", case)

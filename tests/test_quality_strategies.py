@@ -168,7 +168,29 @@ def test_cli_quality_reaches_the_network_step(monkeypatch):
     assert opts.quality == "best"
     seen, real = [], pipeline.predict_frame
     monkeypatch.setattr(pipeline, "predict_frame",
-                        lambda s, f, edges, quality, conf=None: seen.append(quality) or real(s, f, edges, quality, conf))
+                        lambda s, f, edges, quality, conf=None, on_pass=None:
+                        seen.append(quality) or real(s, f, edges, quality, conf, on_pass))
     decoded = reader.Decoded(None, np.zeros((40, 60, 3), np.uint8), None)
     assert job.infer_item(get_session("u2netp"), decoded, None, opts).shape == (40, 60)
     assert seen == ["best"]
+
+
+def test_the_progress_bar_moves_after_every_network_run(monkeypatch):
+    """`best` takes two looks a frame: ComfyUI's bar (an interrupt point too) advances after each,
+    while the caller's progress callback still counts frames."""
+    from cutout import comfy_glue, pipeline
+    from cutout.options import CutoutOptions
+
+    updates = []
+
+    class Bar(comfy_glue.Progress):
+        def update(self, n=1):
+            super().update(n)
+            updates.append((self.done, self.total))
+
+    monkeypatch.setattr(comfy_glue, "Progress", Bar)
+    frames = []
+    img = torch.stack([scene()[0], scene()[0]])
+    pipeline.cut_out(img, CutoutOptions(quality="best"), progress=lambda d, t: frames.append((d, t)))
+    assert [u for u in updates if u[1] == 4] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert frames == [(1, 2), (2, 2)]

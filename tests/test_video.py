@@ -12,18 +12,21 @@ av = pytest.importorskip("av")
 pytest.importorskip("cv2")
 
 import cli  # noqa: E402
+from cutout.options import CutoutOptions, parse_background  # noqa: E402
 from cutout.video import VideoError, VideoOptions, cut_out_video  # noqa: E402
 
 FPS = Fraction(12)
 
 
-def make_clip(path, n=10, size=(96, 128), audio="aac"):
+def make_clip(path, n=10, size=(96, 128), audio="aac", rotation=0):
     """A dark disc... a bright square sliding over a grey gradient, with a sine tone."""
     h, w = size
     out = av.open(str(path), mode="w")
     vs = out.add_stream("libx264" if path.suffix == ".mp4" else "libvpx-vp9", rate=FPS)
     vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
     vs.options = {"crf": "10"} if path.suffix == ".mp4" else {"crf": "10", "b": "0"}
+    if rotation:
+        vs.set_display_rotation(rotation)  # as a phone stores a portrait video: frames sideways
     aus = None
     if audio:
         aus = out.add_stream(audio, rate=48000 if audio == "libopus" else 44100)
@@ -102,6 +105,51 @@ def test_cli_video_keeps_size_rate_audio_and_cuts_the_subject(clip, tmp_path, su
     m, mfps, mcodec, _ = read_video(masks)
     assert m.shape == (10, 96, 128, 3) and mfps == FPS and mcodec is None
     assert np.abs(m[..., 0].astype(int) - frames[..., 3]).mean() < 8  # the same mask as the alpha
+
+
+def test_a_rotated_phone_video_is_cut_out_upright(tmp_path):
+    """A display rotation (counter-clockwise degrees) turns the frames as players show them; the
+    output is written upright, so it plays the same way as the source."""
+    src = make_clip(tmp_path / "phone.mp4", n=4, audio=None, rotation=90)
+    with av.open(str(src)) as c:
+        assert next(c.decode(video=0)).rotation == 90
+    dest = tmp_path / "cut.mov"
+    info = cut_out_video(src, dest, VideoOptions(temporal=0.0))
+    assert info["size"] == [96, 128] and info["turned"] == 90
+    frames, _, _, _ = read_video(dest, alpha=True)
+    assert frames.shape == (4, 128, 96, 4)
+    # the sliding square (rows 30..66 of the stored frame) ends up in columns 30..66: a CCW turn
+    a = frames[..., 3].astype(float) / 255
+    assert a[:, :, 36:60].max() > 0.9 and a[:, :, :10].max() < 0.2 and a[:, :, -10:].max() < 0.2
+    square = np.rot90(read_video(src)[0], 1, axes=(1, 2))[..., 0] > 200  # the source turned CCW by hand
+    assert ((a > 0.5) == square).mean() > 0.97
+
+
+@pytest.mark.parametrize("suffix", [".webm", ".mov", ".mp4"])
+def test_a_variable_rate_clip_keeps_every_frames_time(tmp_path, suffix):
+    """Frames of a variable-rate clip (a phone's, a screen recording's) keep their timestamps, so
+    the cut-out stays in step with the audio instead of being spread at the average rate."""
+    src = tmp_path / "vfr.mp4"
+    out = av.open(str(src), mode="w")
+    vs = out.add_stream("libx264", rate=25)
+    vs.width, vs.height, vs.pix_fmt, vs.time_base = 128, 96, "yuv420p", Fraction(1, 1000)
+    times_ms = [0, 40, 80, 200, 240, 400, 440, 480, 800]
+    for i, t in enumerate(times_ms):
+        img = np.full((96, 128, 3), 60, np.uint8)
+        img[30:66, 20 + 5 * i:56 + 5 * i] = (230, 200, 60)
+        f = av.VideoFrame.from_ndarray(img, format="rgb24")
+        f.pts, f.time_base = t, Fraction(1, 1000)
+        for p in vs.encode(f):
+            out.mux(p)
+    for p in vs.encode():
+        out.mux(p)
+    out.close()
+    dest = tmp_path / f"cut{suffix}"
+    cut_out_video(src, dest, VideoOptions(cutout=CutoutOptions(background=parse_background("white"))
+                                          if suffix == ".mp4" else CutoutOptions(), temporal=0.0))
+    with av.open(str(dest)) as c:
+        got = [round(float(f.pts * f.time_base) * 1000) for f in c.decode(video=0)]
+    assert got == times_ms
 
 
 def test_chunks_give_the_same_masks_as_the_whole_clip(clip, tmp_path, monkeypatch):

@@ -26,7 +26,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-# Chosen on the first halves of the two dev sequences, checked on ten other DAVIS sequences (docs/video.md).
+# Chosen on the first halves of the two dev sequences (bench.quality on ../shared/eval/video/*), checked
+# on ten other DAVIS sequences (docs/video.md).
 FLOW_DEFAULTS = {"radius": 3, "colour_tolerance": 0.08, "consistency_px": 1.5, "work_size": 480}
 
 

@@ -66,7 +66,8 @@ class CutoutCompositeBackground:
             },
             "optional": {
                 "mask": ("MASK", {"tooltip": "Subject mask [B,H,W] (batch 1 is used for every image). Optional "
-                                             "when the image is RGBA: its alpha is used. " + MASK_CONVENTION}),
+                                             "when the image is RGBA: its alpha is used (with a mask, the mask is "
+                                             "capped by it: what the image made transparent stays transparent). " + MASK_CONVENTION}),
                 "background_image": ("IMAGE", {"tooltip": "Background for background = image: batch 1 (used for "
                                                           "every frame) or the same batch as image; any size."}),
             },
@@ -85,6 +86,8 @@ class CutoutCompositeBackground:
                                        "a MASK, or an RGBA image (e.g. Remove Background's image output)")
         else:
             alpha = as_mask(mask, node, "mask", batch=b, size=(h, w))
+            if isinstance(image, torch.Tensor) and image.shape[-1] == 4:  # the image's own alpha is kept
+                alpha = torch.minimum(alpha, sanitize(image[..., 3] if image.dim() == 4 else image[None, ..., 3]))
         alpha = alpha.to(rgb.device)
 
         if background not in MODES:

@@ -2,30 +2,20 @@
 
 The loader outputs a LIST (ComfyUI runs the nodes downstream once per image, so photos of
 different sizes need no padding); the saver takes the lists back (INPUT_IS_LIST) and writes
-every result at its relative path. Both use the same per-item functions as ``cli.py``
-(``dataset.reader`` / ``dataset.writer``) and the path guard of ``dataset.paths``.
+every result at its relative path. The nodes check their widgets; the work is
+``dataset.graph_folder``'s, on the same reader, output plan, manifest and writer as ``cli.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path, PurePosixPath
-
-import numpy as np
-import torch
+from pathlib import Path
 
 from .. import comfy_glue
-from ..dataset import manifest, paths, plan, reader, resume, writer
-from ..codec import to_uint8
-from ..dataset.job import render_item
+from ..dataset import graph_folder, paths, reader, writer
 from ..imaging.clear import CLEAR_FILLS, DEFAULT_CLEAR_FILL
-from ..imaging.tensors import CutoutInputError, as_image, as_mask
+from ..imaging.tensors import CutoutInputError
 from ..options import CutoutOptions, flattened_for_jpeg, parse_background
 from .common import CATEGORY, CLEAR_FILL_TIP, MASK_CONVENTION, advanced_inputs, checked_widgets
-
-log = logging.getLogger("comfyui_cutout")
 
 LOAD_NAME = "Load Image Folder (Cutout)"
 SAVE_NAME = "Save Image Folder (Cutout)"
@@ -43,14 +33,6 @@ def _first(v, default=None):
     if isinstance(v, list):
         return v[0] if v else default
     return v if v is not None else default
-
-
-def _content_identity(u8: np.ndarray, alpha: np.ndarray) -> dict:
-    """The node's source identity: the pixels it was given (the graph upstream decides them)."""
-    h = hashlib.sha256(f"{u8.shape}".encode())
-    h.update(np.ascontiguousarray(u8).tobytes())
-    h.update(np.ascontiguousarray(np.clip(alpha, 0, 1) * 65535, dtype=np.uint16).tobytes() if alpha is not None else b"")
-    return {"content": h.hexdigest()}
 
 
 @advanced_inputs("pattern", "start_index", "limit", "stack_same_size")
@@ -101,60 +83,19 @@ class CutoutLoadImageFolder:
         """Re-run when a file of the folder is added, removed or changed."""
         try:
             root = paths.guard_folder(folder, LOAD_NAME, "folder", comfy_glue.input_directory(), True)
-            items, _ = reader.list_images(root, recursive, pattern, start_index, limit)
+            return graph_folder.folder_fingerprint(root, recursive, pattern, start_index, limit)
         except Exception:
             return float("nan")
-        h = hashlib.sha256()
-        for it in items:
-            try:
-                st = it.path.stat()
-                h.update(f"{it.rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            except OSError:
-                h.update(f"{it.rel}\0gone\n".encode())
-        return h.hexdigest()
 
     def load(self, folder, recursive=True, pattern=reader.DEFAULT_PATTERN, start_index=0, limit=0,
              stack_same_size=False):
         root = _guard(folder, LOAD_NAME, "folder", comfy_glue.input_directory(), must_exist=True)
-        items, problems = reader.list_images(root, recursive, pattern, start_index, limit)
-        failed = [(p.rel, p.reason) for p in problems]
-        progress = comfy_glue.Progress(len(items))
-        decoded = []
-        with ThreadPoolExecutor(2, thread_name_prefix="cutout-load") as pool:
-            futures = [pool.submit(reader.decode, it) for it in items]
-            try:
-                for it, fut in zip(items, futures):
-                    comfy_glue.check_interrupt()
-                    try:
-                        decoded.append(fut.result())
-                    except reader.ReadError as e:
-                        failed.append((str(it.rel), str(e)))
-                    progress.update(1)
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
-        lines = [f"{LOAD_NAME}: {root}: loaded {len(decoded)} image(s), skipped {len(failed)}"]
-        lines += [f"  note: {d.item.rel}: {note}" for d in decoded for note in d.notes]
-        lines += [f"  skipped: {rel}: {why}" for rel, why in failed]
-        report = "\n".join(lines)
-        if failed:
-            log.warning("%s", report)
-        if not decoded:
+        got = graph_folder.load_folder(LOAD_NAME, root, recursive, pattern, start_index, limit, stack_same_size)
+        if not got.loaded:
             raise CutoutInputError(LOAD_NAME, "folder", f"'{folder}' ({root}) has no readable image matching "
-                                   f"'{pattern}' (start {start_index}, limit {limit}); {report}",
+                                   f"'{pattern}' (start {start_index}, limit {limit}); {got.report}",
                                    "a folder with at least one image")
-        # a file's own alpha travels as a 4th channel: Remove Background keeps that transparency
-        frames = [reader.to_frame(d.rgb if d.alpha is None else np.dstack([d.rgb, d.alpha])).unsqueeze(0)
-                  for d in decoded]
-        rels = [str(d.item.rel) for d in decoded]
-        if stack_same_size:
-            groups: dict[tuple[int, int], list[int]] = {}
-            for i, f in enumerate(frames):
-                groups.setdefault(tuple(f.shape[1:]), []).append(i)
-            frames, rels = ([torch.cat([frames[i] for i in idx]) for idx in groups.values()],
-                            ["\n".join(rels[i] for i in idx) for idx in groups.values()])
-        return (frames, rels, str(root), report)
+        return (got.frames, got.rels, str(root), got.report)
 
 
 @advanced_inputs("jpeg_background", "clear_fill")
@@ -244,95 +185,9 @@ class CutoutSaveImageFolder:
                 raise CutoutInputError(node, name, f"is {value!r} but JPEG has no transparency", colours)
             elif fmt == "jpg":
                 copts = flattened_for_jpeg(copts, bg)
-        rels = list(relative_path or [])
-        masks = list(mask or [])
-        jobs = []  # (Item, rgb uint8, alpha float)
-        n = 0
-        for i, img in enumerate(images):
-            rgb = as_image(img, node, "images", sanitize_values=True).cpu()
-            raw = img if img.dim() == 4 else img.unsqueeze(0)
-            b, h, w = rgb.shape[:3]
-            if masks:
-                alpha = as_mask(masks[min(i, len(masks) - 1)], node, "mask", batch=b, size=(h, w)).cpu()
-            elif raw.shape[-1] == 4:
-                alpha = as_mask(raw[..., 3], node, "images").cpu()  # sanitised: NaN alpha -> 0
-            else:
-                alpha = torch.ones((b, h, w))
-            names = rels[min(i, len(rels) - 1)].split("\n") if rels else []
-            for k in range(b):
-                n += 1
-                if len(names) == b:
-                    rel = names[k]
-                elif names:
-                    stem = PurePosixPath(names[0].replace("\\", "/").strip())
-                    if not stem.name:  # '', '.', 'a/' : no file name to number
-                        raise CutoutInputError(node, "relative_path", f"{names[0]!r} has no file name",
-                                               "a path relative to the destination, like 'folder/image.png'")
-                    rel = str(stem.with_name(f"{stem.stem}_{k:04d}{stem.suffix}"))
-                else:
-                    rel = f"cutout_{n:05d}.png"
-                rel = str(rel).replace("\\", "/").strip()
-                if not rel or paths.has_dotdot(rel) or PurePosixPath(rel).is_absolute():
-                    raise CutoutInputError(node, "relative_path", f"'{rel}' is empty, absolute or contains '..'",
-                                           "a path relative to the destination")
-                problem = paths.relative_problem(rel)
-                if problem:
-                    raise CutoutInputError(node, "relative_path", problem, "a path relative to the destination, "
-                                           "like 'folder/image.png'")
-                relp = PurePosixPath(rel)
-                try:
-                    src = paths.safe_target(src_root, relp) if src_root is not None else dest / ".none" / relp
-                except paths.UnsafePath as e:
-                    raise CutoutInputError(node, "relative_path", str(e), "a path inside source_folder") from None
-                u8 = to_uint8(rgb[k])
-                jobs.append((reader.Item(src, relp), u8, alpha[k].numpy()))
-        done, skipped, failed = [], [], []
-        pixels = {id(it): (u8, a) for it, u8, a in jobs}  # by identity: the plan refuses a repeated name
-        idents = {id(it): _content_identity(u8, a) for it, u8, a in jobs}
-        values = manifest.settings_values(opts, copts)
-        fp = manifest.fingerprint(values)
-        book = manifest.Manifest(dest, opts.fsync)
-        book.know(fp, values)
-        out = plan.plan_outputs([it for it, _u8, _a in jobs], dest, fmt, save_mask=save_mask,
-                                copy_captions=src_root is not None, keep_both=existing == "keep_both",
-                                source_root=src_root)
-        failed += [(p.rel, p.reason) for p in out.refused]
-        todo, already = resume.split_done(out.planned, dest, existing, book, fp,
-                                          lambda p, rec: rec == idents[id(p.item)])
-        skipped += [p.rel for p in already]
-        try:
-            if todo:
-                dest.mkdir(parents=True, exist_ok=True)
-        except OSError as e:  # read-only / full / not a folder: every image fails, with the reason
-            why = (f"cannot create the destination folder (input 'destination' = '{destination}'): "
-                   f"{e.strerror or e}")
-            failed += [(p.rel, why) for p in todo]
-            todo = []
-        if todo:
-            writer.clean_stale_temps(dest)
-        progress = comfy_glue.Progress(len(todo))
-        with ThreadPoolExecutor(2, thread_name_prefix="cutout-save") as pool:
-            futures = [pool.submit(_save_one, dest, p, *pixels[id(p.item)], opts, copts) for p in todo]
-            for p, fut in zip(todo, futures):
-                try:
-                    saved = fut.result()
-                    book.add(manifest.make_record(dest, p, idents[id(p.item)], fp, saved.files, saved.captions),
-                             values, masks_only=not p.write_image)
-                    done.append(p.rel)
-                except writer.WriteError as e:
-                    failed.append((p.rel, str(e)))
-                progress.update(1)
-        lines = [f"{node}: {dest}: wrote {len(done)}, skipped {len(skipped)} (up to date), failed {len(failed)}"]
-        lines += [f"  failed: {rel}: {why}" for rel, why in failed]
-        report = "\n".join(lines)
-        (log.warning if failed else log.info)("%s", report)
+        jobs = graph_folder.graph_items(node, images, list(mask or []), list(relative_path or []), dest, src_root)
+        report = graph_folder.save_folder(node, dest, destination, jobs, opts, copts, src_root)
         return {"ui": {"text": [report]}, "result": (report,)}
-
-
-def _save_one(dest: Path, planned, rgb: np.ndarray, alpha: np.ndarray, opts: writer.WriteOptions,
-              copts: CutoutOptions) -> writer.Saved:
-    """One image: the pipeline's pixel half (background, form), then the writer."""
-    return writer.save_item(dest, planned, rgb, alpha, opts, render=lambda x, a: render_item(x, a, copts))
 
 
 NODES = {"CutoutLoadImageFolder": CutoutLoadImageFolder, "CutoutSaveImageFolder": CutoutSaveImageFolder}

@@ -263,15 +263,9 @@ class CutoutService:
 
     @_json_errors
     async def remove(self, request: web.Request) -> web.StreamResponse:
-        with self._slot():
-            raw, uploads = await self._read_request(request, single=True)
-            try:
-                opts = P.parse(raw)
-                t0 = time.perf_counter()
-                bodies, names, notes = await self._run(request, self._process, uploads, opts)
-            finally:
-                for u in uploads:
-                    u.data.close()
+        async with self._request(request, single=True) as (opts, uploads):
+            t0 = time.perf_counter()
+            bodies, names, notes = await self._run(request, self._process, uploads, opts)
         headers = {
             "Content-Disposition": f'inline; filename="{names[0]}"',
             "X-Cutout-Model": opts.model or DEFAULT_MODEL,
@@ -283,15 +277,9 @@ class CutoutService:
 
     @_json_errors
     async def batch(self, request: web.Request) -> web.StreamResponse:
-        with self._slot():
-            raw, uploads = await self._read_request(request, single=False)
-            try:
-                opts = P.parse(raw)
-                t0 = time.perf_counter()
-                zipped = await self._run(request, self._process_zip, uploads, opts)
-            finally:
-                for u in uploads:
-                    u.data.close()
+        async with self._request(request, single=False) as (opts, uploads):
+            t0 = time.perf_counter()
+            zipped = await self._run(request, self._process_zip, uploads, opts)
         try:
             zipped.seek(0, os.SEEK_END)
             size = zipped.tell()
@@ -316,6 +304,19 @@ class CutoutService:
             zipped.close()
 
     # ---------------------------------------------------------------- reading requests
+    @contextlib.asynccontextmanager
+    async def _request(self, request: web.Request, single: bool):
+        """What every cut-out handler runs in: a slot, then the request read and its options parsed, as
+        ``(options, uploads)``; on the way out the uploads are closed (memory and spool files given back), the
+        slot freed."""
+        with self._slot():
+            raw, uploads = await self._read_request(request, single)
+            try:
+                yield P.parse(raw), uploads
+            finally:
+                for u in uploads:
+                    u.data.close()
+
     @contextlib.contextmanager
     def _slot(self):
         """A place among the ``max_pending`` requests, taken before any byte of the body is read."""

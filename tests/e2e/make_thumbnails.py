@@ -1,12 +1,12 @@
 """Make ``example_workflows/<name>.jpg`` (the template browser's thumbnails) from each workflow's real result.
 
-    python tests/e2e/make_thumbnails.py [--version 0.28.2] [--only NAME ...]
+    python tests/e2e/make_thumbnails.py [--version 0.28.2] [--only "FILE NAME" ...]
 
 Each workflow is converted to a prompt as the frontend does (tests/e2e/workflows.py) and run in the
 cached e2e ComfyUI on samples/astronaut.png (background inputs: samples/coffee.png); the thumbnail is
 its first saved image, a transparent one drawn on a checkerboard. Two workflows cannot run here:
-``inpaint_mask`` needs a checkpoint, so its thumbnail shows the part that runs (the photo with the
-area the sampler would repaint, the inverted subject mask, tinted); ``core_birefnet_refine`` needs
+the inpainting one needs a checkpoint, so its thumbnail shows the part that runs (the photo with the
+area the sampler would repaint, the inverted subject mask, tinted); the core BiRefNet one needs
 core's BiRefNet weights, so core's Remove Background is replaced by this pack's (u2netp) for the
 picture, the rest of the graph (Mask Refine, Composite Background) runs as shipped.
 """

@@ -2,6 +2,8 @@
 
     python tests/e2e/make_workflows.py [--out example_workflows] [--pack /path/to/pack] [--only NAME ...]
 
+NAME: a builder below (``remove_background``) or its file name (``workflows.FILES``).
+
 Widget values are built from each node's ``input_order`` and defaults in /object_info (with the
 values set below on top, and the extra "randomize"/"image" widget values the frontend adds), so a
 node that gains or reorders an input only needs this script re-run. It starts the cached e2e
@@ -310,8 +312,8 @@ def core_birefnet_refine(b: Builder):
     return "b1e2f3a4-5c6d-4e7f-8a9b-0c1d2e3f4a06"
 
 
-ALL = {f.__name__: f for f in (remove_background, inpaint_mask, refine_and_composite, video_frames, dataset_prep,
-                               core_birefnet_refine, video_cutout)}
+ALL = {W.FILES[f.__name__]: f for f in (remove_background, inpaint_mask, refine_and_composite, video_frames,
+                                        dataset_prep, core_birefnet_refine, video_cutout)}  # file name -> builder
 
 
 def main() -> int:
@@ -321,7 +323,7 @@ def main() -> int:
     ap.add_argument("--object-info", type=Path, help="use this saved /object_info JSON instead of a server")
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--version", default="0.28.2", choices=sorted(comfy_env.VERSIONS),
-                    help="the ComfyUI whose /object_info is used (core_birefnet_refine needs 0.28)")
+                    help="the ComfyUI whose /object_info is used (the core BiRefNet one needs 0.28)")
     args = ap.parse_args()
     if args.object_info:
         info = json.loads(args.object_info.read_text())
@@ -335,7 +337,7 @@ def main() -> int:
                 server.stop()
     args.out.mkdir(parents=True, exist_ok=True)
     for name, make in ALL.items():
-        if args.only and name not in args.only:
+        if args.only and not {name, make.__name__} & set(args.only):
             continue
         b = Builder(info)
         wid = make(b)

@@ -38,6 +38,20 @@ def page(comfy_server):
         ctx.close()
 
 
+def test_template_browser_urls_load(page):
+    """The template browser puts the bare file name into its URLs (``/api/workflow_templates/<pack>/<name>.jpg``
+    and ``.json``, no encoding of its own): the browser's fetch of each, spaces and all, gets the file."""
+    listed = page.evaluate("async () => (await (await fetch('/api/workflow_templates')).json())")
+    names = listed.get(comfy_env.PACK_DIR_NAME)
+    assert sorted(names or []) == sorted(p.stem for p in WORKFLOWS), listed
+    for name in names:
+        for ext, kind in (("json", "application/json"), ("jpg", "image/jpeg")):
+            got = page.evaluate("async (u) => { const r = await fetch(u); "
+                                "return [r.status, r.headers.get('content-type')]; }",
+                                f"/api/workflow_templates/{comfy_env.PACK_DIR_NAME}/{name}.{ext}")
+            assert got[0] == 200 and kind in (got[1] or ""), (name, ext, got)
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_frontend_prompt_equals_converter(path, page, comfy_server):
     why = workflows.needs_newer(path, comfy_server.version)
@@ -46,5 +60,15 @@ def test_frontend_prompt_equals_converter(path, page, comfy_server):
     wf = workflows.load(path)
     page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", wf)
     ui = page.evaluate("async () => (await window.app.graphToPrompt()).output")
-    strip = lambda p: {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in p.items()}  # noqa: E731
-    assert strip(ui) == strip(workflows.to_api(wf, comfy_server.object_info()))
+    info = comfy_server.object_info()
+
+    def declared(cls):  # what the server reads; the page may add UI-only values (e.g. LoadVideo's 'video-preview')
+        spec = info[cls]["input"]
+        return {name for part in ("required", "optional", "hidden") for name in spec.get(part, {})}
+
+    def strip(prompt):
+        return {k: {"class_type": v["class_type"],
+                    "inputs": {n: x for n, x in v["inputs"].items() if n in declared(v["class_type"])}}
+                for k, v in prompt.items()}
+
+    assert strip(ui) == strip(workflows.to_api(wf, info))

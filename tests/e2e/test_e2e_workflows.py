@@ -9,9 +9,11 @@ run on a real photo; its outputs are checked. Add per-workflow expectations to E
 from __future__ import annotations
 
 import copy
+import re
 import io
 import shutil
 import urllib.request
+from urllib.parse import quote
 from pathlib import Path
 
 import pytest
@@ -26,8 +28,8 @@ pytestmark = pytest.mark.e2e
 
 WORKFLOW_DIR = comfy_env.PACK_ROOT / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
-REQUIRED = {"remove_background", "inpaint_mask", "refine_and_composite", "dataset_prep", "video_frames",
-            "core_birefnet_refine", "video_cutout"}
+F = workflows.FILES
+REQUIRED = set(F.values())
 
 # Per workflow, per output node id: "rgba" = a transparent PNG with a real cut-out (some alpha 0,
 # some 255); "mask" = a grey mask with a subject (not empty, not full); "color:#RRGGBB" = an
@@ -36,19 +38,25 @@ REQUIRED = {"remove_background", "inpaint_mask", "refine_and_composite", "datase
 # For a CutoutSaveImageFolder node the check applies to every file it wrote (its names are checked
 # for every folder workflow). Node ids are those make_workflows.py gives (regenerate with it).
 EXPECT = {
-    "remove_background": {"3": "rgba", "4": "mask"},
-    "refine_and_composite": {"7": "color:#2E7DD7", "8": "new_background", "9": "mask"},
-    "video_frames": {"6": "color:#00B140"},
-    "dataset_prep": {"3": "color:#FFFFFF"},
-    "video_cutout": {"8": "video:#00B140", "9": "video_rgba"},
+    F["remove_background"]: {"3": "rgba", "4": "mask"},
+    F["refine_and_composite"]: {"7": "color:#2E7DD7", "8": "new_background", "9": "mask"},
+    F["video_frames"]: {"6": "color:#00B140"},
+    F["dataset_prep"]: {"3": "color:#FFFFFF"},
+    F["video_cutout"]: {"8": "video:#00B140", "9": "video_rgba"},
 }
 VIDEO_FRAMES, VIDEO_FPS = 8, 12  # the clip LoadVideo gets: a pan across the photo, with a tone
-EXECUTED = REQUIRED - {"inpaint_mask", "core_birefnet_refine"}  # they need a checkpoint / BiRefNet weights
+EXECUTED = REQUIRED - {F["inpaint_mask"], F["core_birefnet_refine"]}  # they need a checkpoint / BiRefNet weights
 SUBJECT_IMAGE = "example.png"  # LoadImage widgets with another name get the background photo
 
 
 def test_required_workflows_exist():
     assert REQUIRED <= {p.stem for p in WORKFLOWS}, [p.name for p in WORKFLOWS]
+
+
+def test_file_names_read_as_titles():
+    """ComfyUI 0.28's template browser shows the bare file name: words, nothing a URL would mangle."""
+    for path in WORKFLOWS:
+        assert re.fullmatch(r"[A-Z][A-Za-z0-9 -]{2,59}", path.stem), path.name
 
 
 def test_every_executed_workflow_has_expectations():
@@ -70,9 +78,10 @@ def test_workflow_templates_lists_the_pack_folder(comfy_server):
     assert status == 200
     assert sorted(templates.get(PACK_DIR_NAME, [])) == sorted(p.stem for p in WORKFLOWS), templates
     for path in WORKFLOWS:  # what the template browser fetches: the JSON and its thumbnail, no 404
-        status, body = comfy_server.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{path.name}")
+        url = f"/api/workflow_templates/{PACK_DIR_NAME}/{quote(path.stem)}"  # spaces as a browser sends them
+        status, body = comfy_server.get(url + ".json")
         assert status == 200 and body == workflows.load(path), path.name
-        req = urllib.request.Request(f"{comfy_server.url}/api/workflow_templates/{PACK_DIR_NAME}/{path.stem}.jpg")
+        req = urllib.request.Request(f"{comfy_server.url}{url}.jpg")
         with urllib.request.urlopen(req, timeout=60) as r:
             assert r.status == 200 and r.headers.get_content_type() == "image/jpeg", path.stem
             assert r.read() == path.with_suffix(".jpg").read_bytes()
@@ -102,7 +111,7 @@ def test_workflow_matches_object_info(path, object_info, comfy_server):
 
 
 def test_checker_catches_a_mismatched_link(object_info):
-    wf = copy.deepcopy(workflows.load(WORKFLOW_DIR / "remove_background.json"))
+    wf = copy.deepcopy(workflows.load(WORKFLOW_DIR / f"{F['remove_background']}.json"))
     rb = next(n for n in wf["nodes"] if n["type"] == "CutoutRemoveBackground")
     save = next(n for n in wf["nodes"] if n["type"] == "SaveImage")
     link = next(ln for ln in wf["links"] if ln[3] == save["id"])
@@ -112,7 +121,7 @@ def test_checker_catches_a_mismatched_link(object_info):
 
 
 def test_converter_skips_seed_control_and_upload_widgets(object_info):
-    wf = workflows.load(WORKFLOW_DIR / "inpaint_mask.json")
+    wf = workflows.load(WORKFLOW_DIR / f"{F['inpaint_mask']}.json")
     api = workflows.to_api(wf, object_info)
     ks = next(v for v in api.values() if v["class_type"] == "KSampler")
     assert ks["inputs"]["seed"] == 42 and ks["inputs"]["steps"] == 20 and ks["inputs"]["denoise"] == 1.0

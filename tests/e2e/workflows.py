@@ -23,9 +23,20 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
 
 
+# The shipped workflows: builder in make_workflows.py -> file name. ComfyUI 0.28's template browser shows a
+# pack's workflow by its bare file name (frontend 1.45 reads no title from the JSON), so the file name is
+# the title a user reads there. Keep them URL-plain: the frontend puts them into the template URLs as they are.
+FILES = {"remove_background": "Remove background from a photo",
+         "refine_and_composite": "Refine mask and composite on a new background",
+         "dataset_prep": "Dataset prep for LoRA training",
+         "inpaint_mask": "Inpainting mask for a new background",
+         "video_frames": "Video frames without flicker",
+         "video_cutout": "Cut out a video file",
+         "core_birefnet_refine": "Core BiRefNet mask refined and composited"}
+
 # Workflows that use core nodes of a newer ComfyUI (validated there; skipped on older servers).
-MIN_COMFYUI = {"core_birefnet_refine": (0, 28),  # LoadBackgroundRemovalModel / RemoveBackground
-               "video_cutout": (0, 28)}  # 0.3.75: Save WEBM drops the alpha, Create Video has no bit_depth
+MIN_COMFYUI = {FILES["core_birefnet_refine"]: (0, 28),  # LoadBackgroundRemovalModel / RemoveBackground
+               FILES["video_cutout"]: (0, 28)}  # 0.3.75: Save WEBM drops the alpha, Create Video has no bit_depth
 
 
 def needs_newer(path: Path, version: str) -> str | None:
