@@ -141,7 +141,7 @@ def to_uint8(x) -> np.ndarray:
 class EncodeSettings:
     """Speed/size knobs of the encoder; the folder job and the API each have their own (docs/design.md)."""
 
-    png_compress: int = 2  # zlib level: with one fixed filter (fast_png) 2 is fast and about as small as Pillow's 1
+    png_compress: int = 2  # 1-3: Paeth + zlib RLE (fast_png), fast and about as small as Pillow's 6; 4-9 slower, smaller
     jpeg_quality: int = 95
     jpeg_subsampling: int | None = None  # None: 4:4:4 from quality 90 up, else 4:2:0
     webp_quality: int = 25  # lossless: Pillow's effort; with method 0 about as fast as PNG level 1
@@ -149,14 +149,24 @@ class EncodeSettings:
 
 
 def fast_png(pixels: np.ndarray, level: int, icc: bytes | None = None) -> bytes | None:
-    """PNG bytes through imagecodecs (libpng) with the 'up' filter on every row, or None when
-    imagecodecs is not installed (Pillow then encodes). Pillow tries all five filters on every
-    row; one fixed filter encodes several times faster for files about as small (docs/performance.md)."""
+    """Lossless PNG bytes through imagecodecs (libpng), or None when imagecodecs is not installed
+    (Pillow then encodes). ``level`` 1-3 (the default 2): the Paeth filter on every row and zlib's
+    run-length strategy, as fast as one plain filter and about as small as Pillow's level 6 (a cut-out
+    is mostly flat runs after Paeth: the black under alpha 0, smooth subject areas); 4-9: every
+    filter tried per row and zlib's filtered strategy at that level, Pillow's way (smaller, slower);
+    0: stored (docs/performance.md)."""
     try:
         import imagecodecs
     except ImportError:
         return None
-    data = imagecodecs.png_encode(np.ascontiguousarray(pixels), level=level, filter=imagecodecs.PNG.FILTER.UP)
+    F, S = imagecodecs.PNG.FILTER, imagecodecs.PNG.STRATEGY
+    if level <= 0:
+        kw = dict(level=0, filter=F.NONE)
+    elif level <= 3:
+        kw = dict(level=1, strategy=S.RLE, filter=F.PAETH)  # zlib's RLE ignores the level
+    else:
+        kw = dict(level=level, strategy=S.FILTERED, filter=F.ALL)
+    data = imagecodecs.png_encode(np.ascontiguousarray(pixels), **kw)
     if icc and pixels.ndim == 3:  # the colour profile chunk goes right after IHDR (8 + 25 bytes)
         body = b"ICC Profile\0\0" + zlib.compress(icc)
         chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
