@@ -120,7 +120,7 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
     from cutout.quality import CHOICES as QUALITY_CHOICES
 
     f.add_argument("--quality", default="auto", choices=QUALITY_CHOICES,
-                   help="fast: one look at the photo; best: also the mirrored photo, averaged (2x the time); "
+                   help="fast: one look at the photo; best: also the mirrored photo, merged (2x the time); "
                         "auto (default): best for u2net, fast for every other model (docs/quality.md)")
     f.add_argument("--refine-edges", action="store_true",
                    help="fit the mask's edge to the photo while scaling the model's output up (guided upsampling, "

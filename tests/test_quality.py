@@ -61,25 +61,27 @@ def test_refine_edges_lowers_edge_error_without_losing_iou(eval_dev):
     assert edges[2] < plain[2] - 0.001, summary
 
 
-def test_best_quality_not_worse_than_fast_on_a_few_photos(eval_dev):
-    """Issue 16: the strongest setting must not lose to one plain pass (a few photos of each
-    source, u2netp, to keep CI short; bench/quality.py measures the whole set)."""
+def test_best_quality_not_worse_than_fast_on_any_source(eval_dev):
+    """Issue 16: the stronger setting must not lose to one plain pass on any source on average
+    (DAVIS, alphamatting, ECSSD; IoU and MAE), u2netp on every photo; bench/quality.py measures u2net."""
     from cutout.imaging.tensors import sanitize
     from cutout.models.session import get_session
     from cutout.quality import predict_frame_quality
 
     pairs = read_manifest(eval_dev)
-    picked = [p for src in sorted({p.source for p in pairs}) for p in [q for q in pairs if q.source == src][:2]]
     session = get_session("u2netp")
-    scores = {"fast": [], "best": []}
-    for p in picked:
+    scores = {}  # source -> quality -> [(iou, mae)]
+    for p in pairs:
         img, gt = sanitize(load_rgb(p.image)[0]), load_gray(p.gt)
-        for q in scores:
+        for q in ("fast", "best"):
             r = predict_frame_quality(session, img, q)
             assert 0.0 <= r.confidence <= 1.0
-            scores[q].append((iou(r.mask, gt), mae(r.mask, gt)))
-    fast, best = np.mean(scores["fast"], 0), np.mean(scores["best"], 0)
-    summary = f"{len(picked)} photos: fast IoU/MAE {fast.round(4)} | best {best.round(4)}"
+            scores.setdefault(p.source, {}).setdefault(q, []).append((iou(r.mask, gt), mae(r.mask, gt)))
+    means = {src: {q: np.mean(v, 0) for q, v in by_q.items()} for src, by_q in scores.items()}
+    summary = "; ".join(f"{src}: fast IoU/MAE {m['fast'].round(4)} best {m['best'].round(4)}"
+                        for src, m in sorted(means.items()))
     print(summary)
-    assert best[0] >= fast[0], summary
-    assert best[1] <= fast[1] + 0.001, summary
+    assert len(means) >= 3, summary
+    for m in means.values():
+        assert m["best"][0] >= m["fast"][0], summary
+        assert m["best"][1] <= m["fast"][1], summary

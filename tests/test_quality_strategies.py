@@ -175,6 +175,48 @@ def test_cli_quality_reaches_the_network_step(monkeypatch):
     assert seen == ["best"]
 
 
+def _strip(width):
+    """A stand-in answer that also claims the right ``width`` columns of whatever it is shown."""
+    def bend(red):
+        out = red.copy()
+        out[..., -width:] = 1.0
+        return out
+    return bend
+
+
+def test_best_keeps_the_first_look_when_the_mirrored_one_sees_another_subject():
+    img, _ = scene()
+    fast = predict_frame_quality(StandIn(catalog.U2NET, bend=_strip(100)), img, "fast")
+    net = StandIn(catalog.U2NET, bend=_strip(100))  # mirrored back, the strip lands on the left
+    best = predict_frame_quality(net, img, "best")
+    assert len(net.shown) == 2 and best.passes == 2
+    assert torch.equal(best.mask, fast.mask)
+    assert best.confidence < 0.7 <= fast.confidence  # the disagreement still shows in the score
+
+
+def test_best_merges_agreeing_looks_in_log_odds():
+    img, _ = scene(boxes=((20, 100, 220, 300),))  # a large subject: a thin strip leaves IoU ≈ 0.9
+    fast = predict_frame_quality(StandIn(catalog.U2NET, bend=_strip(8)), img, "fast")
+    best = predict_frame_quality(StandIn(catalog.U2NET, bend=_strip(8)), img, "best")
+    right, left = best.mask[:, -5:], best.mask[:, :5]  # each strip seen by one look only
+    assert fast.mask[:, -5:].min() > 0.99 and fast.mask[:, :5].max() < 0.01
+    assert 0.4 < right.mean() < 0.6 and 0.4 < left.mean() < 0.6
+    assert torch.equal(best.mask[30:210, 110:290], fast.mask[30:210, 110:290])  # both sure: unchanged
+
+
+def test_log_odds_merge_keeps_a_sure_pixel_sure_where_the_mean_greys_it():
+    from cutout.quality.passes import merge_maps
+
+    sure, leaning = torch.full((1, 1, 2, 2), 0.98), torch.full((1, 1, 2, 2), 0.4)
+    mean = merge_maps([sure, leaning], [1.0, 1.0], "mean")
+    logodds = merge_maps([sure, leaning], [1.0, 1.0], "logodds")
+    assert torch.allclose(mean, torch.full_like(mean, 0.69))
+    assert (logodds > 0.85).all()
+    assert torch.equal(merge_maps([sure, 1 - sure], [1.0, 1.0], "logodds", min_agreement=0.7), sure)
+    with pytest.raises(ValueError, match="logodds"):
+        merge_maps([sure, leaning], [1.0, 1.0], "median")
+
+
 def test_the_progress_bar_moves_after_every_network_run(monkeypatch):
     """`best` takes two looks a frame: ComfyUI's bar (an interrupt point too) advances after each,
     while the caller's progress callback still counts frames."""

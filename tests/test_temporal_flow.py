@@ -65,6 +65,16 @@ def test_motion_mode_follows_the_subject_and_beats_the_colour_mode():
     assert 0.9 * flick(truth) < flick(moved) < 0.75 * flick(noisy)
 
 
+def test_fast_motion_is_followed_hop_by_hop():
+    # 12 px a frame: 36 px between a frame and its farthest neighbour; the flows are only ever
+    # taken between consecutive frames and chained, so the far neighbours still line up
+    img, noisy, truth = moving_square(n=10, step=12, size=(144, 256))
+    moved = flow_smooth(noisy, img)
+    assert err(moved, truth) < 0.6 * err(noisy, truth)
+    assert (moved[-1, 40:88, :100] > 0.5).float().mean() < 0.01  # no ghost behind it
+    assert flick(moved) < 0.9 * flick(noisy)
+
+
 def test_pixels_the_same_in_every_frame_keep_their_exact_value():
     img, noisy, _ = moving_square(n=6)
     noisy[:, :, :8] = 0.37  # a strip with the same (odd) mask value in every frame

@@ -2,10 +2,14 @@
 
 Each frame's mask is averaged with its neighbours' masks *aligned to it* by optical flow
 (OpenCV's DIS flow, computed on a shrunk grey copy of the frames), so a subject that moves
-is averaged with itself rather than with the background it left. A neighbour only counts
-where the alignment is trustworthy: its weight falls with the colour error of the warped
-neighbour frame (occlusions, fast motion, flow failures keep the frame's own mask) and is
-zero where the flow there and back does not return to the same pixel, or leaves the picture.
+is averaged with itself rather than with the background it left. Flow is computed between
+consecutive frames only and followed hop by hop to the farther neighbours: a short step is
+what optical flow estimates best (fast motion over three frames is where a direct flow
+fails), and it is two flows per frame instead of two per neighbour. A hop only counts where
+the alignment is trustworthy: its trust falls with the colour error of the warped frame
+(occlusions, fast motion, flow failures keep the frame's own mask) and is zero where the flow
+there and back does not return to the same pixel, or leaves the picture; a neighbour's weight
+is the product of the trust of the hops that reach it.
 The averaging runs at the flow's working size (the network's masks are no finer) and the
 correction is added to the full-size mask; a pixel whose colour and mask are the same in every
 frame of the window keeps its value exactly.
@@ -22,7 +26,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-# Chosen on the first halves of the two dev sequences (bench.quality on ../shared/eval/video/*, docs/video.md).
+# Chosen on the first halves of the two dev sequences (bench.quality on ../shared/eval/video/*), checked
+# on ten other DAVIS sequences (docs/video.md).
 FLOW_DEFAULTS = {"radius": 3, "colour_tolerance": 0.08, "consistency_px": 1.5, "work_size": 480}
 
 
@@ -84,9 +89,10 @@ def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
 
     At the working size (long side shrunk to ``work_size``, never enlarged), frame t's
     correction is Σ w_k (a_k − m_t) / (1 + Σ w_k) over the neighbours k = t±1..radius, a_k the
-    neighbour's mask warped onto frame t, w_k = strength^|t−k| · exp(−(e/colour_tolerance)²)
-    with e the 3×3-averaged colour error of the warped neighbour frame, and w_k = 0 where the
-    forward-backward flow error exceeds ``consistency_px`` or the flow leaves the picture. The
+    neighbour's mask warped onto frame t along the chain of consecutive flows t→t±1→…→k,
+    w_k = strength^|t−k| · Π trust of the hops, a hop's trust exp(−(e/colour_tolerance)²) with
+    e the 3×3-averaged colour error of the warped frame, 0 where the forward-backward flow
+    error exceeds ``consistency_px`` or the flow leaves the picture. The
     correction is upsampled and added to the full-size mask, except on pixels whose colour and
     mask are identical in every frame of the window (kept exactly). ``on_frame`` is called
     after each frame (progress and Cancel).
@@ -101,15 +107,34 @@ def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
     src = masks.detach().float().cpu().contiguous()
     rgb_full = image.detach().float().cpu().contiguous()
     frames = _Frames(src, rgb_full, (h, w), cv2)
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
-    flows: dict[tuple[int, int], np.ndarray] = {}
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    # hops[(a, b)], b = a ± 1: where each pixel of frame a lands in frame b, and how far to trust it
+    hops: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    flows: dict[tuple[int, int], np.ndarray] = {}
 
     def flow(a: int, b: int) -> np.ndarray:
         """Working-size flow from frame a to frame b: pixel x of a is at x + flow(x) in b."""
         if (a, b) not in flows:
             flows[(a, b)] = dis.calc(frames.get(a)[0], frames.get(b)[0], None)
         return flows[(a, b)]
+
+    def hop(a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x in b, y in b, weight) for every pixel of frame a, b a neighbour of a."""
+        if (a, b) not in hops:
+            f_ab, f_ba = flow(a, b), flow(b, a)
+            mx, my = xs + f_ab[..., 0], ys + f_ab[..., 1]
+            # forward-backward: follow a->b, then b->a from the landing point: should come home
+            back = cv2.remap(f_ba, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            fb = (f_ab[..., 0] + back[..., 0]) ** 2 + (f_ab[..., 1] + back[..., 1]) ** 2
+            rgb_a, rgb_b = frames.get(a)[1], frames.get(b)[1]
+            warped = cv2.remap(rgb_b, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            diff = np.abs(warped - rgb_a)
+            err = cv2.blur((diff[..., 0] + diff[..., 1] + diff[..., 2]) * (1.0 / 3.0), (3, 3))
+            wk = np.exp(-np.square(err * (1.0 / colour_tolerance)))
+            wk[(fb > consistency_px ** 2) | (mx < 0) | (mx > w - 1) | (my < 0) | (my > h - 1)] = 0.0
+            hops[(a, b)] = (mx, my, wk)
+        return hops[(a, b)]
 
     # same[t]: pixel identical (colour and mask) in frames t and t+1; equality is transitive,
     # so a pixel identical across a window is the AND of the window's consecutive maps
@@ -123,27 +148,28 @@ def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
 
     out = torch.empty((n, H, W), dtype=torch.float32)
     for t in range(n):
-        _, rgb_t, m_t = frames.get(t)
+        m_t = frames.get(t)[2]
         acc = np.zeros((h, w), np.float32)
         wsum = np.ones((h, w), np.float32)
-        for d in range(-radius, radius + 1):
-            k = t + d
-            if d == 0 or not 0 <= k < n:
-                continue
-            f_tk, f_kt = flow(t, k), flow(k, t)
-            mx, my = xs + f_tk[..., 0], ys + f_tk[..., 1]
-            # forward-backward: follow t->k, then k->t from the landing point: should come home
-            back = cv2.remap(f_kt, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            fb = (f_tk[..., 0] + back[..., 0]) ** 2 + (f_tk[..., 1] + back[..., 1]) ** 2
-            _, rgb_k, m_k = frames.get(k)
-            warped = cv2.remap(rgb_k, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            diff = np.abs(warped - rgb_t)
-            err = cv2.blur((diff[..., 0] + diff[..., 1] + diff[..., 2]) * (1.0 / 3.0), (3, 3))
-            wk = np.exp(-np.square(err * (1.0 / colour_tolerance))) * np.float32(strength ** abs(d))
-            wk[(fb > consistency_px ** 2) | (mx < 0) | (mx > w - 1) | (my < 0) | (my > h - 1)] = 0.0
-            a_k = cv2.remap(m_k, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            acc += wk * (a_k - m_t)
-            wsum += wk
+        for step in (-1, 1):
+            # follow frame t's pixels hop by hop (t -> t±1 -> t±2 ...), trust multiplying along the way
+            cx, cy, trust = xs, ys, None
+            for d in range(1, radius + 1):
+                j, k = t + step * (d - 1), t + step * d
+                if not 0 <= k < n:
+                    break
+                mx, my, wk = hop(j, k)
+                if trust is None:
+                    cx, cy, trust = mx, my, wk
+                else:
+                    trust = trust * cv2.remap(wk, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                              borderValue=0.0)
+                    cx, cy = (cv2.remap(mx, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
+                              cv2.remap(my, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+                a_k = cv2.remap(frames.get(k)[2], cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                wd = trust * np.float32(strength ** d)
+                acc += wd * (a_k - m_t)
+                wsum += wd
         corr = acc / wsum
         if (h, w) != (H, W):
             corr = cv2.resize(corr, (W, H), interpolation=cv2.INTER_LINEAR)
@@ -153,8 +179,9 @@ def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
             keep &= same_next(j)
         corr[keep] = 0.0
         out[t] = torch.from_numpy(np.clip(src[t].numpy() + corr, 0.0, 1.0))
-        for key in [key for key in flows if min(key) < t + 1 - radius]:
-            del flows[key]
+        for cache in (flows, hops):
+            for key in [key for key in cache if min(key) < t + 1 - radius]:
+                del cache[key]
         for key in [key for key in same if key < t + 1 - radius]:
             del same[key]
         frames.drop_before(t + 1 - radius)

@@ -65,8 +65,8 @@ class CutoutRemoveBackground:
                 "quality": (list(QUALITY_CHOICES), {
                     "default": DEFAULT_QUALITY,
                     "tooltip": "fast: one look at the photo at the model's size (320 px for U²-Net). best: also "
-                               "looks at the mirrored photo and averages the two (2x the time; u2net: higher IoU "
-                               "and lower error on photos it was not tuned on). auto: u2net -> best, every other "
+                               "looks at the mirrored photo and merges the two, or keeps the first look where "
+                               "they see different subjects (2x the time; higher IoU, lower error). auto: u2net -> best, every other "
                                "model -> fast (docs/quality.md).",
                 }),
             },

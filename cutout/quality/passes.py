@@ -1,9 +1,14 @@
 """One look of the network at some pixels: the whole frame or a subject's box, plain or mirrored.
 
 A look returns the network's stretched map on its own square grid plus the photo as the
-network saw it, so several looks (mirrored, another model) are averaged on that small grid
-and upsampled once: cheap, and the same as averaging the full-size masks (upsampling and
-the guided upsampling's coefficients are linear in the map).
+network saw it, so several looks (mirrored, another model) are merged on that small grid and
+upsampled once: cheap (a few maps of the network's size).
+
+Merging: a look that disagrees with the first one about what the subject is (IoU at 0.5 below
+``min_agreement``) is left out, since two looks cannot tell which of them is wrong and the first
+is what ``fast`` gives; the others are averaged in log-odds (``merge="logodds"``), so a pixel
+that one look is sure of and the other only leans towards stays near the sure value instead of
+turning grey, or plainly (``"mean"``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,10 @@ import torch
 from .. import comfy_glue
 from ..imaging.model_io import guided_upsample, map_to_mask, model_map, normalise, shrink_for_model
 from ..models.session import ModelSession, RunCancelled
+from .confidence import binary_iou
+
+LOGIT_EPS = 1e-4  # maps are clamped to [eps, 1 - eps] before the log-odds (the ends are 0 and 1)
+MERGES = ("mean", "logodds")
 
 
 def look(session: ModelSession, pixels: torch.Tensor, flip: bool = False,
@@ -38,10 +47,10 @@ def look(session: ModelSession, pixels: torch.Tensor, flip: bool = False,
 
 
 def looks(sessions: list[ModelSession], pixels: torch.Tensor, flip: bool, on_pass=None,
-          partner_weight: float = 0.5):
-    """Every session (and, with ``flip``, its mirrored look) on ``pixels``: their mean map on the
-    first session's grid (a second session weighs ``partner_weight``), each single map (for the
-    agreement score) and the first shrunk photo."""
+          partner_weight: float = 0.5, merge: str = "mean", min_agreement: float = 0.0):
+    """Every session (and, with ``flip``, its mirrored look) on ``pixels``: their merged map on the
+    first session's grid (``merge_maps``; a second session weighs ``partner_weight``), each single
+    map (for the agreement score) and the first shrunk photo."""
     maps, weights, small0, small = [], [], None, None
     for k, s in enumerate(sessions):
         for f in ((False, True) if flip else (False,)):
@@ -55,8 +64,22 @@ def looks(sessions: list[ModelSession], pixels: torch.Tensor, flip: bool, on_pas
             weights.append(1.0 if k == 0 else partner_weight / (1.0 - partner_weight))
             if on_pass is not None:
                 on_pass()
-    mean = sum(wt * m for wt, m in zip(weights, maps)) / sum(weights)
-    return mean, maps, small0
+    return merge_maps(maps, weights, merge, min_agreement), maps, small0
+
+
+def merge_maps(maps: list[torch.Tensor], weights: list[float], merge: str = "mean",
+               min_agreement: float = 0.0) -> torch.Tensor:
+    """One map from several looks at the same pixels (the module docstring says how)."""
+    if merge not in MERGES:
+        raise ValueError(f"unknown merge '{merge}'; expected one of {', '.join(MERGES)}")
+    kept = [(m, wt) for i, (m, wt) in enumerate(zip(maps, weights))
+            if i == 0 or min_agreement <= 0.0 or binary_iou(m, maps[0]) >= min_agreement]
+    if len(kept) == 1:
+        return kept[0][0]
+    total = sum(wt for _, wt in kept)
+    if merge == "mean":
+        return sum(wt * m for m, wt in kept) / total
+    return torch.sigmoid(sum(wt * torch.logit(m, eps=LOGIT_EPS) for m, wt in kept) / total)
 
 
 def to_mask(small_map: torch.Tensor, small_photo: torch.Tensor, pixels: torch.Tensor,

@@ -1,8 +1,8 @@
 """The ``quality`` settings: which looks a frame gets, and the function that runs them.
 
-``fast`` is one look at the whole frame (the pack's plain pass); ``best`` averages in the
-mirrored look. The other strategies (the other U²-Net fused in when its weights are on disk, a
-zoom pass on each subject's box) are here to be measured (bench/quality.py); docs/quality.md
+``fast`` is one look at the whole frame (the pack's plain pass); ``best`` merges in the
+mirrored look unless the two disagree about what the subject is. The other strategies (the other
+U²-Net fused in when its weights are on disk, a zoom pass on each subject's box) are here to be measured (bench/quality.py); docs/quality.md
 says why no setting uses them.
 """
 
@@ -22,9 +22,11 @@ from .zoom import merge_box, subject_boxes
 class Plan:
     """What one setting does to a frame."""
 
-    flip: bool = False  # average in the mirrored look
+    flip: bool = False  # merge in the mirrored look
     fuse: bool = False  # average in the partner model's look, when its weights are on disk
     partner_weight: float = 0.5  # the partner's share of the fused map
+    merge: str = "mean"  # how looks at the same pixels are merged: "mean" or "logodds" (passes.py)
+    min_agreement: float = 0.0  # a look is merged only if its IoU with the first look reaches this
     zoom: bool = False  # a second look at each subject's box
     zoom_margin: float = 0.15  # each side of the box grows by this share of its size
     zoom_max_area: float = 0.7  # no zoom when the boxes cover more of the frame than this
@@ -46,7 +48,9 @@ class Plan:
 # the tuning photos but lost on the held-out ones (docs/quality.md), so no setting uses them.
 QUALITIES: dict[str, Plan] = {
     "fast": Plan(),
-    "best": Plan(flip=True),
+    # Two looks of one subject differ along its edge; below IoU 0.7 they disagree on what the
+    # subject is, and the first look (fast's answer) is kept (docs/quality.md).
+    "best": Plan(flip=True, merge="logodds", min_agreement=0.7),
 }
 # "auto" (the default everywhere) is each model's own default: u2net's plain pass fell just below
 # rembg's IoU on the held-out photos, its mirrored pair did not (docs/quality.md).
@@ -107,7 +111,8 @@ def predict_frame_quality(session, frame: torch.Tensor, quality: str | Plan = "f
     refine = refine_edges or plan.guided
     h, w = frame.shape[:2]
     sessions = [session] + ([partner] if plan.fuse and partner is not None else [])
-    mean_map, maps, small = looks(sessions, frame, plan.flip, on_pass, plan.partner_weight)
+    mean_map, maps, small = looks(sessions, frame, plan.flip, on_pass, plan.partner_weight, plan.merge,
+                                  plan.min_agreement)
     passes = len(maps)
     agreements = [conf.binary_iou(m, mean_map) for m in maps] if len(maps) > 1 else []
     mask = to_mask(mean_map, small, frame, refine)
@@ -117,7 +122,8 @@ def predict_frame_quality(session, frame: torch.Tensor, quality: str | Plan = "f
         for box in subject_boxes(mean_map, h, w, plan.zoom_margin, plan.zoom_max_area, plan.max_boxes):
             y0, x0, y1, x1 = box
             crop = frame[y0:y1, x0:x1]
-            zmap, zmaps, zsmall = looks(zoom_sessions, crop, plan.zoom_flip, on_pass, plan.partner_weight)
+            zmap, zmaps, zsmall = looks(zoom_sessions, crop, plan.zoom_flip, on_pass, plan.partner_weight,
+                                        plan.merge, plan.min_agreement)
             passes += len(zmaps)
             # agreement of the zoom look with what the first look saw in that box, on the small grid
             first = mean_map[..., y0 * sh // h:max(y0 * sh // h + 1, y1 * sh // h),

@@ -64,7 +64,7 @@ PARAMS: tuple[Param, ...] = (
           "as rembg does (the PNG keeps an alpha channel; a = 255 makes it opaque).", rembg=True),
     Param("dc", "bool", False, "Decontaminate edges (rembg's name): the same as decontaminate=true.", rembg=True),
     Param("quality", "choice", "auto", "How hard the network looks: auto (best for u2net, fast for the other "
-          "models), fast (one look) or best (the photo and its mirror image averaged; about 2x the time).",
+          "models), fast (one look) or best (the photo and its mirror image merged; about 2x the time).",
           choices=QUALITY_CHOICES),
     Param("refine", "choice", "none", "Edge refinement of the mask at full resolution: none, guided (fast guided "
           "filter against the photo) or matting (closed-form matting on a trimap; slow).", choices=REFINE_CHOICES),
