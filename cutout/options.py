@@ -155,8 +155,9 @@ def parse_background(text: str) -> Background:
             angle = float(parts[3]) if len(parts) == 4 else 90.0
             return Background("gradient", color=parse_color(parts[1]), color2=parse_color(parts[2]), angle=angle)
         return Background("color", color=parse_color(raw))
-    except ValueError as e:
-        raise ValueError(f"background '{raw}': {e}; expected {BACKGROUND_FORMS}") from None
+    except ValueError as e:  # a gradient says which part failed; a lone word repeats no colour list
+        why = f": {e}" if low.startswith("gradient") else " is not understood"
+        raise ValueError(f"background '{raw}'{why}; expected {BACKGROUND_FORMS}") from None
 
 
 # ----------------------------------------------------------------------------- the cut-out
