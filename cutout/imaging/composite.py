@@ -195,13 +195,13 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
     F̂, B̂ of the local foreground / background colour: they are computed on an area-downscaled
     copy of at most ``work_megapixels`` (the radius-90 pass on a further ≈ 11× smaller one).
     The final blur-fusion step F = F̂ + α(I − αF̂ − (1−α)B̂) then runs at full resolution, with
-    F̂, B̂ bilinearly upsampled, in horizontal strips of ≈ 1 MP that hold band pixels (strips
-    without band pixels are skipped). Cost bound: the coarse work is fixed by
+    F̂, B̂ bilinearly upsampled, only on the ``TILE``² tiles that hold band pixels (runs of them
+    along each row of tiles; the others keep what ``out`` has). Cost bound: the coarse work is fixed by
     ``work_megapixels``, the rest is a fixed number of element-wise passes per pixel, so the
     worst case (the whole frame is edge band) is linear in the pixel count, with ≈ 1 MP of
     temporaries beyond the frame. Writes ``img`` with the band pixels replaced into ``out``
     (default: a new tensor; ``out`` may be ``img`` itself, or hold a copy of it already:
-    ``prefilled``). ``img`` and ``out`` may be uint8 (0..255): converted strip by strip.
+    ``prefilled``). ``img`` and ``out`` may be uint8 (0..255): converted tile by tile.
 
     With ``over`` (a background [H,W,3], possibly a broadcast view) the caller has already put
     the naive composite lerp(over, img, α) into ``out``; only its band pixels are rewritten,
@@ -298,8 +298,7 @@ def estimate_foreground(rgb: torch.Tensor, alpha: torch.Tensor, method: str = "b
     ``method``: ``"blur_fusion"`` (torch, default) or ``"ml"`` (pymatting's multi-level
     ``estimate_foreground_ml``, CPU, needs pymatting). One frame at a time. Blur-fusion's smooth
     colour estimates are computed at ≤ ``work_megapixels`` and its final per-pixel step at full
-    resolution in ≈ 1 MP strips, only on the rows/columns that hold band pixels, so its cost
-    follows the edge; the worst case (the whole frame is band) is a fixed number of passes per
+    resolution, only on the tiles that hold band pixels, so its cost follows the edge; the worst case (the whole frame is band) is a fixed number of passes per
     pixel and ≈ 1 MP of temporaries beyond the frame. ``out`` (same shape as ``rgb``, may be a strided view such
     as an RGBA tensor's colour channels) receives the result instead of a new tensor.
     """
