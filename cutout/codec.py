@@ -106,14 +106,14 @@ def decode_image(source, name: str = "image", max_pixels: int | None = None) -> 
             im.load()
             # an RGB profile only: a CMYK or grey profile would be wrong on the RGB(A) output
             icc = (im.info.get("icc_profile") or None) if im.mode in ("RGB", "RGBA", "RGBX", "P") else None
-            im = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)  # no copy of an upright photo
             if im.mode.startswith("I") or im.mode == "F":
                 im = _grey_8bit(im)
             if im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info):
-                rgba = np.array(im.convert("RGBA"))
+                rgba = np.array(im if im.mode == "RGBA" else im.convert("RGBA"))
                 rgb, alpha = np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
-            else:
-                rgb, alpha = np.array(im.convert("RGB")), None
+            else:  # convert() of an RGB image is a copy: skipped
+                rgb, alpha = np.array(im if im.mode == "RGB" else im.convert("RGB")), None
         except DecodeError:
             raise
         except MemoryError:
