@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> int:
                 return 2
         else:
             if own_process:
-                _one_torch_thread()
+                _tune_process()
             report = run_job(a.source, a.dest, opts, on_item=on_item, on_start=on_start)
     except (ModelNotAvailableError, UnknownModelError) as e:
         print(f"cli.py: --model {a.model}: {e}", file=sys.stderr)
@@ -303,17 +303,36 @@ def video_main(a: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _one_torch_thread() -> None:
-    """The folder job's own process: its reader, model and writer threads already keep the cores
-    busy, so torch's intra-op pool (per calling thread, spin-waiting between ops) only adds
-    contention; one thread per caller measured ~6 % less CPU for the same output
-    (docs/performance.md). An explicit OMP_NUM_THREADS is kept."""
+def _tune_process() -> None:
+    """The folder job's own process (docs/performance.md, measured there):
+
+    - one torch thread per caller: the reader, model and writer threads already keep the cores
+      busy, torch's intra-op pool (per calling thread, spin-waiting between ops) only adds
+      contention. An explicit OMP_NUM_THREADS is kept.
+    - glibc malloc: one arena and a high trim threshold, so the large per-photo buffers freed by
+      one thread are reused by the next instead of being returned to the kernel and faulted in
+      again (most of the job's system time). MALLOC_ARENA_MAX / _TRIM_THRESHOLD_ / _MMAP_THRESHOLD_
+      given in the environment are kept.
+    """
     import os
 
     if "OMP_NUM_THREADS" not in os.environ:
         import torch
 
         torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError):  # not glibc
+            return
+        if "MALLOC_ARENA_MAX" not in os.environ:
+            mallopt(-8, 1)  # M_ARENA_MAX
+        if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+            mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD (this also fixes the mmap threshold: set it too)
+        if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+            mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: big buffers come from the arena, not fresh mmaps
 
 
 if __name__ == "__main__":
