@@ -162,7 +162,7 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, own_process: bool = False) -> int:
-    """The command line; ``own_process``: run as a script (may set process-wide torch threads)."""
+    """The command line; ``own_process``: run as a script (may tune process-wide torch threads and malloc)."""
     from cutout.dataset.job import JobOptions, run_job
     from cutout.dataset.paths import (UnsafePath, check_mask_dir, check_no_overlap, check_writable_file,
                                       check_writable_folder)
