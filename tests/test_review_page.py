@@ -147,3 +147,18 @@ def test_unstable_cue_threshold_shift_and_looks():
     assert cues["unstable"] == 1.0 and score == 1.0  # IoU(>=0.3, >=0.7) ~ 0.18
     assert doubt(hard, agreement=0.6)[1]["unstable"] == 1.0  # the mirrored look disagrees
     assert doubt(hard, agreement=0.85)[1]["unstable"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_torn_spool_line_and_an_odd_file_name_cost_nothing_else(src, tmp_path):
+    import os
+
+    dest = tmp_path / "d"
+    assert _cli(src, dest) == 0
+    with open(dest / review.STORE, "ab") as f:
+        f.write(b'{"out": "p0.png", "thu')  # killed while appending
+    (dest / "p0.png").unlink()
+    odd = os.fsencode(str(src)) + b"/odd\xff.png"  # a name that is not UTF-8 (Linux allows it)
+    _photo(os.fsdecode(odd), 60, 40, 9)
+    assert _cli(src, dest) == 0
+    page = (dest / "review.html").read_text(errors="replace")
+    assert len(_pictures(page)) == 8 and "4 cut-outs (2 from this run, 2 up to date" in page

@@ -475,3 +475,5 @@ def write_review_page(report: Report, state: Resume, source: Path) -> None:
         report.review = None if path is None else str(path)
     except OSError as e:
         log.warning("Cutout dataset: could not write the review page: %s", e)
+    except Exception:  # every output is written: the page must not turn the job into a failure
+        log.exception("Cutout dataset: could not write the review page")
