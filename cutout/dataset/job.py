@@ -211,15 +211,14 @@ def infer_item(session, decoded: Decoded, frame: torch.Tensor | None, opts: Cuto
     return frame_alpha(session, frame, opts, own, node="cli.py", results=results).numpy()
 
 
-def seen(results: list | None, small: bool = True) -> tuple[np.ndarray | None, float]:
-    """From ``infer_item``'s ``results``: the photo as the network saw it (uint8 ``[s,s,3]``, for the
-    review thumbnails; None unless ``small``) and its looks' agreement (for the doubt score)."""
-    from .review import square_view_u8
-
+def seen(results: list | None, small: bool = True) -> tuple[torch.Tensor | None, float]:
+    """From ``infer_item``'s ``results``: the photo as the network saw it (``[1,3,s,s]``, for the review
+    thumbnails, ``review.square_view_u8``; None unless ``small``) and its looks' agreement (for the
+    doubt score)."""
     r = results[-1] if results else None
     if r is None:
         return None, 1.0
-    return (square_view_u8(r.small) if small and r.small is not None else None), r.agreement
+    return (r.small if small else None), r.agreement
 
 
 def render_item(rgb: np.ndarray, alpha: np.ndarray, opts: CutoutOptions) -> np.ndarray:
@@ -298,7 +297,10 @@ def _save(dest: Path, planned: Planned, decoded: Decoded, ident: dict | None, al
           opts: JobOptions, state: Resume, view: tuple = (None, 1.0)) -> tuple[writer.Saved, dict | None]:
     """Writer-thread work for one item: the pipeline's pixel half, then the atomic writes. ``view``:
     ``seen``'s (small photo, agreement)."""
-    photo, agreement = view
+    from .review import square_view_u8
+
+    small, agreement = view
+    photo = None if small is None else square_view_u8(small)  # here, not on the network's thread
     saved = writer.save_item(dest, planned, decoded.rgb, alpha, opts.write, decoded.icc,
                              lambda rgb, a: render_item(rgb, a, opts.cutout), photo, agreement)
     return saved, state.record(dest, planned, ident, saved)

@@ -160,6 +160,7 @@ class InferActor:
 
     def __call__(self, batch: dict) -> dict:
         from cutout.dataset.job import infer_item, seen
+        from cutout.dataset.review import square_view_u8
         from cutout.dataset.reader import Decoded
 
         n = len(batch["rel"])
@@ -183,6 +184,7 @@ class InferActor:
                 masks.append(np.ascontiguousarray(m, dtype=np.float32).tobytes())
                 view, agree[-1] = seen(looked, self.small)
                 if view is not None:
+                    view = square_view_u8(view)
                     smalls[-1] = view.shape[0].to_bytes(4, "little") + view.tobytes()
                 errors.append("")
             except Exception as e:  # one bad image must not fail the batch (and be retried forever)
