@@ -14,9 +14,11 @@ of its confidence with IoU is reported, and of the dataset doubt score (``imagin
 scores Remove Background's ``refine_edges``; ``--refine`` (repeatable) runs Mask Refine's operations on
 our masks; ``--split`` picks the fixed tuning / held-out part (``metrics.split``).
 Video folders add flicker (mean |m_t − m_t−1| where the GT did not change) and a temporal section: the
-first quality's masks vs Mask Refine's ``colour`` (temporal 1.0) and ``motion`` (optical flow) modes,
-flicker / dtSSD / IoU for the whole sequence and each half (the motion defaults were chosen on the first
-halves), and s/frame of the smoothing alone (median of ``--repeats`` interleaved runs).
+first quality's masks vs Mask Refine's ``colour`` (temporal 1.0) and ``motion`` (optical flow) modes, and
+``motion`` with the plain mean of the masks it averaged before the logit mean (``--no-before`` drops it),
+flicker / dtSSD / IoU for the whole sequence and each half, and s/frame of the smoothing alone (median of
+``--repeats`` interleaved runs; 0: not timed); a last table sums them up per sequence, each marked as a
+tuning or a check sequence by ``--tuned NAME,NAME`` (folder names the parameters were chosen on).
 Writes ``bench/results/quality.json`` and ``bench/results/quality.md``.
 """
 
@@ -64,22 +66,28 @@ def pack_mask(image, model: str, quality: str, refine_edges: bool = False):
     return r.mask, r.confidence
 
 
-def temporal(masks, frames, gts, repeats: int, M) -> dict:
+MOTION, BEFORE = "temporal motion (1.0)", "motion, plain mean (before)"
+
+
+def temporal(masks, frames, gts, repeats: int, M, before: bool = True) -> dict:
     """Per-frame masks [N,H,W] vs Mask Refine's two temporal modes on one sequence, by part, and their seconds."""
     from cutout.imaging.refine_chain import refine_masks
+    from cutout.imaging.temporal_flow import flow_smooth
 
     fns = {"per-frame": lambda m, img: m,
            "temporal colour (1.0)": lambda m, img: refine_masks(m, img, temporal=1.0),
-           "temporal motion (1.0)": lambda m, img: refine_masks(m, img, temporal=1.0, temporal_mode="motion")}
+           **({BEFORE: lambda m, img: flow_smooth(m, img, 1.0, average="mean")} if before else {}),
+           MOTION: lambda m, img: refine_masks(m, img, temporal=1.0, temporal_mode="motion")}
     n, half = len(gts), len(gts) // 2
     out = {"size": list(frames.shape[1:3]), "parts": {}}
-    for part, sl in {"all": slice(0, n), "first half (tuned)": slice(0, half),
-                     "second half (held out)": slice(half, n)}.items():
+    for part, sl in {"all": slice(0, n), "first half": slice(0, half), "second half": slice(half, n)}.items():
         rows = out["parts"][part] = {}
         for name, fn in fns.items():
             m, g = list(fn(masks[sl], frames[sl])), list(gts[sl])
             rows[name] = {"flicker": M.flicker(m, g), "dtssd": M.dtssd(m, g),
                           "iou": sum(M.iou(a, b) for a, b in zip(m, g)) / len(g)}
+    if repeats < 1:
+        return {**out, "seconds": {}}
     timed = interleaved({k: (lambda fn=fn: fn(masks, frames)) for k, fn in fns.items() if k != "per-frame"},
                         repeats=repeats, warmup=1)
     return {**out, "seconds": {k: {"wall_per_frame": t["median_s"] / n, "cpu_per_frame": t["cpu_median_s"] / n}
@@ -87,7 +95,8 @@ def temporal(masks, frames, gts, repeats: int, M) -> dict:
 
 
 def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refiners: dict, use_rembg: bool,
-                    limit: int | None, log, part: str = "all", refine_edges: bool = False, repeats: int = 3) -> dict:
+                    limit: int | None, log, part: str = "all", refine_edges: bool = False, repeats: int = 3,
+                    before: bool = True) -> dict:
     import numpy as np
     import torch
 
@@ -174,7 +183,7 @@ def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refin
         if video:
             key = f"{model} · cutout {qualities[0]}"
             t = out["temporal"][key] = temporal(torch.stack(masks[key]), torch.cat([i for _, i, _ in data]),
-                                                torch.stack([g for _, _, g in data]), repeats, M)
+                                                torch.stack([g for _, _, g in data]), repeats, M, before)
             for k, r in t["parts"]["all"].items():
                 log(f"   {key} + {k}: flicker {r['flicker'] * 1e3:.2f}e-3  dtSSD {r['dtssd'] * 1e3:.1f}e-3")
     return out
@@ -214,12 +223,37 @@ def markdown(report: dict) -> str:
                          f" ({(r['dtssd'] / b['dtssd'] - 1) * 100:+.0f} %)", f" ({r['iou'] - b['iou']:+.4f})")
                     lines.append(f"| {part} | {name} | {r['flicker'] * 1e3:.2f}{d[0]} | {r['dtssd'] * 1e3:.1f}{d[1]} | "
                                  f"{r['iou']:.4f}{d[2]} |")
-            lines += ["", "| smoothing alone | s/frame wall | s/frame CPU |", "|---|---|---|"]
-            lines += [f"| {k} | {v['wall_per_frame']:.3f} | {v['cpu_per_frame']:.3f} |"
-                      for k, v in seq["seconds"].items()] + [""]
+            if seq["seconds"]:
+                lines += ["", "| smoothing alone | s/frame wall | s/frame CPU |", "|---|---|---|"]
+                lines += [f"| {k} | {v['wall_per_frame']:.3f} | {v['cpu_per_frame']:.3f} |"
+                          for k, v in seq["seconds"].items()]
+            lines += [""]
+    lines += summary(report)
     if report["skipped_models"]:
         lines += ["Skipped (not faked): " + "; ".join(f"**{k}**: {v}" for k, v in report["skipped_models"].items()), ""]
     return "\n".join(lines)
+
+
+def summary(report: dict) -> list[str]:
+    """One row per video sequence: per-frame figures, then each smoothing's change against them."""
+    seqs = [(Path(f["folder"]).name, f["n"], seq) for f in report["folders"] for seq in f.get("temporal", {}).values()]
+    if not seqs:
+        return []
+    names = [k for k in seqs[0][2]["parts"]["all"] if k != "per-frame"]
+    tuned = set(report.get("tuned", []))
+    lines = ["## Per sequence (whole sequence; flicker and dtSSD ×10⁻³, then % change / IoU change vs per-frame)", "",
+             "| sequence | role | frames | per-frame flicker / dtSSD / IoU | " + " | ".join(names)
+             + " | motion s/frame wall / CPU |", "|" + "---|" * (len(names) + 5)]
+    for name, n, seq in seqs:
+        rows = seq["parts"]["all"]
+        b = rows["per-frame"]
+        cells = [f"{(rows[k]['flicker'] / b['flicker'] - 1) * 100:+.0f} % / {(rows[k]['dtssd'] / b['dtssd'] - 1) * 100:+.1f} % / "
+                 f"{rows[k]['iou'] - b['iou']:+.3f}" for k in names]
+        t = seq["seconds"].get(MOTION)
+        role = ("tuning" if name in tuned else "check") if tuned else "—"
+        lines.append(f"| {name} | {role} | {n} | {b['flicker'] * 1e3:.2f} / {b['dtssd'] * 1e3:.1f} / {b['iou']:.3f} | "
+                     + " | ".join(cells) + (f" | {t['wall_per_frame']:.3f} / {t['cpu_per_frame']:.3f} |" if t else " | — |"))
+    return lines + [""]
 
 
 def main(argv=None) -> int:
@@ -239,6 +273,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-rembg", action="store_true", help="skip the rembg reference")
     ap.add_argument("--limit", type=int, help="first N images of each folder (quick checks)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each temporal smoothing (interleaved)")
+    ap.add_argument("--no-before", action="store_true", help="video: skip the motion mode's former plain mean")
+    ap.add_argument("--tuned", default="", metavar="NAME,NAME",
+                    help="video: the sequences (folder names) the parameters were chosen on; the others are checks")
     ap.add_argument("--out", type=Path, default=RESULTS / "quality", help="output path stem (.json and .md)")
     args = ap.parse_args(argv)
     from cutout.models.catalog import CATALOG
@@ -259,12 +296,12 @@ def main(argv=None) -> int:
 
     refiners = {text: (lambda m, img, o=parse_options(text): refine_masks(m, img, **o)) for text in args.refine}
     report = {"machine": machine_info(), "models": models, "skipped_models": skipped,
-              "refine_settings": list(refiners), "folders": []}
+              "refine_settings": list(refiners), "tuned": [t for t in args.tuned.split(",") if t], "folders": []}
     print(f"{report['machine']['cpu']} — absolute seconds are noisy on a shared CPU")
     for f in folders:
         report["folders"].append(evaluate_folder(f, models, args.quality.split(","), refiners, not args.no_rembg,
                                                  args.limit, lambda s: print(s, flush=True), args.split,
-                                                 args.refine_edges, args.repeats))
+                                                 args.refine_edges, args.repeats, not args.no_before))
     out = args.out
     write_json(out.with_suffix(".json"), report)
     out.with_suffix(".md").write_text(markdown(report))
