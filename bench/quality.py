@@ -241,18 +241,20 @@ def summary(report: dict) -> list[str]:
         return []
     names = [k for k in seqs[0][2]["parts"]["all"] if k != "per-frame"]
     tuned = set(report.get("tuned", []))
-    lines = ["## Per sequence (whole sequence; flicker and dtSSD ×10⁻³, then % change / IoU change vs per-frame)", "",
-             "| sequence | role | frames | per-frame flicker / dtSSD / IoU | " + " | ".join(names)
+    lines = ["## Per sequence (whole sequence; flicker and dtSSD ×10⁻³, then % change / IoU change vs per-frame)",
+             "", "| sequence | role | frames | per-frame flicker / dtSSD / IoU | " + " | ".join(names)
              + " | motion s/frame wall / CPU |", "|" + "---|" * (len(names) + 5)]
     for name, n, seq in seqs:
         rows = seq["parts"]["all"]
         b = rows["per-frame"]
-        cells = [f"{(rows[k]['flicker'] / b['flicker'] - 1) * 100:+.0f} % / {(rows[k]['dtssd'] / b['dtssd'] - 1) * 100:+.1f} % / "
+        cells = [f"{(rows[k]['flicker'] / b['flicker'] - 1) * 100:+.0f} % / "
+                 f"{(rows[k]['dtssd'] / b['dtssd'] - 1) * 100:+.1f} % / "
                  f"{rows[k]['iou'] - b['iou']:+.3f}" for k in names]
         t = seq["seconds"].get(MOTION)
         role = ("tuning" if name in tuned else "check") if tuned else "—"
+        secs = f" | {t['wall_per_frame']:.3f} / {t['cpu_per_frame']:.3f} |" if t else " | — |"
         lines.append(f"| {name} | {role} | {n} | {b['flicker'] * 1e3:.2f} / {b['dtssd'] * 1e3:.1f} / {b['iou']:.3f} | "
-                     + " | ".join(cells) + (f" | {t['wall_per_frame']:.3f} / {t['cpu_per_frame']:.3f} |" if t else " | — |"))
+                     + " | ".join(cells) + secs)
     return lines + [""]
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 # Chosen on the first halves of the two dev sequences (bench.quality on ../shared/eval/video/*), checked
-# on ten other DAVIS sequences (docs/video.md).
+# on ten other DAVIS sequences; the logit average and its clip on six tuning sequences (docs/video.md).
 FLOW_DEFAULTS = {"radius": 3, "colour_tolerance": 0.08, "consistency_px": 1.5, "work_size": 480,
                  "logit_clip": 0.01}
 AVERAGES = ("logit", "mean")
@@ -114,8 +114,9 @@ def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
     w_k = strength^|t−k| · Π trust of the hops, a hop's trust exp(−(e/colour_tolerance)²) with
     e the 3×3-averaged colour error of the warped frame, 0 where the forward-backward flow
     error exceeds ``consistency_px`` or the flow leaves the picture. The correction
-    (σ(v̄_t) − σ(v_t) for 'logit', v̄_t − v_t for 'mean') is upsampled and added to the full-size mask, except on pixels whose colour and
-    mask are identical in every frame of the window (kept exactly). ``on_frame`` is called
+    (σ(v̄_t) − σ(v_t) for 'logit', v̄_t − v_t for 'mean') is upsampled and added to the
+    full-size mask, except on pixels whose colour and mask are identical in every frame of the
+    window (kept exactly). ``on_frame`` is called
     after each frame (progress and Cancel).
     """
     n, H, W = masks.shape
