@@ -63,6 +63,27 @@ def test_tiled_blur_fusion_matches_whole_frame_reference():
     assert (tiled - fg).abs().mean(-1)[band].mean() < 0.25 * (image - fg).abs().mean(-1)[band].mean()
 
 
+def test_final_step_on_band_tiles_only_gives_the_same_pixels(monkeypatch):
+    """The full-resolution step runs only on tiles holding band pixels; running it on every tile
+    must give the same pixels (float and 8-bit paths, full-size and low-resolution estimates).
+    Other windows may round the upsampled estimates differently in the last bit (vectorised vs
+    scalar tails), hence the float tolerance."""
+    from cutout.imaging import composite
+
+    image, _, _, alpha = known_scene(600, 800)
+    rgb8, a = (image[0] * 255 + 0.5).to(torch.uint8), alpha[0]
+    tiles = composite.band_tiles(composite.edge_band(a))
+    assert 0.05 < tiles.float().mean() < 0.8  # tiles inside the subject and around it are skipped
+    got8 = composite.cutout_rgba8(rgb8, a)
+    got = estimate_foreground(image, alpha, work_megapixels=0.1)
+    got_full = estimate_foreground(image, alpha)
+    monkeypatch.setattr(composite, "band_tiles", lambda band, tile=composite.TILE: torch.ones(
+        -(-band.shape[0] // tile), -(-band.shape[1] // tile), dtype=torch.bool))
+    assert (composite.cutout_rgba8(rgb8, a).int() - got8.int()).abs().max() <= 1
+    torch.testing.assert_close(estimate_foreground(image, alpha, work_megapixels=0.1), got, atol=1e-6, rtol=0)
+    torch.testing.assert_close(estimate_foreground(image, alpha), got_full, atol=1e-6, rtol=0)
+
+
 def test_blur_fusion_low_resolution_path_still_decontaminates():
     image, fg, _, alpha = known_scene(600, 800)
     band = (alpha > 0.02) & (alpha < 0.98)

@@ -40,7 +40,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .clear import DEFAULT_CLEAR_FILL, check_clear_fill, fill_clear
+from .clear import DEFAULT_CLEAR_FILL, check_clear_fill, fill_clear, fill_clear_rgba8
 from .kernels import box_filter
 from .tensors import nchw, to_rgba
 
@@ -129,8 +129,9 @@ def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
     (``img`` [H,W,3], ``a`` [H,W]) -> [1,10,ceil(H/s),ceil(W/s)].
 
     Only α, I·α and I are pooled (I·(1−α) = I − I·α is linear). The product I·α is formed and
-    pooled a band of rows at a time, so it never exists at full size, and every frame is read as a
-    channels-last view (tensors.nchw); a uint8 frame is converted band by band too."""
+    pooled a band of rows at a time, so it never exists at full size; each band is turned into
+    planar channels ([3,rows,W], converted from uint8 on the way) first, as ``avg_pool2d`` runs
+    several times faster on planes than on interleaved channels (same sums, same order)."""
     a = a.float()
     h, w = a.shape
     if s == 1:
@@ -139,8 +140,8 @@ def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
         a_l, ia_l, i_l = a[None, None], ia.permute(2, 0, 1)[None], img.permute(2, 0, 1)[None]
         return torch.cat([a_l, ia_l, i_l - ia_l, i_l], 1).contiguous()
 
-    def pool(x):  # [rows,W,C] -> [1,C,ceil(rows/s),ceil(W/s)]
-        return F.avg_pool2d(nchw(x), s, stride=s, ceil_mode=True)
+    def pool(x):  # [C,rows,W] -> [1,C,ceil(rows/s),ceil(W/s)]
+        return F.avg_pool2d(x[None], s, stride=s, ceil_mode=True)
 
     hs = -(-h // s)
     out = torch.empty((1, 10, hs, -(-w // s)), dtype=torch.float32, device=img.device)
@@ -148,12 +149,41 @@ def _pool_stats(img: torch.Tensor, a: torch.Tensor, s: int) -> torch.Tensor:
     for y0 in range(0, h, step):
         y1 = min(h, y0 + step)
         r0, r1 = y0 // s, -(-y1 // s)
-        it, at = _unit(img[y0:y1]), a[y0:y1, :, None]
+        it = torch.empty((3, y1 - y0, w), dtype=torch.float32, device=img.device)
+        it.copy_(img[y0:y1].permute(2, 0, 1))
+        if img.dtype == torch.uint8:
+            it.mul_(1 / 255)
+        at = a[y0:y1][None]
         out[:, 0:1, r0:r1] = pool(at)
         out[:, 1:4, r0:r1] = pool(it * at)
         out[:, 7:10, r0:r1] = pool(it)
     torch.sub(out[:, 7:10], out[:, 1:4], out=out[:, 4:7])
     return out
+
+
+TILE = 64  # full-resolution px per side of the tiles the final blur-fusion step is run on
+
+
+def band_tiles(band: torch.Tensor, tile: int = TILE) -> torch.Tensor:
+    """Which ``tile``×``tile`` tiles of ``band`` [H,W] (bool) hold a band pixel: bool [ceil(H/t), ceil(W/t)]."""
+    h, w = band.shape
+    ny, nx = -(-h // tile), -(-w // tile)
+    b = band.view(torch.uint8)
+    if ny * tile != h or nx * tile != w:
+        b = F.pad(b, (0, nx * tile - w, 0, ny * tile - h))
+    return b.reshape(ny, tile, nx * tile).amax(1).view(ny, nx, tile).amax(2).bool()
+
+
+def _runs(flags: list) -> list[tuple[int, int]]:
+    """[(start, end)) of the runs of True in ``flags``."""
+    runs, start = [], None
+    for j, f in enumerate(flags + [False]):
+        if f and start is None:
+            start = j
+        elif not f and start is not None:
+            runs.append((start, j))
+            start = None
+    return runs
 
 
 def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
@@ -165,13 +195,13 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
     F̂, B̂ of the local foreground / background colour: they are computed on an area-downscaled
     copy of at most ``work_megapixels`` (the radius-90 pass on a further ≈ 11× smaller one).
     The final blur-fusion step F = F̂ + α(I − αF̂ − (1−α)B̂) then runs at full resolution, with
-    F̂, B̂ bilinearly upsampled, in horizontal strips of ≈ 1 MP that hold band pixels (strips
-    without band pixels are skipped). Cost bound: the coarse work is fixed by
+    F̂, B̂ bilinearly upsampled, only on the ``TILE``² tiles that hold band pixels (runs of them
+    along each row of tiles; the others keep what ``out`` has). Cost bound: the coarse work is fixed by
     ``work_megapixels``, the rest is a fixed number of element-wise passes per pixel, so the
     worst case (the whole frame is edge band) is linear in the pixel count, with ≈ 1 MP of
     temporaries beyond the frame. Writes ``img`` with the band pixels replaced into ``out``
     (default: a new tensor; ``out`` may be ``img`` itself, or hold a copy of it already:
-    ``prefilled``). ``img`` and ``out`` may be uint8 (0..255): converted strip by strip.
+    ``prefilled``). ``img`` and ``out`` may be uint8 (0..255): converted tile by tile.
 
     With ``over`` (a background [H,W,3], possibly a broadcast view) the caller has already put
     the naive composite lerp(over, img, α) into ``out``; only its band pixels are rewritten,
@@ -209,39 +239,43 @@ def _blur_fusion_tiled(img: torch.Tensor, a: torch.Tensor, band: torch.Tensor,
         coarse = [c[0].permute(1, 2, 0) for c in coarse]  # [H,W,3]
     else:  # channels-last so that each upsampled strip is a contiguous [rows,W,3]
         coarse = [c.contiguous(memory_format=torch.channels_last) for c in coarse]
-    rows_any = band.any(1)
-    step = max(s2, (STRIP_PIXELS // max(1, w)) // s2 * s2)  # strips start on a coarse row
-    for y0 in range(0, h, step):
-        y1 = min(h, y0 + step)
-        if not bool(rows_any[y0:y1].any()):
-            if not prefilled:
-                out[y0:y1].copy_(img[y0:y1])
-            continue
-        cols = band[y0:y1].any(0).nonzero()
-        x0, x1 = int(cols[0]), int(cols[-1]) + 1
-        if not prefilled:  # the columns outside the band keep the photo
-            out[y0:y1, :x0].copy_(img[y0:y1, :x0])
-            out[y0:y1, x1:].copy_(img[y0:y1, x1:])
-        if s2 == 1:
-            bb, dd = (c[y0:y1, x0:x1] for c in coarse)
-        else:
-            # coarse rows/cols covering the strip plus one on each side; bilinear
-            # (align_corners=False) at an exact integer scale maps local and global coords alike
-            c0, c1 = max(0, y0 // s2 - 1), min(hs, -(-y1 // s2) + 1)
-            k0, k1 = max(0, x0 // s2 - 1), min(ws, -(-x1 // s2) + 1)
-            bb, dd = (F.interpolate(c[:, :, c0:c1, k0:k1], scale_factor=s2, mode="bilinear",
-                                    align_corners=False)[0].permute(1, 2, 0)
-                      [y0 - c0 * s2:y1 - c0 * s2, x0 - k0 * s2:x1 - k0 * s2] for c in coarse)
-        it = _unit(img[y0:y1, x0:x1])
-        at = a[y0:y1, x0:x1, None].float()
-        e = torch.lerp(bb, it, at)
-        e.addcmul_(dd, 1 - at * at).clamp_(0, 1)
-        if over is not None:
-            e = torch.lerp(over[y0:y1, x0:x1].to(e.dtype), e, at)
-        src = out[y0:y1, x0:x1] if prefilled else img[y0:y1, x0:x1]
-        if out.dtype == torch.uint8:
-            e = e.mul_(255).add_(0.5)
-        torch.where(band[y0:y1, x0:x1, None], e.to(out.dtype), src, out=out[y0:y1, x0:x1])
+    # the final step, on the runs of tiles that hold band pixels (elsewhere out keeps what it has)
+    tiles = band_tiles(band, TILE).tolist()
+    for i, row in enumerate(tiles):
+        y0, y1 = i * TILE, min(h, (i + 1) * TILE)
+        done = 0
+        for j0, j1 in _runs(row):
+            x0, x1 = j0 * TILE, min(w, j1 * TILE)
+            if not prefilled:  # the tiles without band pixels keep the photo
+                out[y0:y1, done:x0].copy_(img[y0:y1, done:x0])
+            done = x1
+            if s2 == 1:
+                bb, dd = (c[y0:y1, x0:x1] for c in coarse)
+            else:
+                # coarse rows/cols covering the window plus one on each side; bilinear
+                # (align_corners=False) at an exact integer scale maps local and global coords alike
+                c0, c1 = max(0, y0 // s2 - 1), min(hs, -(-y1 // s2) + 1)
+                k0, k1 = max(0, x0 // s2 - 1), min(ws, -(-x1 // s2) + 1)
+                bb, dd = (F.interpolate(c[:, :, c0:c1, k0:k1], scale_factor=s2, mode="bilinear",
+                                        align_corners=False)[0].permute(1, 2, 0)
+                          [y0 - c0 * s2:y1 - c0 * s2, x0 - k0 * s2:x1 - k0 * s2] for c in coarse)
+            it = _unit(img[y0:y1, x0:x1])
+            at = a[y0:y1, x0:x1, None].float()
+            e = torch.lerp(bb, it, at)
+            e.addcmul_(dd, 1 - at * at)
+            to8 = out.dtype == torch.uint8
+            if over is not None or not to8:
+                e.clamp_(0, 1)
+            if over is not None:
+                e = torch.lerp(over[y0:y1, x0:x1].to(e.dtype), e, at)
+            if to8:  # clamp(e, 0, 1) * 255 + 0.5, truncated: rounded (the clamp after: one pass less)
+                e = e.mul_(255).add_(0.5)
+                if over is None:
+                    e.clamp_(0.5, 255.5)
+            src = out[y0:y1, x0:x1] if prefilled else img[y0:y1, x0:x1]
+            torch.where(band[y0:y1, x0:x1, None], e.to(out.dtype), src, out=out[y0:y1, x0:x1])
+        if not prefilled:
+            out[y0:y1, done:].copy_(img[y0:y1, done:])
     return out
 
 
@@ -264,8 +298,7 @@ def estimate_foreground(rgb: torch.Tensor, alpha: torch.Tensor, method: str = "b
     ``method``: ``"blur_fusion"`` (torch, default) or ``"ml"`` (pymatting's multi-level
     ``estimate_foreground_ml``, CPU, needs pymatting). One frame at a time. Blur-fusion's smooth
     colour estimates are computed at ≤ ``work_megapixels`` and its final per-pixel step at full
-    resolution in ≈ 1 MP strips, only on the rows/columns that hold band pixels, so its cost
-    follows the edge; the worst case (the whole frame is band) is a fixed number of passes per
+    resolution, only on the tiles that hold band pixels, so its cost follows the edge; the worst case (the whole frame is band) is a fixed number of passes per
     pixel and ≈ 1 MP of temporaries beyond the frame. ``out`` (same shape as ``rgb``, may be a strided view such
     as an RGBA tensor's colour channels) receives the result instead of a new tensor.
     """
@@ -379,17 +412,16 @@ def cutout_rgba8(rgb8: torch.Tensor, alpha: torch.Tensor, decontaminate: bool = 
     decontamination touches only the band of the 8-bit alpha. Same pixels as the float path
     within one 8-bit level."""
     check_clear_fill(clear_fill)
-    h, w = alpha.shape
+    a = alpha.float().clamp(0, 1)
+    h, w = a.shape
     out = torch.empty((h, w, 4), dtype=torch.uint8)
-    out[..., 3].copy_(alpha.float().mul(255).add_(0.5).clamp_(0, 255))  # copy_ truncates: rounded
+    out[..., 3].copy_(a.mul(255).add_(0.5))  # 0.5..255.5, copy_ truncates: rounded
     out[..., :3].copy_(rgb8)
-    a8 = out[..., 3]
     if decontaminate:
-        band = (a8 > 0) & (a8 < 255)
+        band = (out[..., 3] - 1) < 254  # 1..254 (uint8 wraps 0 to 255)
         if bool(band.any()):
-            _blur_fusion_tiled(rgb8, alpha.float().clamp(0, 1), band, out=out[..., :3], prefilled=True)
-    fill_clear(out[..., :3], a8, clear_fill)
-    return out
+            _blur_fusion_tiled(rgb8, a, band, out=out[..., :3], prefilled=True)
+    return fill_clear_rgba8(out, clear_fill)
 
 
 def composite_background(rgb: torch.Tensor, alpha: torch.Tensor, background="transparent", *,
