@@ -86,9 +86,10 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
                         "the crop is widened to the nearest one the photo allows")
     t.add_argument("--keep-subject", default="all", choices=["all", "largest", "centre"],
                    help="keep only the largest subject, or the one nearest the centre (group photos); default all")
-    t.add_argument("--review", action="store_true",
-                   help="write review.html in --dest: every cut-out of this run on a checkerboard next to its "
-                        "original, most doubtful first (one offline file)")
+    t.add_argument("--review", action=argparse.BooleanOptionalAction, default=True,
+                   help="write review.html in --dest (default): every cut-out, this run's and those up to date "
+                        "from earlier runs, on a checkerboard next to its original, most doubtful first "
+                        "(one offline file); --no-review skips it")
     p.add_argument("--mask-only", action="store_true", help="write the subject mask (white = subject) instead of the cut-out")
     p.add_argument("--save-mask", action="store_true", help="also write <stem>_mask.png beside each image")
     p.add_argument("--mask-dir", type=Path, help="also write masks into this folder, same relative paths and stems "

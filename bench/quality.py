@@ -53,8 +53,9 @@ def score(pred, gt, M) -> dict:
     return {"iou": M.iou(pred, gt), "mae": M.mae(pred, gt), "band": M.band_error(pred, gt)}
 
 
-def pack_mask(image, model: str, quality: str, refine_edges: bool = False):
-    """(mask [H,W], confidence) from the pack's quality path for a one-frame IMAGE."""
+def pack_mask(image, model: str, quality: str, refine_edges: bool = False, agreement: bool = False):
+    """(mask [H,W], confidence) from the pack's quality path for a one-frame IMAGE (and the looks'
+    agreement, for the doubt score, with ``agreement``)."""
     from cutout.imaging.tensors import sanitize
     from cutout.models.session import get_session
     from cutout.quality import partner_session, predict_frame_quality
@@ -62,7 +63,7 @@ def pack_mask(image, model: str, quality: str, refine_edges: bool = False):
     session = get_session(model)
     r = predict_frame_quality(session, sanitize(image[0]), quality, refine_edges,
                               partner=partner_session(session, quality))
-    return r.mask, r.confidence
+    return (r.mask, r.confidence, r.agreement) if agreement else (r.mask, r.confidence)
 
 
 def temporal(masks, frames, gts, repeats: int, M) -> dict:
@@ -129,9 +130,9 @@ def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refin
             rows = {}
             for q in qualities:
                 t0 = time.perf_counter()
-                mask, confidence = pack_mask(image, model, q)
+                mask, confidence, agreement = pack_mask(image, model, q, agreement=True)
                 rows[q] = add(f"{model} · cutout {q}", mask, time.perf_counter() - t0, confidence=confidence,
-                              doubt=doubt(mask)[0])
+                              doubt=doubt(mask, agreement)[0])
                 if q == qualities[0]:
                     ours, row, dt = mask[None], rows[q], rows[q]["seconds"]
             if rsession is not None:
@@ -165,7 +166,7 @@ def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refin
                 summary["all"]["flicker"] = M.flicker(masks[key], gts)
             if "doubt" in rows[0] and not video:
                 iou, sc = np.array([r["iou"] for r in rows]), np.array([r["doubt"] for r in rows])
-                worst, top = set(np.argsort(iou)[:10]), np.argsort(-sc)
+                worst, top = set(np.argsort(iou)[:10]), np.argsort(-sc, kind="stable")  # ties: file order
                 summary["all"]["spearman_doubt_error"] = M.spearman(sc, 1 - iou)
                 summary["all"]["worst10_in_doubted_10_20"] = [len(worst & set(top[:10])), len(worst & set(top[:20]))]
             out["methods"][key] = {"summary": summary, "rows": rows}

@@ -179,8 +179,8 @@ def test_cli_quality_reaches_the_network_step(monkeypatch):
     assert opts.quality == "best"
     seen, real = [], pipeline.predict_frame
     monkeypatch.setattr(pipeline, "predict_frame",
-                        lambda s, f, edges, quality, conf=None, on_pass=None:
-                        seen.append(quality) or real(s, f, edges, quality, conf, on_pass))
+                        lambda s, f, edges, quality, conf=None, on_pass=None, results=None:
+                        seen.append(quality) or real(s, f, edges, quality, conf, on_pass, results))
     decoded = reader.Decoded(None, np.zeros((40, 60, 3), np.uint8), None)
     assert job.infer_item(get_session("u2netp"), decoded, None, opts).shape == (40, 60)
     assert seen == ["best"]

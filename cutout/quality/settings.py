@@ -85,6 +85,8 @@ class FrameResult:
     mask: torch.Tensor  # [H,W] float32 0..1
     confidence: float  # 0..1, low = doubtful (see confidence.score)
     passes: int  # network runs this frame took
+    small: torch.Tensor | None = None  # the photo as the network saw it [1,3,s,s] (square: not the photo's aspect)
+    agreement: float = 1.0  # least IoU between the first look and each other look at the frame (1 with one look)
 
 
 def auto_quality(model: str) -> str:
@@ -134,6 +136,7 @@ def predict_frame_quality(session, frame: torch.Tensor, quality: str | Plan = "f
                                   plan.min_agreement)
     passes = len(maps)
     agreements = [conf.binary_iou(m, mean_map) for m in maps] if len(maps) > 1 else []
+    pairwise = min((conf.binary_iou(m, maps[0]) for m in maps[1:]), default=1.0)
     mask = to_mask(mean_map, small, frame, refine)
     if plan.zoom:
         zoom_sessions = [session] + ([partner] if plan.zoom_fuse and partner is not None else [])
@@ -152,4 +155,4 @@ def predict_frame_quality(session, frame: torch.Tensor, quality: str | Plan = "f
             agreements.append(agree)
             if agree >= plan.zoom_min_agreement:  # else the zoom saw another subject: keep the first look
                 merge_box(mask, to_mask(zmap, zsmall, crop, refine), box, plan.zoom_weight)
-    return FrameResult(mask, conf.score(mean_map, agreements), passes)
+    return FrameResult(mask, conf.score(mean_map, agreements), passes, small, pairwise)
