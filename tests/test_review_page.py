@@ -48,6 +48,11 @@ def _cli(src, dest, *extra):
     return cli.main(["--source", str(src), "--dest", str(dest), "--no-progress", *extra])
 
 
+def _report(src, dest, path) -> str:
+    assert _cli(src, dest, "--report", str(path)) == 0
+    return path.read_text()
+
+
 def test_thumbnails_keep_the_aspect_and_show_the_crop():
     # the network's square view of a 400x100 photo: left half red, right half blue
     photo = np.zeros((100, 400, 3), np.uint8)
@@ -97,10 +102,11 @@ def test_thumbnails_go_to_the_spool_not_into_memory(src, tmp_path):
 
 
 def test_a_resumed_run_still_lists_every_output(src, tmp_path):
-    dest = tmp_path / "d"
-    assert _cli(src, dest) == 0
+    dest, report = tmp_path / "d", tmp_path / "r.json"
+    first_items = {r["file"]: r for r in json.loads(_report(src, dest, report))["items"]}
     first = (dest / "review.html").read_text()
-    assert _cli(src, dest) == 0  # nothing to do: every output up to date
+    again = json.loads(_report(src, dest, report))  # nothing to do: every output up to date
+    assert again["items"] == [] and {r["file"]: r for r in again["earlier_items"]} == first_items
     page = (dest / "review.html").read_text()
     assert "0 from this run, 3 up to date from earlier runs" in page and len(_pictures(page)) == 6
     assert page.count("up to date from an earlier run") == 3
@@ -147,3 +153,18 @@ def test_unstable_cue_threshold_shift_and_looks():
     assert cues["unstable"] == 1.0 and score == 1.0  # IoU(>=0.3, >=0.7) ~ 0.18
     assert doubt(hard, agreement=0.6)[1]["unstable"] == 1.0  # the mirrored look disagrees
     assert doubt(hard, agreement=0.85)[1]["unstable"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_torn_spool_line_and_an_odd_file_name_cost_nothing_else(src, tmp_path):
+    import os
+
+    dest = tmp_path / "d"
+    assert _cli(src, dest) == 0
+    with open(dest / review.STORE, "ab") as f:
+        f.write(b'{"out": "p0.png", "thu')  # killed while appending
+    (dest / "p0.png").unlink()
+    odd = os.fsencode(str(src)) + b"/odd\xff.png"  # a name that is not UTF-8 (Linux allows it)
+    _photo(os.fsdecode(odd), 60, 40, 9)
+    assert _cli(src, dest) == 0
+    page = (dest / "review.html").read_text(errors="replace")
+    assert len(_pictures(page)) == 8 and "4 cut-outs (2 from this run, 2 up to date" in page

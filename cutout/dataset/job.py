@@ -84,6 +84,7 @@ class Report:
     items: dict[str, dict] = field(default_factory=dict)  # rel -> doubt, cues, subject share, crop box
     review: str | None = None  # the review page written, if any
     peak_pixels: int = 0  # most pixels in flight at once (bounded by pixel_budget)
+    earlier: dict[str, dict] = field(default_factory=dict)  # rel -> doubt info of outputs up to date (review spool)
 
     @property
     def ok(self) -> bool:
@@ -158,6 +159,8 @@ class Report:
         return sum(b for b, _ in got) / len(got), sum(a for _, a in got) / len(got)
 
     def to_json(self) -> str:
+        from .review import doubt_rows
+
         rows = self.doubt_rows()
         shares = self.shares()
         return json.dumps({"source": self.source, "dest": self.dest, "total": self.total, "done": self.done,
@@ -168,7 +171,8 @@ class Report:
                            "subject_share": None if shares is None else
                            {"before": round(shares[0], 4), "after": round(shares[1], 4)},
                            "doubtful": [r["file"] for r in rows if r["doubtful"]],
-                           "review": self.review, "items": rows}, indent=1)
+                           "review": self.review, "items": rows,
+                           "earlier_items": doubt_rows(self.earlier)}, indent=1)
 
     def to_csv(self) -> str:
         from .review import rows_csv
@@ -211,15 +215,14 @@ def infer_item(session, decoded: Decoded, frame: torch.Tensor | None, opts: Cuto
     return frame_alpha(session, frame, opts, own, node="cli.py", results=results).numpy()
 
 
-def seen(results: list | None, small: bool = True) -> tuple[np.ndarray | None, float]:
-    """From ``infer_item``'s ``results``: the photo as the network saw it (uint8 ``[s,s,3]``, for the
-    review thumbnails; None unless ``small``) and its looks' agreement (for the doubt score)."""
-    from .review import square_view_u8
-
+def seen(results: list | None, small: bool = True) -> tuple[torch.Tensor | None, float]:
+    """From ``infer_item``'s ``results``: the photo as the network saw it (``[1,3,s,s]``, for the review
+    thumbnails, ``review.square_view_u8``; None unless ``small``) and its looks' agreement (for the
+    doubt score)."""
     r = results[-1] if results else None
     if r is None:
         return None, 1.0
-    return (square_view_u8(r.small) if small and r.small is not None else None), r.agreement
+    return (r.small if small else None), r.agreement
 
 
 def render_item(rgb: np.ndarray, alpha: np.ndarray, opts: CutoutOptions) -> np.ndarray:
@@ -298,7 +301,10 @@ def _save(dest: Path, planned: Planned, decoded: Decoded, ident: dict | None, al
           opts: JobOptions, state: Resume, view: tuple = (None, 1.0)) -> tuple[writer.Saved, dict | None]:
     """Writer-thread work for one item: the pipeline's pixel half, then the atomic writes. ``view``:
     ``seen``'s (small photo, agreement)."""
-    photo, agreement = view
+    from .review import square_view_u8
+
+    small, agreement = view
+    photo = None if small is None else square_view_u8(small)  # here, not on the network's thread
     saved = writer.save_item(dest, planned, decoded.rgb, alpha, opts.write, decoded.icc,
                              lambda rgb, a: render_item(rgb, a, opts.cutout), photo, agreement)
     return saved, state.record(dest, planned, ident, saved)
@@ -471,7 +477,10 @@ def write_review_page(report: Report, state: Resume, source: Path) -> None:
     if state.review is None or not (report.items or state.earlier):
         return
     try:
-        path = state.review.write_page(state.earlier, f"Cutout review: {Path(source).name}", report.items)
+        path = state.review.write_page(state.earlier, f"Cutout review: {Path(source).name}", report.items,
+                                       report.earlier)
         report.review = None if path is None else str(path)
     except OSError as e:
         log.warning("Cutout dataset: could not write the review page: %s", e)
+    except Exception:  # every output is written: the page must not turn the job into a failure
+        log.exception("Cutout dataset: could not write the review page")

@@ -131,6 +131,16 @@ def _stat(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
+def _torn(path: Path) -> bool:
+    """Does the file end inside a line (a kill while appending)?"""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:  # missing or empty
+        return False
+
+
 class ReviewStore:
     """``dest``/.cutout-review.jsonl: one line per written output (its doubt, crop, thumbnails and the
     output file's size and mtime), appended by the one process that plans the run; the last line of
@@ -140,19 +150,21 @@ class ReviewStore:
         self.dest = Path(dest)
         self.path = self.dest / STORE
         self.written: dict[str, str] = {}  # rel -> output, this run
+        self._newline = _torn(self.path)  # a kill mid-line: the next line must not join it
 
     def add(self, rel: str, out: str, info: dict, thumbs: tuple[str, str] | None) -> None:
         """One written output's entry (``info``: doubt, cues, shares, box; ``thumbs``: data URIs)."""
         self.written[rel] = out
-        line = json.dumps({"out": out, "src": rel, "stat": _stat(self.dest / out), "info": info,
-                           "thumbs": list(thumbs) if thumbs else None}, ensure_ascii=False)
         try:
+            line = json.dumps({"out": out, "src": rel, "stat": _stat(self.dest / out), "info": info,
+                               "thumbs": list(thumbs) if thumbs else None})  # ASCII: any file name
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, (line + "\n").encode("utf-8"))
+                os.write(fd, (("\n" if self._newline else "") + line + "\n").encode("ascii"))
+                self._newline = False
             finally:
                 os.close(fd)
-        except OSError as e:  # the page then shows this one as a text row
+        except (OSError, ValueError, TypeError) as e:  # the page then shows this one as a text row
             log.warning("Cutout dataset: could not keep the review thumbnails of %s: %s", rel, e)
 
     def _index(self) -> tuple[dict[str, tuple[int, dict]], int]:
@@ -185,10 +197,12 @@ class ReviewStore:
             return None
         return tuple(t) if t else None
 
-    def write_page(self, earlier: list[tuple[str, str]], title: str, items: dict[str, dict]) -> Path | None:
+    def write_page(self, earlier: list[tuple[str, str]], title: str, items: dict[str, dict],
+                   found: dict | None = None) -> Path | None:
         """``dest``/review.html: this run's outputs (``items``: rel -> info) and the ``earlier`` ones
         (rel, output) that were up to date, most doubtful first; None when there is nothing to show.
-        Then the spool is compacted when superseded lines are the majority."""
+        ``found`` gets the stored info (doubt, cues, ...) of the earlier ones, rel -> info. Then the
+        spool is compacted when superseded lines are the majority."""
         from .writer import _atomic_file
 
         index, lines = self._index()
@@ -203,6 +217,8 @@ class ReviewStore:
             got = index.get(out)
             if got and got[1].get("src") == rel and got[1].get("stat") == _stat(self.dest / out):
                 rows.append((got[1]["info"].get("doubt", -1.0), rel, got[1]["info"], got[0], True))
+                if found is not None:
+                    found[rel] = got[1]["info"]
             else:
                 rows.append((-1.0, rel, {}, None, True))
         if not rows:
@@ -214,7 +230,7 @@ class ReviewStore:
         with open(self.path, "rb") if self.path.exists() else io.BytesIO() as spool, \
                 _atomic_file(path, fsync=False) as out:
             def put(text: str) -> None:
-                out.write(text.encode("utf-8"))
+                out.write(text.encode("utf-8", "replace"))  # a file name that is not UTF-8: shown with '?'
 
             put(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
                 f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n"
@@ -248,7 +264,8 @@ class ReviewStore:
 def _row(rel: str, info: dict, thumbs, earlier: bool) -> str:
     pics = ""
     if thumbs:
-        pics = f"<img src='{thumbs[0]}' alt='original'><img src='{thumbs[1]}' alt='cut-out'>"
+        pics = (f"<img src='{html.escape(thumbs[0])}' alt='original'>"
+                f"<img src='{html.escape(thumbs[1])}' alt='cut-out'>")
     head = []
     if "doubt" in info:
         hi = " hi" if info["doubt"] >= DOUBTFUL else ""
