@@ -86,9 +86,10 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
                         "the crop is widened to the nearest one the photo allows")
     t.add_argument("--keep-subject", default="all", choices=["all", "largest", "centre"],
                    help="keep only the largest subject, or the one nearest the centre (group photos); default all")
-    t.add_argument("--review", action="store_true",
-                   help="write review.html in --dest: every cut-out of this run on a checkerboard next to its "
-                        "original, most doubtful first (one offline file)")
+    t.add_argument("--review", action=argparse.BooleanOptionalAction, default=True,
+                   help="write review.html in --dest (default): every cut-out, this run's and those up to date "
+                        "from earlier runs, on a checkerboard next to its original, most doubtful first "
+                        "(one offline file); --no-review skips it")
     p.add_argument("--mask-only", action="store_true", help="write the subject mask (white = subject) instead of the cut-out")
     p.add_argument("--save-mask", action="store_true", help="also write <stem>_mask.png beside each image")
     p.add_argument("--mask-dir", type=Path, help="also write masks into this folder, same relative paths and stems "
@@ -117,11 +118,11 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
                         f"(default {DEFAULT_MAX_MEGAPIXELS:g}; 0 = no limit)")
     f = p.add_argument_group("mask refinement (Mask Refine's operations, in its order: threshold -> fill holes -> "
                              "remove islands -> grow/shrink -> edge refinement -> feather; all off by default)")
-    from cutout.quality import CHOICES as QUALITY_CHOICES
+    from cutout.quality import CHOICES as QUALITY_CHOICES, auto_summary
 
     f.add_argument("--quality", default="auto", choices=QUALITY_CHOICES,
                    help="fast: one look at the photo; best: also the mirrored photo, merged (2x the time); "
-                        "auto (default): best for u2net, fast for every other model (docs/quality.md)")
+                        f"auto (default): {auto_summary()} (docs/quality.md)")
     f.add_argument("--refine-edges", action="store_true",
                    help="fit the mask's edge to the photo while scaling the model's output up (guided upsampling, "
                         "as Remove Background's refine_edges; +0.15 s per 12 MP image)")

@@ -12,7 +12,8 @@ excluded on both sides), mean |ours − rembg|. Each ``--quality`` is one method
 of its confidence with IoU is reported, and of the dataset doubt score (``imaging.subjects.doubt``) with
 1 − IoU, with how many of the 10 lowest-IoU photos are among the 10 / 20 most doubted. ``--refine-edges``
 scores Remove Background's ``refine_edges``; ``--refine`` (repeatable) runs Mask Refine's operations on
-our masks; ``--split`` picks the fixed tuning / held-out part (``metrics.split``).
+our masks; ``--split`` picks the fixed tuning / held-out part (``metrics.split``); a whole manifest
+folder (``--split all``, the default) is also reported per part, from the same run.
 Video folders add flicker (mean |m_t − m_t−1| where the GT did not change) and a temporal section: the
 first quality's masks vs Mask Refine's ``colour`` (temporal 1.0) and ``motion`` (optical flow) modes, and
 ``motion`` with the plain mean of the masks it averaged before the logit mean (``--no-before`` drops it),
@@ -54,8 +55,9 @@ def score(pred, gt, M) -> dict:
     return {"iou": M.iou(pred, gt), "mae": M.mae(pred, gt), "band": M.band_error(pred, gt)}
 
 
-def pack_mask(image, model: str, quality: str, refine_edges: bool = False):
-    """(mask [H,W], confidence) from the pack's quality path for a one-frame IMAGE."""
+def pack_mask(image, model: str, quality: str, refine_edges: bool = False, agreement: bool = False):
+    """(mask [H,W], confidence) from the pack's quality path for a one-frame IMAGE (and the looks'
+    agreement, for the doubt score, with ``agreement``)."""
     from cutout.imaging.tensors import sanitize
     from cutout.models.session import get_session
     from cutout.quality import partner_session, predict_frame_quality
@@ -63,7 +65,7 @@ def pack_mask(image, model: str, quality: str, refine_edges: bool = False):
     session = get_session(model)
     r = predict_frame_quality(session, sanitize(image[0]), quality, refine_edges,
                               partner=partner_session(session, quality))
-    return r.mask, r.confidence
+    return (r.mask, r.confidence, r.agreement) if agreement else (r.mask, r.confidence)
 
 
 MOTION, BEFORE = "temporal motion (1.0)", "motion, plain mean (before)"
@@ -107,6 +109,8 @@ def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refin
     pairs = M.read_video_folder(folder) if video else M.split(M.read_manifest(folder), part)
     if limit:
         pairs = pairs[:limit]
+    # a whole manifest folder is reported per part too (the same masks)
+    held = None if video or part != "all" else {p.name for p in M.split(M.read_manifest(folder), "held")}
     log(f"\n== {folder} ({'video, ' if video else ''}{len(pairs)} images)")
     data = [(p, M.load_rgb(p.image), M.load_gray(p.gt)) for p in pairs]
     out = {"folder": str(folder), "video": video, "n": len(pairs), "split": part, "methods": {}, "temporal": {}}
@@ -128,15 +132,16 @@ def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refin
             def add(key, mask, seconds, **extra):
                 masks[key].append(mask)
                 methods[key].append({"name": pair.name, "source": pair.source, "seconds": seconds, **extra,
-                                     **score(mask, gt, M)})
+                                     **score(mask, gt, M),
+                                     **({"part": "held" if pair.name in held else "tune"} if held else {})})
                 return methods[key][-1]
 
             rows = {}
             for q in qualities:
                 t0 = time.perf_counter()
-                mask, confidence = pack_mask(image, model, q)
+                mask, confidence, agreement = pack_mask(image, model, q, agreement=True)
                 rows[q] = add(f"{model} · cutout {q}", mask, time.perf_counter() - t0, confidence=confidence,
-                              doubt=doubt(mask)[0])
+                              doubt=doubt(mask, agreement)[0])
                 if q == qualities[0]:
                     ours, row, dt = mask[None], rows[q], rows[q]["seconds"]
             if rsession is not None:
@@ -157,20 +162,26 @@ def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refin
             if (i + 1) % 10 == 0 or i + 1 == len(data):
                 log(f"   {model}: {i + 1}/{len(data)} ({time.perf_counter() - t_model:.0f} s)")
         for key, rows in methods.items():
-            summary = M.mean_by(rows, KEYS + (["vs_rembg"] if "vs_rembg" in rows[0] else []),
-                                group=None if video else "source")
+            def summarise(rs):
+                s = M.mean_by(rs, KEYS + (["vs_rembg"] if "vs_rembg" in rs[0] else []),
+                              group=None if video else "source")
+                if "confidence" in rs[0]:
+                    s["all"]["spearman_conf_iou"] = M.spearman([r["confidence"] for r in rs], [r["iou"] for r in rs])
+                return s
+
+            summary = summarise(rows)
             if video:
                 gts = [g for _, _, g in data]
                 summary["all"]["flicker"] = M.flicker(masks[key], gts)
-            if "confidence" in rows[0]:
-                summary["all"]["spearman_conf_iou"] = M.spearman([r["confidence"] for r in rows],
-                                                                 [r["iou"] for r in rows])
             if "doubt" in rows[0] and not video:
                 iou, sc = np.array([r["iou"] for r in rows]), np.array([r["doubt"] for r in rows])
-                worst, top = set(np.argsort(iou)[:10]), np.argsort(-sc)
+                worst, top = set(np.argsort(iou)[:10]), np.argsort(-sc, kind="stable")  # ties: file order
                 summary["all"]["spearman_doubt_error"] = M.spearman(sc, 1 - iou)
                 summary["all"]["worst10_in_doubted_10_20"] = [len(worst & set(top[:10])), len(worst & set(top[:20]))]
             out["methods"][key] = {"summary": summary, "rows": rows}
+            if held:
+                out["methods"][key]["parts"] = {pt: summarise([r for r in rows if r["part"] == pt])
+                                                for pt in ("tune", "held") if any(r["part"] == pt for r in rows)}
             a = summary["all"]
             extra = f"  flicker {a['flicker'] * 1e3:.2f}e-3" if video else ""
             if "spearman_conf_iou" in a:
@@ -195,22 +206,59 @@ def markdown(report: dict) -> str:
              f"{info['date_utc']}, {info['cpu']}, torch {info['torch']}, onnxruntime {info.get('onnxruntime', '?')}, "
              f"rembg {info.get('rembg', '?')}. IoU: mask > 0.5 vs GT > 0.5; MAE vs the soft GT; band: MAE within "
              "10 px of the GT edge; s/img on a shared CPU (compare, don't quote); |Δ rembg|: our mask vs rembg's.", ""]
-    for f in report["folders"]:
-        groups = ["all"] + sorted({g for m in f["methods"].values() for g in m["summary"] if g != "all"})
+    def table(f, summaries: dict, title: str, n: int) -> list[str]:
+        groups = ["all"] + sorted({g for s in summaries.values() for g in s if g != "all"})
         extra = ["flicker ×10⁻³"] if f["video"] else []
-        part = f" — {f['split']} part" if f.get("split", "all") != "all" else ""
-        lines += [f"## {f['folder']}{part} ({f['n']} {'frames' if f['video'] else 'images'})", "",
-                  "| model · method | " + " | ".join(f"{g}: IoU / MAE / band" for g in groups)
-                  + "".join(f" | {e}" for e in extra) + " | s/img | \\|Δ rembg\\| | ρ(conf, IoU) |",
-                  "|" + "---|" * (len(groups) + len(extra) + 4)]
-        for key, m in f["methods"].items():
-            s = m["summary"]
+        out = [f"## {title} ({n} {'frames' if f['video'] else 'images'})", "",
+               "| model · method | " + " | ".join(f"{g}: IoU / MAE / band" for g in groups)
+               + "".join(f" | {e}" for e in extra) + " | s/img | \\|Δ rembg\\| | ρ(conf, IoU) |",
+               "|" + "---|" * (len(groups) + len(extra) + 4)]
+        for key, s in summaries.items():
             cells = [f"{s[g]['iou']:.3f} / {s[g]['mae']:.4f} / {s[g]['band']:.3f}" if g in s else "—" for g in groups]
             cells += [f"{s['all']['flicker'] * 1e3:.2f}"] if f["video"] else []
             vs = f"{s['all']['vs_rembg']:.4f}" if "vs_rembg" in s["all"] and "rembg" not in key else "—"
             rho = f"{s['all']['spearman_conf_iou']:.2f}" if "spearman_conf_iou" in s["all"] else "—"
-            lines.append(f"| {key} | " + " | ".join(cells) + f" | {s['all']['seconds']:.3f} | {vs} | {rho} |")
-        lines.append("")
+            out.append(f"| {key} | " + " | ".join(cells) + f" | {s['all']['seconds']:.3f} | {vs} | {rho} |")
+        return out + [""]
+
+    def targets(f, parts: dict) -> list[str]:
+        """Issue 16's checks per model and part: the default (``auto``) vs rembg, best vs fast."""
+        from cutout.quality import auto_quality
+
+        out = ["### Targets: each model's default (`auto`) vs rembg (IoU ≥ rembg − 0.002, MAE ≤ rembg + 0.001); "
+               "`best` vs `fast` per source", "",
+               "| model | auto | part | default IoU / MAE | rembg IoU / MAE | bar met | sources where best < fast "
+               "(IoU or MAE) | best / fast time |", "|---|---|---|---|---|---|---|---|"]
+        for model in report["models"]:
+            q = auto_quality(model)
+            for pt, by in parts.items():
+                d, r = by.get(f"{model} · cutout {q}"), by.get(f"{model} · rembg")
+                b, fa = by.get(f"{model} · cutout best"), by.get(f"{model} · cutout fast")
+                if d is None:
+                    continue
+                met = "—" if r is None else ("yes" if d["all"]["iou"] >= r["all"]["iou"] - 0.002
+                                             and d["all"]["mae"] <= r["all"]["mae"] + 0.001 else "**no**")
+                worse = "—" if b is None or fa is None else (", ".join(
+                    g for g in b if g != "all" and (b[g]["iou"] < fa[g]["iou"] or b[g]["mae"] > fa[g]["mae"]))
+                    or "none")
+                ratio = "—" if b is None or fa is None else f"{b['all']['seconds'] / fa['all']['seconds']:.2f}×"
+                rt = "—" if r is None else f"{r['all']['iou']:.3f} / {r['all']['mae']:.4f}"
+                out.append(f"| {model} | {q} | {pt} | {d['all']['iou']:.3f} / {d['all']['mae']:.4f} | {rt} | {met} | "
+                           f"{worse} | {ratio} |")
+        return out + [""]
+
+    for f in report["folders"]:
+        part = f" — {f['split']} part" if f.get("split", "all") != "all" else ""
+        parts = {f.get("split", "all"): {k: m["summary"] for k, m in f["methods"].items()}}
+        lines += table(f, parts[f.get("split", "all")], f"{f['folder']}{part}", f["n"])
+        for pt, name in (("tune", "tuning"), ("held", "held-out")):
+            by = {k: m["parts"][pt] for k, m in f["methods"].items() if pt in m.get("parts", {})}
+            if by:
+                parts[pt] = by
+                lines += table(f, by, f"{f['folder']} — {name} part (metrics.split)",
+                               next(iter(by.values()))["all"]["n"])
+        if not f["video"]:
+            lines += targets(f, parts)
         for key, seq in f.get("temporal", {}).items():
             h, w = seq["size"]
             lines += [f"### {Path(f['folder']).name}: temporal smoothing of {key}'s masks ({f['n']} frames, {w}×{h}; "

@@ -81,7 +81,7 @@ def main() -> int:
                        str(tmp / "warm"), "--model", m, "--no-progress", "--limit", "1"], env=env)
         rembg_t: list[float] = []
         ours: dict[str, list[float]] = {m: [] for m in models}
-        rembg_bytes = our_bytes = clear_photo = None
+        rembg_bytes = our_bytes = clear_photo = review_bytes = None
         for r in range(a.rounds):
             sides = [None] + models  # None: rembg p
             for m in (sides[::-1] if r % 2 else sides):
@@ -94,6 +94,8 @@ def main() -> int:
                                               "--dest", str(out), "--model", m, "--no-progress"], env=env))
                     if m == models[0]:
                         our_bytes = folder_bytes(out)
+                        review_bytes = sum(p.stat().st_size for p in (out / "review.html", out / ".cutout-review.jsonl")
+                                           if p.is_file())
                         if clear_photo is None:
                             clear_photo = photo_under_clear(src[0].parent, out)
                 print(f"  round {r + 1}: {'rembg p u2netp' if m is None else 'cli.py ' + m}: "
@@ -106,7 +108,8 @@ def main() -> int:
             t = sum(ours[m])
             print(f"cli.py {m}: {t / a.rounds:.1f} s per run, {len(src) * a.rounds / t:.2f} img/s, "
                   f"throughput {tr / t:.2f}x rembg p")
-        print(f"output bytes ({models[0]}): {our_bytes / 1e6:.1f} MB = {our_bytes / rembg_bytes:.2f}x rembg p's")
+        print(f"output bytes ({models[0]}): {our_bytes / 1e6:.1f} MB = {our_bytes / rembg_bytes:.2f}x rembg p's "
+              f"(PNGs; the review page and its spool beside them: {review_bytes / 1e6:.1f} MB)")
         print(f"alpha = 0 pixels showing the photo's colour: {100 * clear_photo:.2f} %")
     finally:
         print(f"kept {tmp}") if a.keep else shutil.rmtree(tmp, ignore_errors=True)

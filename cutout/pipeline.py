@@ -35,33 +35,37 @@ PIPELINE_VERSION = 2
 
 
 def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool = False,
-                  quality: str = DEFAULT_QUALITY, confidences: list | None = None, on_pass=None) -> torch.Tensor:
+                  quality: str = DEFAULT_QUALITY, confidences: list | None = None, on_pass=None,
+                  results: list | None = None) -> torch.Tensor:
     """One sanitised ``[H,W,3]`` frame -> its ``[H,W]`` subject mask (1 = subject).
 
     ``refine_edges``: upsample the network's map with ``guided_upsample`` (edges fitted to
     the photo) instead of plain bicubic. ``quality``: which looks the network takes
     (``quality.CHOICES``; Cancel is checked before each). ``confidences``: the frame's
-    confidence (``quality.FrameResult``) is appended to it.
+    confidence (``quality.FrameResult``) is appended to it; ``results``: the whole ``FrameResult``
+    (the small photo the network saw, for a thumbnail that costs nothing).
     """
     result = predict_frame_quality(session, frame, quality, refine_edges, partner_session(session, quality),
                                    on_pass)
     if confidences is not None:
         confidences.append(result.confidence)
+    if results is not None:
+        results.append(result)
     return result.mask
 
 
 def frame_alpha(session: ModelSession, frame: torch.Tensor, opts: CutoutOptions,
                 own_alpha: torch.Tensor | None = None, node: str = "Cutout",
-                confidences: list | None = None, on_pass=None) -> torch.Tensor:
+                confidences: list | None = None, on_pass=None, results: list | None = None) -> torch.Tensor:
     """The mask half for one frame: network → post-process → × the image's own alpha → Mask Refine
     → capped by the own alpha unless the output is the mask. The order of a graph: Remove Background
     applies the alpha, Mask Refine comes after it, Composite Background caps the mask by its RGBA
     image's alpha.
 
     ``frame`` float ``[H,W,3]`` 0..1; ``own_alpha`` ``[H,W]`` (what was transparent in the file
-    stays transparent). Returns float32 ``[H,W]``, 1 = subject.
+    stays transparent). Returns float32 ``[H,W]``, 1 = subject. ``results``: see ``predict_frame``.
     """
-    alpha = predict_frame(session, frame, opts.refine_edges, opts.quality, confidences, on_pass)
+    alpha = predict_frame(session, frame, opts.refine_edges, opts.quality, confidences, on_pass, results)
     if opts.post_process:  # rembg's ppm
         from .imaging.masks import post_process_mask
 

@@ -91,11 +91,14 @@ def snapshot(root: Path, exclude: Path | None = None) -> dict[str, tuple[int, in
     return out
 
 
+JOB_FILES = {".cutout-manifest.jsonl", ".cutout-review.jsonl", "review.html"}  # the job's own bookkeeping
+
+
 def tree_pixels(dest: Path) -> dict[str, object]:
     """{relative path: decoded pixels (images) or bytes (others)} of a result tree."""
     out = {}
     for p in sorted(dest.rglob("*")):
-        if p.is_file() and p.name != ".cutout-manifest.jsonl":  # records times: differs run to run
+        if p.is_file() and p.name not in JOB_FILES:  # record times, or say what one run did: differ run to run
             rel = p.relative_to(dest).as_posix()
             out[rel] = np.asarray(Image.open(p)) if p.suffix in (".png", ".webp", ".jpg") else p.read_bytes()
     return out
@@ -358,13 +361,16 @@ def test_cli_refuses_overlapping_folders_and_bad_options(tree, tmp_path, cli):
 def test_cli_resume_overwrite_and_keep_both(tree, tmp_path, cli):
     src, dest = tree["src"] / "10_subject" / "nested", tmp_path / "out"
     assert cli("--source", src, "--dest", dest, "--no-progress").returncode == 0
-    first = snapshot(dest)
+    def outputs():  # the review page is rewritten by every run: it says what that run did
+        return {k: v for k, v in snapshot(dest).items() if k != "review.html"}
+
+    first = outputs()
     r = cli("--source", src, "--dest", dest, "--no-progress")
-    assert r.returncode == 0 and "done 0, skipped 1" in r.stderr and snapshot(dest) == first
+    assert r.returncode == 0 and "done 0, skipped 1" in r.stderr and outputs() == first
     r = cli("--source", src, "--dest", dest, "--no-progress", "--overwrite")
-    assert "done 1" in r.stderr and snapshot(dest) != first
+    assert "done 1" in r.stderr and outputs() != first
     r = cli("--source", src, "--dest", dest, "--no-progress", "--keep-both", "--save-mask")
-    assert sorted(k for k in snapshot(dest) if not k.startswith(".")) == ["deep/img003.json", "deep/img003.png", "deep/img003_1.json",
+    assert sorted(k for k in outputs() if not k.startswith(".")) == ["deep/img003.json", "deep/img003.png", "deep/img003_1.json",
                                       "deep/img003_1.png", "deep/img003_1_mask.png"]
 
 
@@ -403,7 +409,10 @@ def test_cli_killed_midway_then_rerun_matches(tmp_path):
     ref = tmp_path / "ref"
     assert not run_job(tmp_path / "many", ref, JobOptions()).failed
     assert_same_tree(tree_pixels(dest), tree_pixels(ref))
-    assert not [p for p in dest.rglob(".*") if p.name != ".cutout-manifest.jsonl"]
+    assert not [p for p in dest.rglob(".*") if p.name not in JOB_FILES]
+    # the review page (the CLI's default) shows all 12, with thumbnails (spool lines come before records)
+    page = (dest / "review.html").read_text()
+    assert page.count("<img") == 2 * n and "no thumbnail" not in page
 
 
 # ---------------------------------------------------------------- path guard

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -185,4 +186,38 @@ def test_ray_report_has_the_local_reports_items_notes_and_review(local_ray, tree
     assert all("doubt" in i and "share_before" in i and "box" in i and "thumbs" not in i for i in rep.items.values())
     assert sorted(rep.notes) == sorted(local.notes) and any("pages.tif" in r for r, _ in rep.notes)
     assert rep.review and Path(rep.review) == tmp_path / "ray" / "review.html" and Path(rep.review).is_file()
+    # the same page, thumbnails included (made from the network's view, which travels with the mask)
+    assert Path(rep.review).read_text() == (tmp_path / "local" / "review.html").read_text()
     assert json.loads(rep.to_json())["items"] == json.loads(local.to_json())["items"]
+
+
+def _squares(src: Path, n: int) -> None:
+    from PIL import Image
+
+    src.mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        px = np.full((100, 100, 3), 160, np.uint8)
+        px[25:75, 25:75] = rng.integers(0, 255, 3)
+        Image.fromarray(px).save(src / f"s{i}.png")
+
+
+def test_ray_bounds_the_pixels_in_flight_as_the_local_engine(local_ray, tmp_path):
+    """The local engine's bound (job.pixel_budget: 1.5 images at --max-megapixels) holds in the Ray
+    engine too, counted from before each decode to after each write: with a 0.01 MP limit, one
+    100x100 image at a time; without it the same pipeline holds several. A batch larger than the
+    budget still fills (one batch always goes) instead of waiting forever."""
+    src = tmp_path / "src"
+    _squares(src, 8)
+    tight = JobOptions(write=writer.WriteOptions(fsync=False, review=True), max_megapixels=0.01)
+    local = run_job(src, tmp_path / "local", tight)
+    assert len(local.done) == 8 and local.peak_pixels == 10_000
+    rep = run_job_ray(src, tmp_path / "a", tight, RayOptions(batch_size=1))
+    assert rep.ok and len(rep.done) == 8 and rep.peak_pixels == 10_000
+    loose = run_job_ray(src, tmp_path / "b", JobOptions(write=writer.WriteOptions(fsync=False)), RayOptions(batch_size=1))
+    assert loose.ok and loose.peak_pixels > 10_000  # what the bound prevents
+    batch = run_job_ray(src, tmp_path / "c", tight, RayOptions(batch_size=3))
+    assert batch.ok and len(batch.done) == 8 and 10_000 < batch.peak_pixels <= 30_000
+    again = run_job_ray(src, tmp_path / "a", tight, RayOptions(batch_size=1))  # nothing to do: no Ray run
+    assert again.skipped and not again.done and again.review  # the page still lists every output
+    assert "8 up to date from earlier runs" in Path(again.review).read_text()

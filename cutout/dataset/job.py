@@ -19,7 +19,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from . import manifest, reader, resume, writer
 from .plan import Planned, plan_outputs
 from .reader import DEFAULT_PATTERN, Decoded, Item, ReadError
 from .writer import WriteError, WriteOptions
+
+if TYPE_CHECKING:
+    from .review import ReviewStore
 
 log = logging.getLogger("comfyui_cutout")
 
@@ -80,6 +83,8 @@ class Report:
     interrupted: bool = False
     items: dict[str, dict] = field(default_factory=dict)  # rel -> doubt, cues, subject share, crop box
     review: str | None = None  # the review page written, if any
+    peak_pixels: int = 0  # most pixels in flight at once (bounded by pixel_budget)
+    earlier: dict[str, dict] = field(default_factory=dict)  # rel -> doubt info of outputs up to date (review spool)
 
     @property
     def ok(self) -> bool:
@@ -132,6 +137,8 @@ class Report:
             lines.append(f"  subject share of the frame: {100 * shares[0]:.0f} % -> {100 * shares[1]:.0f} %; "
                          f"{len(doubtful)} doubtful" + (f" (first: {', '.join(doubtful[:5])})" if doubtful else "")
                          + (f"; review: {self.review}" if self.review else ""))
+        elif self.review:
+            lines.append(f"  review: {self.review}")
         for rel, reason in self.failed[:max_failed]:
             lines.append(f"  failed: {rel}: {reason}")
         if len(self.failed) > max_failed:
@@ -152,6 +159,8 @@ class Report:
         return sum(b for b, _ in got) / len(got), sum(a for _, a in got) / len(got)
 
     def to_json(self) -> str:
+        from .review import doubt_rows
+
         rows = self.doubt_rows()
         shares = self.shares()
         return json.dumps({"source": self.source, "dest": self.dest, "total": self.total, "done": self.done,
@@ -162,7 +171,8 @@ class Report:
                            "subject_share": None if shares is None else
                            {"before": round(shares[0], 4), "after": round(shares[1], 4)},
                            "doubtful": [r["file"] for r in rows if r["doubtful"]],
-                           "review": self.review, "items": rows}, indent=1)
+                           "review": self.review, "items": rows,
+                           "earlier_items": doubt_rows(self.earlier)}, indent=1)
 
     def to_csv(self) -> str:
         from .review import rows_csv
@@ -178,15 +188,41 @@ def prepare(item: Item, max_megapixels: float = 0.0) -> tuple[Decoded, torch.Ten
     return d, reader.to_frame(d.rgb), ident
 
 
-def infer_item(session, decoded: Decoded, frame: torch.Tensor | None, opts: CutoutOptions) -> np.ndarray:
+def pixel_budget(max_megapixels: float) -> float:
+    """Both engines' bound on the pixels in flight (admitted before their read, released after their
+    write): ``PIXEL_BUDGET_IMAGES`` images at the per-file limit (one image always goes)."""
+    return PIXEL_BUDGET_IMAGES * (max_megapixels or reader.DEFAULT_MAX_MEGAPIXELS) * 1e6
+
+
+def admission_pixels(path: Path, max_megapixels: float) -> int:
+    """What an item counts against ``pixel_budget``: its header's pixels, 0 when it will be refused
+    from its header (it never holds memory)."""
+    px = reader.header_pixels(path)
+    return 0 if max_megapixels and px > max_megapixels * 1e6 else px
+
+
+def infer_item(session, decoded: Decoded, frame: torch.Tensor | None, opts: CutoutOptions,
+               results: list | None = None) -> np.ndarray:
     """The mask half of the pipeline (``pipeline.frame_alpha``) for one decoded image: float32 ``[H,W]``.
 
     A file that had its own alpha channel keeps it: what was transparent stays transparent.
+    ``results``: the network's ``quality.FrameResult`` is appended (its small photo makes the
+    review page's thumbnail).
     """
     if frame is None:
         frame = reader.to_frame(decoded.rgb)
     own = None if decoded.alpha is None else reader.to_frame(decoded.alpha)
-    return frame_alpha(session, frame, opts, own, node="cli.py").numpy()
+    return frame_alpha(session, frame, opts, own, node="cli.py", results=results).numpy()
+
+
+def seen(results: list | None, small: bool = True) -> tuple[torch.Tensor | None, float]:
+    """From ``infer_item``'s ``results``: the photo as the network saw it (``[1,3,s,s]``, for the review
+    thumbnails, ``review.square_view_u8``; None unless ``small``) and its looks' agreement (for the
+    doubt score)."""
+    r = results[-1] if results else None
+    if r is None:
+        return None, 1.0
+    return (r.small if small else None), r.agreement
 
 
 def render_item(rgb: np.ndarray, alpha: np.ndarray, opts: CutoutOptions) -> np.ndarray:
@@ -201,12 +237,24 @@ class Resume:
     manifest: manifest.Manifest
     values: dict
     fp: str
+    review: "ReviewStore | None" = None  # the review page's spool (dataset.review), when one is written
+    earlier: list = field(default_factory=list)  # (rel, output) of the outputs up to date, made by an earlier run
 
     def record(self, dest: Path, planned: Planned, ident: dict | None, saved: writer.Saved) -> dict | None:
         return manifest.make_record(dest, planned, ident, self.fp, saved.files, saved.captions)
 
     def add(self, planned: Planned, record: dict | None) -> None:
         self.manifest.add(record, self.values, masks_only=not planned.write_image)
+
+    def reviewed(self, planned: Planned, info: dict | None) -> dict | None:
+        """One written output's thumbnails go to the review spool, not into memory; returns ``info``
+        without them."""
+        if not info:
+            return info
+        thumbs = info.pop("thumbs", None)
+        if self.review is not None:
+            self.review.add(planned.rel, str(planned.image), info, thumbs)
+        return info
 
 
 # Job options that never change an output's pixels; any other (one added later included) is
@@ -240,6 +288,9 @@ def plan(source: Path, dest: Path, opts: JobOptions, report: Report, resume_stat
     todo, done = resume.split_done(out.planned, dest, w.existing, r.manifest if r else None, r.fp if r else "",
                                    lambda p, rec: manifest.same_source(p.item.path, rec))
     report.skipped.extend(p.rel for p in done)
+    if r is not None:
+        r.earlier = [(p.rel, str(p.image)) for p in done] + [(p.rel, str(p.image)) for p in todo
+                                                             if not p.write_image]
     report.redone.extend((p.rel, p.reason) for p in todo if p.reason)
     order = {str(it.rel): i for i, it in enumerate(items)}
     report.failed.sort(key=lambda f: order.get(f[0], -1))
@@ -247,10 +298,15 @@ def plan(source: Path, dest: Path, opts: JobOptions, report: Report, resume_stat
 
 
 def _save(dest: Path, planned: Planned, decoded: Decoded, ident: dict | None, alpha: np.ndarray,
-          opts: JobOptions, state: Resume) -> tuple[writer.Saved, dict | None]:
-    """Writer-thread work for one item: the pipeline's pixel half, then the atomic writes."""
+          opts: JobOptions, state: Resume, view: tuple = (None, 1.0)) -> tuple[writer.Saved, dict | None]:
+    """Writer-thread work for one item: the pipeline's pixel half, then the atomic writes. ``view``:
+    ``seen``'s (small photo, agreement)."""
+    from .review import square_view_u8
+
+    small, agreement = view
+    photo = None if small is None else square_view_u8(small)  # here, not on the network's thread
     saved = writer.save_item(dest, planned, decoded.rgb, alpha, opts.write, decoded.icc,
-                             lambda rgb, a: render_item(rgb, a, opts.cutout))
+                             lambda rgb, a: render_item(rgb, a, opts.cutout), photo, agreement)
     return saved, state.record(dest, planned, ident, saved)
 
 
@@ -260,6 +316,10 @@ def begin(source: Path, dest: Path, opts: JobOptions, report: Report, on_start=N
     Returns (to do, progress, resume state)."""
     values = settings_for(opts)
     state = Resume(manifest.Manifest(dest, opts.write.fsync), values, manifest.fingerprint(values))
+    if opts.write.review:
+        from .review import ReviewStore
+
+        state.review = ReviewStore(dest)
     state.manifest.know(state.fp, values)
     todo = plan(source, dest, opts, report, state)
     if todo:
@@ -310,8 +370,9 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
     def collect(rel: str, fut: Future) -> None:
         try:
             saved, record = fut.result()
+            info = state.reviewed(by_rel[rel], saved.info)  # before the record: a kill between redoes it
             state.add(by_rel[rel], record)
-            report.result(rel, saved.info)
+            report.result(rel, info)
             finish(rel, saved.status)
         except WriteError as e:
             finish(rel, "failed", str(e))
@@ -327,20 +388,19 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
     max_writes = max(2, 2 * opts.write_workers)
     # Memory is bounded in pixels, not only in images: the items between admission (read) and
     # their finished write hold at most `budget` pixels (one item always goes, whatever its size).
-    budget = PIXEL_BUDGET_IMAGES * (opts.max_megapixels or reader.DEFAULT_MAX_MEGAPIXELS) * 1e6
+    budget = pixel_budget(opts.max_megapixels)
     inflight = {"px": 0}
 
     def refill() -> None:
         while pending and len(reads) < max(1, opts.prefetch):
             p = pending[0]
-            px = reader.header_pixels(p.item.path)
-            if opts.max_megapixels and px > opts.max_megapixels * 1e6:
-                px = 0  # refused from its header in the reader thread: holds no memory
+            px = admission_pixels(p.item.path, opts.max_megapixels)
             if admitted and inflight["px"] + px > budget:
                 return
             pending.popleft()
             admitted[p.rel] = px
             inflight["px"] += px
+            report.peak_pixels = max(report.peak_pixels, inflight["px"])
             reads.append((p, readers.submit(prepare, p.item, opts.max_megapixels)))
 
     try:
@@ -367,8 +427,9 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
                 log.exception("Cutout dataset: reading %s failed", rel)
                 finish(rel, "failed", f"cannot read ({type(e).__name__}: {str(e)[:200]})")
                 continue
+            looked: list = []
             try:
-                alpha = infer_item(session, decoded, frame, opts.cutout)
+                alpha = infer_item(session, decoded, frame, opts.cutout, looked)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as e:
@@ -380,7 +441,9 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
             while len(writes) >= max_writes:
                 collect(*writes.popleft())
             report.result(rel, notes=decoded.notes)
-            writes.append((rel, writers.submit(_save, dest, planned, decoded, ident, alpha, opts, state)))
+            view = seen(looked, opts.write.review)  # not the FrameResult: its full-size mask would stay alive
+            del looked
+            writes.append((rel, writers.submit(_save, dest, planned, decoded, ident, alpha, opts, state, view)))
             while writes and writes[0][1].done():
                 collect(*writes.popleft())
         while writes:
@@ -391,9 +454,11 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
             f.cancel()
         for rel, f in writes:  # let writes in flight finish: each is atomic, and counts for the resume
             try:
-                _saved, record = f.result()
+                saved, record = f.result()
+                info = state.reviewed(by_rel[rel], saved.info)
                 state.add(by_rel[rel], record)
                 report.done.append(rel)
+                report.result(rel, info)
             except BaseException:
                 pass
         if not isinstance(e, KeyboardInterrupt):  # ComfyUI's Cancel and real errors go up
@@ -402,20 +467,20 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True)
         report.seconds = time.perf_counter() - t0
-    write_review_page(report, dest, opts, source)
+    write_review_page(report, state, source)
     return report
 
 
-def write_review_page(report: Report, dest: Path, opts: JobOptions, source: Path) -> None:
-    """Both engines' last step: ``review.html`` from the items of this run (when asked), then the
-    thumbnails are dropped from the report."""
-    if opts.write.review and report.items:
-        from .review import write_review
-
-        try:
-            path = write_review(dest, report.items, f"Cutout review: {Path(source).name}")
-            report.review = None if path is None else str(path)
-        except OSError as e:
-            log.warning("Cutout dataset: could not write the review page: %s", e)
-    for info in report.items.values():
-        info.pop("thumbs", None)  # written; not kept in memory
+def write_review_page(report: Report, state: Resume, source: Path) -> None:
+    """Both engines' last step (unless ``--no-review``): ``review.html`` from the review spool, with
+    this run's outputs and the earlier ones that were up to date (``review.ReviewStore.write_page``)."""
+    if state.review is None or not (report.items or state.earlier):
+        return
+    try:
+        path = state.review.write_page(state.earlier, f"Cutout review: {Path(source).name}", report.items,
+                                       report.earlier)
+        report.review = None if path is None else str(path)
+    except OSError as e:
+        log.warning("Cutout dataset: could not write the review page: %s", e)
+    except Exception:  # every output is written: the page must not turn the job into a failure
+        log.exception("Cutout dataset: could not write the review page")

@@ -209,7 +209,7 @@ class Manifest:
             if fp not in self._written_fps:
                 self._written_fps.add(fp)
                 lines.append(json.dumps({"fp": fp, "settings": values}, sort_keys=True))
-            lines.append(json.dumps(record, sort_keys=True, ensure_ascii=False))
+            lines.append(json.dumps(record, sort_keys=True))
             self._append_lines(lines)
             self.records[record["out"]] = record
 
@@ -222,7 +222,7 @@ class Manifest:
             return
         used = {r["fp"] for r in self.records.values()}
         lines = [json.dumps({"fp": fp, "settings": v}, sort_keys=True) for fp, v in self.settings.items() if fp in used]
-        lines += [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in self.records.values()]
+        lines += [json.dumps(r, sort_keys=True) for r in self.records.values()]
         atomic_write(self.path, "".join(line + "\n" for line in lines).encode(), self.fsync)
         self._lines, self._needs_newline = len(lines), False
         self._written_fps = set(used)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .job import JobOptions, Report, begin, write_review_page
+from .job import JobOptions, Report, begin, pixel_budget, write_review_page
 from . import ray_stages, writer
 from .plan import Planned
 
@@ -112,8 +112,21 @@ def _abs_plan(p: Planned) -> Planned:
                                captions=tuple((Path(s).absolute(), r) for s, r in p.captions))
 
 
-def build_dataset(todo, dest: Path, opts: JobOptions, ropts: RayOptions, fp: str = ""):
-    """The lazy Ray Dataset: items -> decode tasks -> inference actors -> write tasks -> status rows."""
+def pixel_budget_actor(opts: JobOptions, ropts: RayOptions, n_items: int):
+    """The job's ``ray_stages.PixelBudget``: the local engine's bound (``job.pixel_budget``) per
+    inference actor. Items of any size always go up to one inference batch plus what decode tasks
+    may hold in blocks of several items (above ``MAX_BLOCKS``), so that a batch can always fill."""
+    ray = _ray()
+    ray.cloudpickle.register_pickle_by_value(ray_stages)
+    per_block = -(-max(1, n_items) // MAX_BLOCKS)
+    floor = max(1, ropts.batch_size) + max(1, ropts.io_tasks) * (per_block - 1)
+    actor = ray.remote(num_cpus=0)(ray_stages.PixelBudget)
+    return actor.remote(pixel_budget(opts.max_megapixels) * max(1, ropts.actors), floor)
+
+
+def build_dataset(todo, dest: Path, opts: JobOptions, ropts: RayOptions, fp: str = "", budget=None):
+    """The lazy Ray Dataset: items -> decode tasks -> inference actors -> write tasks -> status rows.
+    ``budget``: a ``ray_stages.PixelBudget`` actor bounding the pixels between decode and write."""
     ray = _ray()
     from ray.data import DataContext
 
@@ -133,17 +146,19 @@ def build_dataset(todo, dest: Path, opts: JobOptions, ropts: RayOptions, fp: str
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
     # tasks are retried by Ray Data by default (max_retries=-1) when their worker dies
     io = dict(num_cpus=ropts.io_cpus, compute=ray.data.TaskPoolStrategy(size=max(1, ropts.io_tasks)))
-    ds = ds.map(ray_stages.decode_row, fn_kwargs={"root": ROOT, "max_megapixels": opts.max_megapixels}, **io)
+    ds = ds.map(ray_stages.decode_row, fn_kwargs={"root": ROOT, "max_megapixels": opts.max_megapixels,
+                                                  "budget": budget}, **io)
     # Ray Data gives its actors max_restarts=-1 and max_task_retries=-1 by default: a dead actor
     # is restarted (model loaded again) and its batch is run again.
     ds = ds.map_batches(
         ray_stages.InferActor,
-        fn_constructor_kwargs={"root": ROOT, "cutout": opts.cutout.to_dict(), "ort_threads": ropts.ort_threads},
+        fn_constructor_kwargs={"root": ROOT, "cutout": opts.cutout.to_dict(), "ort_threads": ropts.ort_threads,
+                               "small": opts.write.review},
         batch_size=max(1, ropts.batch_size), batch_format="numpy", zero_copy_batch=True,
         compute=ray.data.ActorPoolStrategy(size=max(1, ropts.actors)), num_cpus=ropts.cpus_per_actor, num_gpus=ropts.gpus_per_actor or None)
     ds = ds.map(ray_stages.write_row,
                 fn_kwargs={"root": ROOT, "dest": str(Path(dest).absolute()), "wopts": _wopts_dict(opts.write),
-                           "cutout": opts.cutout.to_dict(), "fp": fp},
+                           "cutout": opts.cutout.to_dict(), "fp": fp, "budget": budget},
                 **io)
     return ds
 
@@ -168,24 +183,30 @@ def run_job_ray(source: Path, dest: Path, opts: JobOptions, ropts: RayOptions | 
     by_rel = {p.rel: p for p in todo}
     if not todo:
         report.seconds = time.perf_counter() - t0
+        write_review_page(report, state, source)
         return report
 
     started = start_ray(ropts.address, ropts.num_cpus, ropts.ship_code)
     order = {p.rel: i for i, p in enumerate(todo)}
     results: dict[str, tuple[str, str]] = {}
     try:
-        ds = build_dataset(todo, dest, opts, ropts, state.fp)
+        budget = pixel_budget_actor(opts, ropts, len(todo))
+        ds = build_dataset(todo, dest, opts, ropts, state.fp, budget)
         for row in ds.iter_rows():
             rel, status, reason = str(row["rel"]), str(row["status"]), str(row["reason"])
+            info = json.loads(str(row.get("info") or "null"))
+            if rel not in results:  # its thumbnails to the review spool, before the manifest record
+                info = state.reviewed(by_rel[rel], info)
             if status == "done" and str(row["record"]):  # the last answer's files are the ones on disk
                 state.add(by_rel[rel], json.loads(str(row["record"])))
             if rel in results:  # a retried task's second answer: never count an item twice
                 continue
             results[rel] = (status, reason)
-            report.result(rel, json.loads(str(row.get("info") or "null")), json.loads(str(row.get("notes") or "[]")))
+            report.result(rel, info, json.loads(str(row.get("notes") or "[]")))
             progress.update(1)
             if on_item is not None:
                 on_item(rel, status, len(results), len(todo))
+        report.peak_pixels = int(_ray().get(budget.peak.remote()))
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
@@ -198,5 +219,5 @@ def run_job_ray(source: Path, dest: Path, opts: JobOptions, ropts: RayOptions | 
             for rel in missing:  # should not happen: say so rather than report success
                 report.failed.append((rel, "no result came back from the Ray pipeline"))
         report.seconds = time.perf_counter() - t0
-    write_review_page(report, dest, opts, source)
+    write_review_page(report, state, source)
     return report

@@ -53,15 +53,77 @@ def _empty(rel, path, plan, error=""):
             "icc": b"", "notes": "[]", "error": error}
 
 
-def decode_row(row: dict, root: str, max_megapixels: float = 0.0) -> dict:
+class PixelBudget:
+    """The local engine's bound on pixels in flight (``job.pixel_budget``), for the whole Ray job: one
+    small actor that decode tasks ask before they decode (``acquire``, waits while the budget is
+    spent) and write tasks tell when their files are written (``release``).
+
+    Up to ``floor`` items always go whatever their size, so that an inference batch of that many can
+    fill (Ray Data waits for a full batch); ``rel`` makes both calls idempotent for retried tasks.
+    ``peak`` is the most pixels held at once."""
+
+    def __init__(self, budget: float, floor: int = 1):
+        self.budget, self.floor = float(budget), max(1, int(floor))
+        self.held: dict[str, int] = {}
+        self.total = self.most = 0
+        self._cond = None
+
+    def _condition(self):
+        import asyncio
+
+        if self._cond is None:
+            self._cond = asyncio.Condition()
+        return self._cond
+
+    async def acquire(self, rel: str, px: int) -> bool:
+        cond = self._condition()
+        async with cond:
+            while rel not in self.held and len(self.held) >= self.floor and self.total + px > self.budget:
+                await cond.wait()
+            if rel not in self.held:
+                self.held[rel] = int(px)
+                self.total += int(px)
+                self.most = max(self.most, self.total)
+        return True
+
+    async def release(self, rel: str) -> None:
+        cond = self._condition()
+        async with cond:
+            self.total -= self.held.pop(rel, 0)
+            cond.notify_all()
+
+    async def peak(self) -> int:
+        return self.most
+
+
+def _release(budget, rel: str) -> None:
+    if budget is not None:
+        budget.release.remote(rel)
+
+
+def decode_row(row: dict, root: str, max_megapixels: float = 0.0, budget=None) -> dict:
     """Stage 1 (tasks): one file -> its 8-bit RGB (+ own alpha, ICC) as bytes and its identity for
-    the manifest, or the reason it failed (``job.prepare``'s steps)."""
+    the manifest, or the reason it failed (``job.prepare``'s steps). ``budget``: a ``PixelBudget``
+    actor, asked before decoding."""
     _pack(root)
+    rel, path, plan = str(row["rel"]), str(row["path"]), str(row["plan"])
+    if budget is not None:
+        import ray
+
+        from cutout.dataset.job import admission_pixels
+
+        ray.get(budget.acquire.remote(rel, admission_pixels(path, max_megapixels)))
+    out = _decode(rel, path, plan, row, max_megapixels)
+    if out["error"]:
+        _release(budget, rel)  # holds no pixels (write_row releases again: harmless)
+    return out
+
+
+def _decode(rel: str, path: str, plan: str, row: dict, max_megapixels: float) -> dict:
     import json
 
     from cutout.dataset import manifest, reader
 
-    rel, path, plan = str(row["rel"]), str(row["path"]), str(row["plan"])
     try:
         reader.check_pixels(path, max_megapixels)
         d, ident = manifest.identify_around(path, lambda: reader.decode(_item(row)))
@@ -80,7 +142,7 @@ def decode_row(row: dict, root: str, max_megapixels: float = 0.0) -> dict:
 class InferActor:
     """Stage 2 (actors): loads the model once through the pack's session store, runs the tensor path per image."""
 
-    def __init__(self, root: str, cutout: dict, ort_threads: int = 0):
+    def __init__(self, root: str, cutout: dict, ort_threads: int = 0, small: bool = False):
         import warnings
 
         # rows arrive as read-only buffers; reader.to_frame copies them into a new float tensor anyway
@@ -93,16 +155,20 @@ class InferActor:
         from cutout.options import CutoutOptions
 
         self.opts = CutoutOptions.from_dict(cutout)
+        self.small = small  # pass on the photo as the network saw it (the review page's thumbnail)
         self.session = get_session(self.opts.model, self.opts.device)
 
     def __call__(self, batch: dict) -> dict:
-        from cutout.dataset.job import infer_item
+        from cutout.dataset.job import infer_item, seen
+        from cutout.dataset.review import square_view_u8
         from cutout.dataset.reader import Decoded
 
         n = len(batch["rel"])
-        masks, errors = [], []
+        masks, errors, smalls, agree = [], [], [], []
         for i in range(n):
             err = str(batch["error"][i])
+            smalls.append(b"")
+            agree.append(1.0)
             if err:
                 masks.append(b"")
                 errors.append(err)
@@ -112,16 +178,26 @@ class InferActor:
             a = batch["alpha"][i]
             alpha = np.frombuffer(a, np.uint8).reshape(h, w) if len(a) else None
             try:
+                looked: list = []
                 m = infer_item(self.session, Decoded(_item({"path": batch["path"][i], "rel": batch["rel"][i]}),
-                                                     rgb, alpha, None), None, self.opts)
-                masks.append(np.ascontiguousarray(m, dtype=np.float32).tobytes())
-                errors.append("")
+                                                     rgb, alpha, None), None, self.opts, looked)
+                view, agreement = seen(looked, self.small)
+                small = b""
+                if view is not None:
+                    view = square_view_u8(view)
+                    small = view.shape[0].to_bytes(4, "little") + view.tobytes()
+                mask = np.ascontiguousarray(m, dtype=np.float32).tobytes()
             except Exception as e:  # one bad image must not fail the batch (and be retried forever)
                 masks.append(b"")
                 errors.append(f"inference failed ({type(e).__name__}: {str(e)[:200]})")
+                continue
+            masks.append(mask)  # every column gets exactly one value per row
+            errors.append("")
+            smalls[-1], agree[-1] = small, agreement
         return {"rel": batch["rel"], "path": batch["path"], "plan": batch["plan"], "ident": batch["ident"],
                 "h": batch["h"], "w": batch["w"], "rgb": batch["rgb"],
-                "icc": batch["icc"], "notes": batch["notes"], "mask": _objects(masks), "error": _objects(errors)}
+                "icc": batch["icc"], "notes": batch["notes"], "mask": _objects(masks), "error": _objects(errors),
+                "small": _objects(smalls), "agreement": np.asarray(agree, dtype=np.float64)}
 
 
 def _objects(values: list) -> np.ndarray:
@@ -130,7 +206,15 @@ def _objects(values: list) -> np.ndarray:
     return out
 
 
-def write_row(row: dict, root: str, dest: str, wopts: dict, cutout: dict, fp: str) -> dict:
+def write_row(row: dict, root: str, dest: str, wopts: dict, cutout: dict, fp: str, budget=None) -> dict:
+    """``_write``, then the item's pixels go back to the ``budget`` (a ``PixelBudget`` actor)."""
+    try:
+        return _write(row, root, dest, wopts, cutout, fp)
+    finally:
+        _release(budget, str(row["rel"]))
+
+
+def _write(row: dict, root: str, dest: str, wopts: dict, cutout: dict, fp: str) -> dict:
     """Stage 3 (tasks): encode and write one result atomically, at the names the driver planned
     (a retried task writes the same files again: nothing is lost or written twice); returns its
     status for the report, what the report keeps of it (``Saved.info``: doubt, subject share, crop
@@ -157,7 +241,13 @@ def write_row(row: dict, root: str, dest: str, wopts: dict, cutout: dict, fp: st
     try:
         planned = Planned.from_row(_item(row), json.loads(str(row["plan"])))
         cut = CutoutOptions.from_dict(cutout)
-        saved = writer.save_item(Path(dest), planned, rgb, alpha, opts, icc, lambda x, a: render_item(x, a, cut))
+        small = bytes(row.get("small") or b"")  # height (4 bytes) + uint8 [s,s',3]: the network's view
+        view = None
+        if small:
+            sh = int.from_bytes(small[:4], "little")
+            view = np.frombuffer(small, np.uint8, offset=4).reshape(sh, -1, 3)
+        saved = writer.save_item(Path(dest), planned, rgb, alpha, opts, icc, lambda x, a: render_item(x, a, cut), view,
+                                 float(row.get("agreement", 1.0)))
     except writer.WriteError as e:
         return {"rel": rel, "status": "failed", "reason": str(e), "record": "", "info": "", "notes": notes}
     except Exception as e:  # a bug in one item must not lose the others

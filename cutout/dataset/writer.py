@@ -13,7 +13,6 @@ caption copies and its mask are already complete, which is what resume relies on
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import re
@@ -57,7 +56,7 @@ class WriteOptions:
     keep_subject: str = "all"  # all | largest | centre (imaging.subjects.keep_subject)
     crop: float | None = None  # crop to the subject with this margin (fraction of its box), None = no crop
     crop_aspect: str = "free"  # free | square | W:H list (imaging.crop.parse_aspect)
-    review: bool = False  # keep thumbnails for the review page (dataset.review)
+    review: bool = False  # make thumbnails for the review page (dataset.review; cli.py: on unless --no-review)
     save_mask: bool = False  # also write <stem>_mask.png beside the image
     mask_dir: Path | None = None  # or: also write masks into this tree, same relative path and stem
     existing: str = "skip"  # skip | overwrite | keep_both | trust (see resume.py)
@@ -97,18 +96,22 @@ class Saved:
     info: dict = field(default_factory=dict)  # doubt, subject share before/after, crop box, review thumbnails
 
 
-def shape_result(rgb: np.ndarray, alpha: np.ndarray, opts: WriteOptions) -> tuple[np.ndarray, np.ndarray, dict]:
+def shape_result(rgb: np.ndarray, alpha: np.ndarray, opts: WriteOptions, agreement: float = 1.0
+                 ) -> tuple[np.ndarray, np.ndarray, dict, torch.Tensor]:
     """What the training set gets of one result, before anything is written: one subject kept
     (``keep_subject``), the doubt score, and the crop to the subject (``crop``, ``crop_aspect``).
-    Returns (rgb, alpha, info) with info = doubt, cues, subject share before/after, crop box."""
+    Returns (rgb, alpha, info, small mask) with info = doubt, cues, subject share before/after,
+    crop box; the small mask (``subjects.small_copy``, whole frame) is what the doubt was scored on.
+    ``agreement``: the network's looks' agreement (``subjects.doubt``)."""
     from ..imaging.crop import crop_box, parse_aspect, subject_share
-    from ..imaging.subjects import doubt, keep_subject
+    from ..imaging.subjects import doubt, keep_subject, small_copy
 
     a = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))
     if opts.keep_subject != "all":
         a = keep_subject(a, opts.keep_subject)
         alpha = a.numpy()
-    score, cues = doubt(a)
+    small = small_copy(a)
+    score, cues = doubt(small, agreement)
     info = {"doubt": round(score, 3), "cues": cues, "share_before": round(subject_share(a), 4)}
     h, w = alpha.shape
     box = (0, 0, w, h)
@@ -118,24 +121,7 @@ def shape_result(rgb: np.ndarray, alpha: np.ndarray, opts: WriteOptions) -> tupl
         rgb, alpha = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
     info["box"] = list(box)
     info["share_after"] = round(subject_share(a, box), 4)
-    return rgb, alpha, info
-
-
-def _thumb(pixels: np.ndarray, side: int = 256) -> str:
-    """A small data: URI of ``pixels`` (RGB -> JPEG, RGBA/grey -> PNG) for the review page."""
-    import base64
-
-    from PIL import Image
-
-    im = Image.fromarray(np.ascontiguousarray(pixels))
-    f = max(1, max(im.size) // side)
-    if f > 1:
-        im = im.reduce(f)
-    im.thumbnail((side, side))
-    buf = io.BytesIO()
-    fmt, mime = ("JPEG", "image/jpeg") if im.mode == "RGB" else ("PNG", "image/png")
-    im.save(buf, fmt, quality=80) if fmt == "JPEG" else im.save(buf, fmt, compress_level=1)
-    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return rgb, alpha, info, small
 
 
 _counter = iter(range(1 << 62))
@@ -287,23 +273,26 @@ def _copy_caption(src: Path, target: Path, fsync: bool) -> None:
 
 
 def save_item(dest: Path, planned: Planned, rgb: np.ndarray, alpha: np.ndarray, opts: WriteOptions,
-              icc: bytes | None = None, render=None) -> Saved:
+              icc: bytes | None = None, render=None, small_photo: np.ndarray | None = None,
+              agreement: float = 1.0) -> Saved:
     """Write the files ``plan.plan_outputs`` gave one item: captions and masks first, image last.
 
     ``rgb`` uint8 ``[H,W,3]``; ``alpha`` float ``[H,W]`` 0..1, 1 = subject. ``render(rgb, alpha)``
     makes the pixels after the training-set shaping (``shape_result``): the pipeline's pixel half
     (``job.render_item``); None = ``rgb`` is written as it is. The names are the
     plan's (no decision here); every target is checked again against its root (no '..', no
-    escaping symlink). With ``planned.write_image`` False only the masks are written. Raises
-    ``WriteError``.
+    escaping symlink). With ``planned.write_image`` False only the masks are written. With
+    ``opts.review``, ``small_photo`` (uint8, the photo at a small size, e.g. the network's view) gives
+    the review page's thumbnails (``info["thumbs"]``, ``review.thumbnails``); ``agreement`` goes to
+    the doubt score (``shape_result``). Raises ``WriteError``.
     """
     try:
         target = safe_target(dest, planned.image)
         masks = [safe_target(root, rel) for root, rel in planned.masks]
         if os.path.realpath(target) == os.path.realpath(planned.item.path):
             raise WriteError(f"output {target} is the source file itself; refused")
-        original = rgb
-        rgb, alpha, info = shape_result(rgb, alpha, opts)
+        size = rgb.shape[:2]
+        rgb, alpha, info, small_alpha = shape_result(rgb, alpha, opts, agreement)
         written: list[Path] = []
         if not planned.write_image:
             _write_masks(masks, alpha, opts)
@@ -322,8 +311,13 @@ def save_item(dest: Path, planned: Planned, rgb: np.ndarray, alpha: np.ndarray, 
         pixels = rgb if render is None else render(rgb, alpha)
         atomic_write(target, encode(pixels, opts.fmt, opts, icc), opts.fsync)
         written.append(target)
-        if opts.review:
-            info["thumbs"] = (_thumb(original), _thumb(pixels))
+        if opts.review and small_photo is not None:
+            try:
+                from .review import thumbnails
+
+                info["thumbs"] = thumbnails(small_photo, small_alpha.numpy(), size, tuple(info["box"]))
+            except Exception:  # the output is written; a missing thumbnail only makes a text row
+                log.exception("Cutout dataset: no review thumbnail for %s", planned.rel)
         return Saved("done", target, written, captions, info)
     except WriteError:
         raise

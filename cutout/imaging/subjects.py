@@ -4,7 +4,8 @@
 results most likely wrong instead of all of them. Each cue is 0..1 and the score is
 1 − Π(1 − cue): one strong reason is enough to rank a result high. The cues are the failure
 signs practitioners name: many mid-range alpha values (glass, smoke, an unsure model), a
-subject cut by the frame edge, a tiny or frame-filling subject, several separate subjects.
+subject cut by the frame edge, a tiny or frame-filling subject, several separate subjects, a mask
+that changes under a small perturbation (a threshold shift, or the network's other look).
 docs/dataset.md shows how the score ranks the eval photos' real failures.
 """
 
@@ -55,15 +56,29 @@ def keep_subject(alpha: torch.Tensor, which: str = "largest", reach: int = 0) ->
     return alpha * torch.from_numpy(nearest == keep).to(alpha.dtype)
 
 
-def doubt(alpha: torch.Tensor) -> tuple[float, dict[str, float]]:
-    """(score 0..1, cues) for one result's mask ``alpha`` [H,W] (1 = subject)."""
+SMALL_SIDE = 512
+
+
+def small_copy(alpha: torch.Tensor, side: int = SMALL_SIDE) -> torch.Tensor:
+    """``alpha`` [H,W] shrunk (area average, aspect kept) to at most ``side`` px: the copy the doubt
+    cues and the review page's thumbnails are made from. A small mask is returned as it is."""
     a = alpha.float()
-    if max(a.shape) > 512:  # the cues are about shapes, not pixels: a 512 px copy is enough and cheap
+    if max(a.shape) > side:
         import torch.nn.functional as F
 
-        s = 512 / max(a.shape)
+        s = side / max(a.shape)
         a = F.interpolate(a[None, None], size=(max(1, round(a.shape[0] * s)), max(1, round(a.shape[1] * s))),
                           mode="area")[0, 0]
+    return a
+
+
+UNSTABLE_IOU = 0.7  # below this IoU two versions of a mask disagree on what the subject is (as quality's "best")
+
+
+def doubt(alpha: torch.Tensor, agreement: float = 1.0) -> tuple[float, dict[str, float]]:
+    """(score 0..1, cues) for one result's mask ``alpha`` [H,W] (1 = subject). ``agreement``: the
+    least IoU between the network's looks at the frame when it took several (``FrameResult.agreement``)."""
+    a = small_copy(alpha)  # the cues are about shapes, not pixels: a 512 px copy is enough and cheap
     subject = a >= SUBJECT_THRESHOLD
     n_sub = int(subject.sum())
     share = float((a >= 0.5).float().mean())
@@ -74,6 +89,11 @@ def doubt(alpha: torch.Tensor) -> tuple[float, dict[str, float]]:
     cues["edge"] = min(1.0, float((border >= 0.5).float().mean()) * 3)
     cues["tiny"] = 1.0 if share == 0 else max(0.0, min(1.0, (0.03 - share) / 0.025))
     cues["huge"] = max(0.0, min(1.0, (share - 0.8) / 0.15))
+    # a mask that changes under a small perturbation: the threshold moved by 0.2 either way (free),
+    # or another look of the network (quality "best": the mirrored look), whichever moves it more
+    lo, hi = int((a >= 0.3).sum()), int((a >= 0.7).sum())
+    stable = min(1.0 if lo == 0 else hi / lo, agreement)
+    cues["unstable"] = max(0.0, min(1.0, (1.0 - stable) / (1.0 - UNSTABLE_IOU)))
     _, sizes = components(a)
     if sizes:
         big = sorted(sizes, reverse=True)

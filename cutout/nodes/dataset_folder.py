@@ -164,7 +164,7 @@ class CutoutSaveImageFolder:
                               must_exist=True)
         try:
             opts = writer.WriteOptions(fmt=fmt, existing=existing, save_mask=save_mask,
-                                       copy_captions=src_root is not None)
+                                       copy_captions=src_root is not None, review=False)
         except ValueError as e:
             raise CutoutInputError(node, "format", str(e), "a valid option") from None
         try:  # decontamination off: Remove Background's RGBA is already decontaminated

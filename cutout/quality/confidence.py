@@ -24,8 +24,9 @@ def unsure_share(m: torch.Tensor, lo: float = 0.1, hi: float = 0.9) -> float:
     return min(1.0, ((m > lo) & (m < hi)).sum().item() / subject)
 
 
-def score(first_map: torch.Tensor, agreements: list[float]) -> float:
+def score(small_map: torch.Tensor, agreements: list[float]) -> float:
     """0..1, higher = more likely a good mask: the least agreement between two looks (1 with one
-    look) times one minus the share of unsure pixels of the first look's small map (``first_map``)."""
+    look) times one minus the share of unsure pixels of ``small_map``, the small map the mask is
+    upsampled from (the looks merged; the first look's own map when it is the only one)."""
     agree = min(agreements) if agreements else 1.0
-    return float(agree * (1.0 - unsure_share(first_map)))
+    return float(agree * (1.0 - unsure_share(small_map)))

@@ -52,10 +52,10 @@ QUALITIES: dict[str, Plan] = {
     # subject is, and the first look (fast's answer) is kept (docs/quality.md).
     "best": Plan(flip=True, merge="logodds", min_agreement=0.7),
 }
-# "auto" (the default everywhere) is each model's own default: u2net's plain pass fell just below
-# rembg's IoU on the held-out photos, its mirrored pair did not (docs/quality.md).
+# "auto" (the default everywhere) is each model's own default, the catalog's ``auto_quality``: u2net's
+# plain pass (and u2net-int8's) fell below rembg's IoU on the held-out photos, its mirrored pair did not
+# (docs/quality.md).
 AUTO = "auto"
-MODEL_DEFAULTS = {"u2net": "best"}
 CHOICES = (AUTO, *QUALITIES)
 DEFAULT_QUALITY = AUTO
 
@@ -85,6 +85,27 @@ class FrameResult:
     mask: torch.Tensor  # [H,W] float32 0..1
     confidence: float  # 0..1, low = doubtful (see confidence.score)
     passes: int  # network runs this frame took
+    small: torch.Tensor | None = None  # the photo as the network saw it [1,3,s,s] (square: not the photo's aspect)
+    agreement: float = 1.0  # least IoU between the first look and each other look at the frame (1 with one look)
+
+
+def auto_quality(model: str) -> str:
+    """The setting ``auto`` means for ``model`` (``fast`` for a name outside the catalog)."""
+    from ..models.catalog import CATALOG
+
+    spec = CATALOG.get(model)
+    return spec.auto_quality if spec is not None else "fast"
+
+
+def auto_summary() -> str:
+    """What ``auto`` does, for tooltips and help texts: "best for u2net, u2net-int8; fast for every other model"."""
+    from ..models.catalog import CATALOG
+
+    by = {}
+    for spec in CATALOG.values():
+        if spec.auto_quality != "fast":
+            by.setdefault(spec.auto_quality, []).append(spec.name)
+    return "; ".join([f"{q} for {', '.join(names)}" for q, names in by.items()] + ["fast for every other model"])
 
 
 def plan_for(quality: str | Plan, model: str = "") -> Plan:
@@ -92,7 +113,7 @@ def plan_for(quality: str | Plan, model: str = "") -> Plan:
     if isinstance(quality, Plan):
         return quality
     if quality == AUTO:
-        quality = MODEL_DEFAULTS.get(model, "fast")
+        quality = auto_quality(model)
     try:
         return QUALITIES[quality]
     except KeyError:
@@ -115,6 +136,7 @@ def predict_frame_quality(session, frame: torch.Tensor, quality: str | Plan = "f
                                   plan.min_agreement)
     passes = len(maps)
     agreements = [conf.binary_iou(m, mean_map) for m in maps] if len(maps) > 1 else []
+    pairwise = min((conf.binary_iou(m, maps[0]) for m in maps[1:]), default=1.0)
     mask = to_mask(mean_map, small, frame, refine)
     if plan.zoom:
         zoom_sessions = [session] + ([partner] if plan.zoom_fuse and partner is not None else [])
@@ -133,4 +155,4 @@ def predict_frame_quality(session, frame: torch.Tensor, quality: str | Plan = "f
             agreements.append(agree)
             if agree >= plan.zoom_min_agreement:  # else the zoom saw another subject: keep the first look
                 merge_box(mask, to_mask(zmap, zsmall, crop, refine), box, plan.zoom_weight)
-    return FrameResult(mask, conf.score(mean_map, agreements), passes)
+    return FrameResult(mask, conf.score(mean_map, agreements), passes, small, pairwise)
