@@ -118,11 +118,11 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
                         f"(default {DEFAULT_MAX_MEGAPIXELS:g}; 0 = no limit)")
     f = p.add_argument_group("mask refinement (Mask Refine's operations, in its order: threshold -> fill holes -> "
                              "remove islands -> grow/shrink -> edge refinement -> feather; all off by default)")
-    from cutout.quality import CHOICES as QUALITY_CHOICES
+    from cutout.quality import CHOICES as QUALITY_CHOICES, auto_summary
 
     f.add_argument("--quality", default="auto", choices=QUALITY_CHOICES,
                    help="fast: one look at the photo; best: also the mirrored photo, merged (2x the time); "
-                        "auto (default): best for u2net, fast for every other model (docs/quality.md)")
+                        f"auto (default): {auto_summary()} (docs/quality.md)")
     f.add_argument("--refine-edges", action="store_true",
                    help="fit the mask's edge to the photo while scaling the model's output up (guided upsampling, "
                         "as Remove Background's refine_edges; +0.15 s per 12 MP image)")

@@ -60,11 +60,16 @@ def available_models(names) -> tuple[list[str], dict[str, str]]:
 
 def rembg_session(model: str):
     """A rembg session on the very same ONNX file the pack uses (rembg never downloads here):
-    ``U2NET_HOME`` points at a private folder holding a symlink to the pack's verified file."""
+    ``U2NET_HOME`` points at a private folder holding a symlink to the pack's verified file. A
+    built variant (int8) runs as rembg's ``u2net_custom`` on the pack's built file (U²-Net family)."""
     from cutout.models.catalog import get_spec
-    from cutout.models.weights import find_verified
+    from cutout.models.weights import ModelNotAvailableError, find_verified, resolve
 
-    path = find_verified(get_spec(model))
+    spec = get_spec(model)
+    try:
+        path = resolve(spec, allow_download=False) if spec.is_variant else find_verified(spec)
+    except ModelNotAvailableError:
+        path = None
     if path is None:
         raise RuntimeError(f"model '{model}' not available")
     home = Path(tempfile.gettempdir()) / f"cutout_rembg_home_{os.getpid()}"
@@ -76,6 +81,8 @@ def rembg_session(model: str):
     try:
         from rembg import new_session
 
+        if spec.is_variant:
+            return new_session("u2net_custom", model_path=str(link))
         return new_session(model)
     finally:
         os.environ.pop("U2NET_HOME") if old is None else os.environ.__setitem__("U2NET_HOME", old)

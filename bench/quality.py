@@ -12,11 +12,14 @@ excluded on both sides), mean |ours − rembg|. Each ``--quality`` is one method
 of its confidence with IoU is reported, and of the dataset doubt score (``imaging.subjects.doubt``) with
 1 − IoU, with how many of the 10 lowest-IoU photos are among the 10 / 20 most doubted. ``--refine-edges``
 scores Remove Background's ``refine_edges``; ``--refine`` (repeatable) runs Mask Refine's operations on
-our masks; ``--split`` picks the fixed tuning / held-out part (``metrics.split``).
+our masks; ``--split`` picks the fixed tuning / held-out part (``metrics.split``); a whole manifest
+folder (``--split all``, the default) is also reported per part, from the same run.
 Video folders add flicker (mean |m_t − m_t−1| where the GT did not change) and a temporal section: the
-first quality's masks vs Mask Refine's ``colour`` (temporal 1.0) and ``motion`` (optical flow) modes,
-flicker / dtSSD / IoU for the whole sequence and each half (the motion defaults were chosen on the first
-halves), and s/frame of the smoothing alone (median of ``--repeats`` interleaved runs).
+first quality's masks vs Mask Refine's ``colour`` (temporal 1.0) and ``motion`` (optical flow) modes, and
+``motion`` with the plain mean of the masks it averaged before the logit mean (``--no-before`` drops it),
+flicker / dtSSD / IoU for the whole sequence and each half, and s/frame of the smoothing alone (median of
+``--repeats`` interleaved runs; 0: not timed); a last table sums them up per sequence, each marked as a
+tuning or a check sequence by ``--tuned NAME,NAME`` (folder names the parameters were chosen on).
 Writes ``bench/results/quality.json`` and ``bench/results/quality.md``.
 """
 
@@ -65,22 +68,28 @@ def pack_mask(image, model: str, quality: str, refine_edges: bool = False, agree
     return (r.mask, r.confidence, r.agreement) if agreement else (r.mask, r.confidence)
 
 
-def temporal(masks, frames, gts, repeats: int, M) -> dict:
+MOTION, BEFORE = "temporal motion (1.0)", "motion, plain mean (before)"
+
+
+def temporal(masks, frames, gts, repeats: int, M, before: bool = True) -> dict:
     """Per-frame masks [N,H,W] vs Mask Refine's two temporal modes on one sequence, by part, and their seconds."""
     from cutout.imaging.refine_chain import refine_masks
+    from cutout.imaging.temporal_flow import flow_smooth
 
     fns = {"per-frame": lambda m, img: m,
            "temporal colour (1.0)": lambda m, img: refine_masks(m, img, temporal=1.0),
-           "temporal motion (1.0)": lambda m, img: refine_masks(m, img, temporal=1.0, temporal_mode="motion")}
+           **({BEFORE: lambda m, img: flow_smooth(m, img, 1.0, average="mean")} if before else {}),
+           MOTION: lambda m, img: refine_masks(m, img, temporal=1.0, temporal_mode="motion")}
     n, half = len(gts), len(gts) // 2
     out = {"size": list(frames.shape[1:3]), "parts": {}}
-    for part, sl in {"all": slice(0, n), "first half (tuned)": slice(0, half),
-                     "second half (held out)": slice(half, n)}.items():
+    for part, sl in {"all": slice(0, n), "first half": slice(0, half), "second half": slice(half, n)}.items():
         rows = out["parts"][part] = {}
         for name, fn in fns.items():
             m, g = list(fn(masks[sl], frames[sl])), list(gts[sl])
             rows[name] = {"flicker": M.flicker(m, g), "dtssd": M.dtssd(m, g),
                           "iou": sum(M.iou(a, b) for a, b in zip(m, g)) / len(g)}
+    if repeats < 1:
+        return {**out, "seconds": {}}
     timed = interleaved({k: (lambda fn=fn: fn(masks, frames)) for k, fn in fns.items() if k != "per-frame"},
                         repeats=repeats, warmup=1)
     return {**out, "seconds": {k: {"wall_per_frame": t["median_s"] / n, "cpu_per_frame": t["cpu_median_s"] / n}
@@ -88,7 +97,8 @@ def temporal(masks, frames, gts, repeats: int, M) -> dict:
 
 
 def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refiners: dict, use_rembg: bool,
-                    limit: int | None, log, part: str = "all", refine_edges: bool = False, repeats: int = 3) -> dict:
+                    limit: int | None, log, part: str = "all", refine_edges: bool = False, repeats: int = 3,
+                    before: bool = True) -> dict:
     import numpy as np
     import torch
 
@@ -99,6 +109,8 @@ def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refin
     pairs = M.read_video_folder(folder) if video else M.split(M.read_manifest(folder), part)
     if limit:
         pairs = pairs[:limit]
+    # a whole manifest folder is reported per part too (the same masks)
+    held = None if video or part != "all" else {p.name for p in M.split(M.read_manifest(folder), "held")}
     log(f"\n== {folder} ({'video, ' if video else ''}{len(pairs)} images)")
     data = [(p, M.load_rgb(p.image), M.load_gray(p.gt)) for p in pairs]
     out = {"folder": str(folder), "video": video, "n": len(pairs), "split": part, "methods": {}, "temporal": {}}
@@ -120,7 +132,8 @@ def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refin
             def add(key, mask, seconds, **extra):
                 masks[key].append(mask)
                 methods[key].append({"name": pair.name, "source": pair.source, "seconds": seconds, **extra,
-                                     **score(mask, gt, M)})
+                                     **score(mask, gt, M),
+                                     **({"part": "held" if pair.name in held else "tune"} if held else {})})
                 return methods[key][-1]
 
             rows = {}
@@ -149,20 +162,26 @@ def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refin
             if (i + 1) % 10 == 0 or i + 1 == len(data):
                 log(f"   {model}: {i + 1}/{len(data)} ({time.perf_counter() - t_model:.0f} s)")
         for key, rows in methods.items():
-            summary = M.mean_by(rows, KEYS + (["vs_rembg"] if "vs_rembg" in rows[0] else []),
-                                group=None if video else "source")
+            def summarise(rs):
+                s = M.mean_by(rs, KEYS + (["vs_rembg"] if "vs_rembg" in rs[0] else []),
+                              group=None if video else "source")
+                if "confidence" in rs[0]:
+                    s["all"]["spearman_conf_iou"] = M.spearman([r["confidence"] for r in rs], [r["iou"] for r in rs])
+                return s
+
+            summary = summarise(rows)
             if video:
                 gts = [g for _, _, g in data]
                 summary["all"]["flicker"] = M.flicker(masks[key], gts)
-            if "confidence" in rows[0]:
-                summary["all"]["spearman_conf_iou"] = M.spearman([r["confidence"] for r in rows],
-                                                                 [r["iou"] for r in rows])
             if "doubt" in rows[0] and not video:
                 iou, sc = np.array([r["iou"] for r in rows]), np.array([r["doubt"] for r in rows])
                 worst, top = set(np.argsort(iou)[:10]), np.argsort(-sc, kind="stable")  # ties: file order
                 summary["all"]["spearman_doubt_error"] = M.spearman(sc, 1 - iou)
                 summary["all"]["worst10_in_doubted_10_20"] = [len(worst & set(top[:10])), len(worst & set(top[:20]))]
             out["methods"][key] = {"summary": summary, "rows": rows}
+            if held:
+                out["methods"][key]["parts"] = {pt: summarise([r for r in rows if r["part"] == pt])
+                                                for pt in ("tune", "held") if any(r["part"] == pt for r in rows)}
             a = summary["all"]
             extra = f"  flicker {a['flicker'] * 1e3:.2f}e-3" if video else ""
             if "spearman_conf_iou" in a:
@@ -175,7 +194,7 @@ def evaluate_folder(folder: Path, models: list[str], qualities: list[str], refin
         if video:
             key = f"{model} · cutout {qualities[0]}"
             t = out["temporal"][key] = temporal(torch.stack(masks[key]), torch.cat([i for _, i, _ in data]),
-                                                torch.stack([g for _, _, g in data]), repeats, M)
+                                                torch.stack([g for _, _, g in data]), repeats, M, before)
             for k, r in t["parts"]["all"].items():
                 log(f"   {key} + {k}: flicker {r['flicker'] * 1e3:.2f}e-3  dtSSD {r['dtssd'] * 1e3:.1f}e-3")
     return out
@@ -187,22 +206,59 @@ def markdown(report: dict) -> str:
              f"{info['date_utc']}, {info['cpu']}, torch {info['torch']}, onnxruntime {info.get('onnxruntime', '?')}, "
              f"rembg {info.get('rembg', '?')}. IoU: mask > 0.5 vs GT > 0.5; MAE vs the soft GT; band: MAE within "
              "10 px of the GT edge; s/img on a shared CPU (compare, don't quote); |Δ rembg|: our mask vs rembg's.", ""]
-    for f in report["folders"]:
-        groups = ["all"] + sorted({g for m in f["methods"].values() for g in m["summary"] if g != "all"})
+    def table(f, summaries: dict, title: str, n: int) -> list[str]:
+        groups = ["all"] + sorted({g for s in summaries.values() for g in s if g != "all"})
         extra = ["flicker ×10⁻³"] if f["video"] else []
-        part = f" — {f['split']} part" if f.get("split", "all") != "all" else ""
-        lines += [f"## {f['folder']}{part} ({f['n']} {'frames' if f['video'] else 'images'})", "",
-                  "| model · method | " + " | ".join(f"{g}: IoU / MAE / band" for g in groups)
-                  + "".join(f" | {e}" for e in extra) + " | s/img | \\|Δ rembg\\| | ρ(conf, IoU) |",
-                  "|" + "---|" * (len(groups) + len(extra) + 4)]
-        for key, m in f["methods"].items():
-            s = m["summary"]
+        out = [f"## {title} ({n} {'frames' if f['video'] else 'images'})", "",
+               "| model · method | " + " | ".join(f"{g}: IoU / MAE / band" for g in groups)
+               + "".join(f" | {e}" for e in extra) + " | s/img | \\|Δ rembg\\| | ρ(conf, IoU) |",
+               "|" + "---|" * (len(groups) + len(extra) + 4)]
+        for key, s in summaries.items():
             cells = [f"{s[g]['iou']:.3f} / {s[g]['mae']:.4f} / {s[g]['band']:.3f}" if g in s else "—" for g in groups]
             cells += [f"{s['all']['flicker'] * 1e3:.2f}"] if f["video"] else []
             vs = f"{s['all']['vs_rembg']:.4f}" if "vs_rembg" in s["all"] and "rembg" not in key else "—"
             rho = f"{s['all']['spearman_conf_iou']:.2f}" if "spearman_conf_iou" in s["all"] else "—"
-            lines.append(f"| {key} | " + " | ".join(cells) + f" | {s['all']['seconds']:.3f} | {vs} | {rho} |")
-        lines.append("")
+            out.append(f"| {key} | " + " | ".join(cells) + f" | {s['all']['seconds']:.3f} | {vs} | {rho} |")
+        return out + [""]
+
+    def targets(f, parts: dict) -> list[str]:
+        """Issue 16's checks per model and part: the default (``auto``) vs rembg, best vs fast."""
+        from cutout.quality import auto_quality
+
+        out = ["### Targets: each model's default (`auto`) vs rembg (IoU ≥ rembg − 0.002, MAE ≤ rembg + 0.001); "
+               "`best` vs `fast` per source", "",
+               "| model | auto | part | default IoU / MAE | rembg IoU / MAE | bar met | sources where best < fast "
+               "(IoU or MAE) | best / fast time |", "|---|---|---|---|---|---|---|---|"]
+        for model in report["models"]:
+            q = auto_quality(model)
+            for pt, by in parts.items():
+                d, r = by.get(f"{model} · cutout {q}"), by.get(f"{model} · rembg")
+                b, fa = by.get(f"{model} · cutout best"), by.get(f"{model} · cutout fast")
+                if d is None:
+                    continue
+                met = "—" if r is None else ("yes" if d["all"]["iou"] >= r["all"]["iou"] - 0.002
+                                             and d["all"]["mae"] <= r["all"]["mae"] + 0.001 else "**no**")
+                worse = "—" if b is None or fa is None else (", ".join(
+                    g for g in b if g != "all" and (b[g]["iou"] < fa[g]["iou"] or b[g]["mae"] > fa[g]["mae"]))
+                    or "none")
+                ratio = "—" if b is None or fa is None else f"{b['all']['seconds'] / fa['all']['seconds']:.2f}×"
+                rt = "—" if r is None else f"{r['all']['iou']:.3f} / {r['all']['mae']:.4f}"
+                out.append(f"| {model} | {q} | {pt} | {d['all']['iou']:.3f} / {d['all']['mae']:.4f} | {rt} | {met} | "
+                           f"{worse} | {ratio} |")
+        return out + [""]
+
+    for f in report["folders"]:
+        part = f" — {f['split']} part" if f.get("split", "all") != "all" else ""
+        parts = {f.get("split", "all"): {k: m["summary"] for k, m in f["methods"].items()}}
+        lines += table(f, parts[f.get("split", "all")], f"{f['folder']}{part}", f["n"])
+        for pt, name in (("tune", "tuning"), ("held", "held-out")):
+            by = {k: m["parts"][pt] for k, m in f["methods"].items() if pt in m.get("parts", {})}
+            if by:
+                parts[pt] = by
+                lines += table(f, by, f"{f['folder']} — {name} part (metrics.split)",
+                               next(iter(by.values()))["all"]["n"])
+        if not f["video"]:
+            lines += targets(f, parts)
         for key, seq in f.get("temporal", {}).items():
             h, w = seq["size"]
             lines += [f"### {Path(f['folder']).name}: temporal smoothing of {key}'s masks ({f['n']} frames, {w}×{h}; "
@@ -215,12 +271,39 @@ def markdown(report: dict) -> str:
                          f" ({(r['dtssd'] / b['dtssd'] - 1) * 100:+.0f} %)", f" ({r['iou'] - b['iou']:+.4f})")
                     lines.append(f"| {part} | {name} | {r['flicker'] * 1e3:.2f}{d[0]} | {r['dtssd'] * 1e3:.1f}{d[1]} | "
                                  f"{r['iou']:.4f}{d[2]} |")
-            lines += ["", "| smoothing alone | s/frame wall | s/frame CPU |", "|---|---|---|"]
-            lines += [f"| {k} | {v['wall_per_frame']:.3f} | {v['cpu_per_frame']:.3f} |"
-                      for k, v in seq["seconds"].items()] + [""]
+            if seq["seconds"]:
+                lines += ["", "| smoothing alone | s/frame wall | s/frame CPU |", "|---|---|---|"]
+                lines += [f"| {k} | {v['wall_per_frame']:.3f} | {v['cpu_per_frame']:.3f} |"
+                          for k, v in seq["seconds"].items()]
+            lines += [""]
+    lines += summary(report)
     if report["skipped_models"]:
         lines += ["Skipped (not faked): " + "; ".join(f"**{k}**: {v}" for k, v in report["skipped_models"].items()), ""]
     return "\n".join(lines)
+
+
+def summary(report: dict) -> list[str]:
+    """One row per video sequence: per-frame figures, then each smoothing's change against them."""
+    seqs = [(Path(f["folder"]).name, f["n"], seq) for f in report["folders"] for seq in f.get("temporal", {}).values()]
+    if not seqs:
+        return []
+    names = [k for k in seqs[0][2]["parts"]["all"] if k != "per-frame"]
+    tuned = set(report.get("tuned", []))
+    lines = ["## Per sequence (whole sequence; flicker and dtSSD ×10⁻³, then % change / IoU change vs per-frame)",
+             "", "| sequence | role | frames | per-frame flicker / dtSSD / IoU | " + " | ".join(names)
+             + " | motion s/frame wall / CPU |", "|" + "---|" * (len(names) + 5)]
+    for name, n, seq in seqs:
+        rows = seq["parts"]["all"]
+        b = rows["per-frame"]
+        cells = [f"{(rows[k]['flicker'] / b['flicker'] - 1) * 100:+.0f} % / "
+                 f"{(rows[k]['dtssd'] / b['dtssd'] - 1) * 100:+.1f} % / "
+                 f"{rows[k]['iou'] - b['iou']:+.3f}" for k in names]
+        t = seq["seconds"].get(MOTION)
+        role = ("tuning" if name in tuned else "check") if tuned else "—"
+        secs = f" | {t['wall_per_frame']:.3f} / {t['cpu_per_frame']:.3f} |" if t else " | — |"
+        lines.append(f"| {name} | {role} | {n} | {b['flicker'] * 1e3:.2f} / {b['dtssd'] * 1e3:.1f} / {b['iou']:.3f} | "
+                     + " | ".join(cells) + secs)
+    return lines + [""]
 
 
 def main(argv=None) -> int:
@@ -240,6 +323,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-rembg", action="store_true", help="skip the rembg reference")
     ap.add_argument("--limit", type=int, help="first N images of each folder (quick checks)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each temporal smoothing (interleaved)")
+    ap.add_argument("--no-before", action="store_true", help="video: skip the motion mode's former plain mean")
+    ap.add_argument("--tuned", default="", metavar="NAME,NAME",
+                    help="video: the sequences (folder names) the parameters were chosen on; the others are checks")
     ap.add_argument("--out", type=Path, default=RESULTS / "quality", help="output path stem (.json and .md)")
     args = ap.parse_args(argv)
     from cutout.models.catalog import CATALOG
@@ -260,12 +346,12 @@ def main(argv=None) -> int:
 
     refiners = {text: (lambda m, img, o=parse_options(text): refine_masks(m, img, **o)) for text in args.refine}
     report = {"machine": machine_info(), "models": models, "skipped_models": skipped,
-              "refine_settings": list(refiners), "folders": []}
+              "refine_settings": list(refiners), "tuned": [t for t in args.tuned.split(",") if t], "folders": []}
     print(f"{report['machine']['cpu']} — absolute seconds are noisy on a shared CPU")
     for f in folders:
         report["folders"].append(evaluate_folder(f, models, args.quality.split(","), refiners, not args.no_rembg,
                                                  args.limit, lambda s: print(s, flush=True), args.split,
-                                                 args.refine_edges, args.repeats))
+                                                 args.refine_edges, args.repeats, not args.no_before))
     out = args.out
     write_json(out.with_suffix(".json"), report)
     out.with_suffix(".md").write_text(markdown(report))

@@ -133,6 +133,17 @@ def test_unknown_quality_is_refused_with_the_choices():
         predict_frame_quality(StandIn(catalog.U2NET), scene()[0], "ultra")
 
 
+def test_auto_runs_the_setting_the_catalog_names_for_each_model():
+    from cutout.quality import auto_quality, plan_for
+
+    assert all(spec.auto_quality in QUALITIES for spec in catalog.CATALOG.values())
+    # u2net's one look fell below rembg's IoU on the held-out photos, its int8 build's too (docs/quality.md)
+    assert {m: auto_quality(m) for m in ("u2netp", "u2netp-int8", "u2net", "u2net-int8")} == {
+        "u2netp": "fast", "u2netp-int8": "fast", "u2net": "best", "u2net-int8": "best"}
+    assert plan_for("auto", "u2net-int8") == QUALITIES["best"]
+    assert plan_for("auto", "stand-in") == QUALITIES["fast"]  # not a catalog model
+
+
 def test_remove_background_takes_quality_and_gives_a_confidence_per_frame():
     """The node's `quality` input reaches the network step; `confidence` is its last output, one per frame."""
     from cutout.nodes import NODE_CLASS_MAPPINGS

@@ -48,6 +48,11 @@ def _cli(src, dest, *extra):
     return cli.main(["--source", str(src), "--dest", str(dest), "--no-progress", *extra])
 
 
+def _report(src, dest, path) -> str:
+    assert _cli(src, dest, "--report", str(path)) == 0
+    return path.read_text()
+
+
 def test_thumbnails_keep_the_aspect_and_show_the_crop():
     # the network's square view of a 400x100 photo: left half red, right half blue
     photo = np.zeros((100, 400, 3), np.uint8)
@@ -97,10 +102,11 @@ def test_thumbnails_go_to_the_spool_not_into_memory(src, tmp_path):
 
 
 def test_a_resumed_run_still_lists_every_output(src, tmp_path):
-    dest = tmp_path / "d"
-    assert _cli(src, dest) == 0
+    dest, report = tmp_path / "d", tmp_path / "r.json"
+    first_items = {r["file"]: r for r in json.loads(_report(src, dest, report))["items"]}
     first = (dest / "review.html").read_text()
-    assert _cli(src, dest) == 0  # nothing to do: every output up to date
+    again = json.loads(_report(src, dest, report))  # nothing to do: every output up to date
+    assert again["items"] == [] and {r["file"]: r for r in again["earlier_items"]} == first_items
     page = (dest / "review.html").read_text()
     assert "0 from this run, 3 up to date from earlier runs" in page and len(_pictures(page)) == 6
     assert page.count("up to date from an earlier run") == 3

@@ -75,6 +75,26 @@ def test_fast_motion_is_followed_hop_by_hop():
     assert flick(moved) < 0.9 * flick(noisy)
 
 
+def test_logit_average_outvotes_a_stray_frame_and_adds_no_haze():
+    # a still, textured scene (colours jitter a little, so no pixel is "the same in every frame")
+    # with an empty mask, except one frame that carries a faint false patch
+    g = torch.Generator().manual_seed(1)
+    scene = smooth_texture(96, 128, g, 0.2, 0.8).clamp(0, 1)
+    img = (scene + 0.004 * torch.randn(7, 96, 128, 3, generator=g)).clamp(0, 1)
+    masks = torch.zeros(7, 96, 128)
+    masks[3, 30:60, 40:80] = 0.6
+    by = {a: flow_smooth(masks, img, average=a) for a in ("logit", "mean")}
+    # the stray patch is voted down in its own frame ...
+    assert by["logit"][3, 35:55, 45:75].max() < 0.1
+    # ... and spreads far less into the neighbours than a plain mean spreads it
+    haze = {a: o[[2, 4], 35:55, 45:75].mean().item() for a, o in by.items()}
+    assert haze["logit"] < 0.5 * haze["mean"]
+    # pixels that are 0 in every frame stay exactly 0 (the clip before the logit leaves no floor)
+    assert torch.equal(by["logit"][:, :, :20], masks[:, :, :20])
+    with pytest.raises(ValueError, match="average"):
+        flow_smooth(masks, img, average="median")
+
+
 def test_pixels_the_same_in_every_frame_keep_their_exact_value():
     img, noisy, _ = moving_square(n=6)
     noisy[:, :, :8] = 0.37  # a strip with the same (odd) mask value in every frame

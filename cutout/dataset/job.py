@@ -84,6 +84,7 @@ class Report:
     items: dict[str, dict] = field(default_factory=dict)  # rel -> doubt, cues, subject share, crop box
     review: str | None = None  # the review page written, if any
     peak_pixels: int = 0  # most pixels in flight at once (bounded by pixel_budget)
+    earlier: dict[str, dict] = field(default_factory=dict)  # rel -> doubt info of outputs up to date (review spool)
 
     @property
     def ok(self) -> bool:
@@ -158,6 +159,8 @@ class Report:
         return sum(b for b, _ in got) / len(got), sum(a for _, a in got) / len(got)
 
     def to_json(self) -> str:
+        from .review import doubt_rows
+
         rows = self.doubt_rows()
         shares = self.shares()
         return json.dumps({"source": self.source, "dest": self.dest, "total": self.total, "done": self.done,
@@ -168,7 +171,8 @@ class Report:
                            "subject_share": None if shares is None else
                            {"before": round(shares[0], 4), "after": round(shares[1], 4)},
                            "doubtful": [r["file"] for r in rows if r["doubtful"]],
-                           "review": self.review, "items": rows}, indent=1)
+                           "review": self.review, "items": rows,
+                           "earlier_items": doubt_rows(self.earlier)}, indent=1)
 
     def to_csv(self) -> str:
         from .review import rows_csv
@@ -473,7 +477,8 @@ def write_review_page(report: Report, state: Resume, source: Path) -> None:
     if state.review is None or not (report.items or state.earlier):
         return
     try:
-        path = state.review.write_page(state.earlier, f"Cutout review: {Path(source).name}", report.items)
+        path = state.review.write_page(state.earlier, f"Cutout review: {Path(source).name}", report.items,
+                                       report.earlier)
         report.review = None if path is None else str(path)
     except OSError as e:
         log.warning("Cutout dataset: could not write the review page: %s", e)

@@ -181,15 +181,19 @@ class InferActor:
                 looked: list = []
                 m = infer_item(self.session, Decoded(_item({"path": batch["path"][i], "rel": batch["rel"][i]}),
                                                      rgb, alpha, None), None, self.opts, looked)
-                masks.append(np.ascontiguousarray(m, dtype=np.float32).tobytes())
-                view, agree[-1] = seen(looked, self.small)
+                view, agreement = seen(looked, self.small)
+                small = b""
                 if view is not None:
                     view = square_view_u8(view)
-                    smalls[-1] = view.shape[0].to_bytes(4, "little") + view.tobytes()
-                errors.append("")
+                    small = view.shape[0].to_bytes(4, "little") + view.tobytes()
+                mask = np.ascontiguousarray(m, dtype=np.float32).tobytes()
             except Exception as e:  # one bad image must not fail the batch (and be retried forever)
                 masks.append(b"")
                 errors.append(f"inference failed ({type(e).__name__}: {str(e)[:200]})")
+                continue
+            masks.append(mask)  # every column gets exactly one value per row
+            errors.append("")
+            smalls[-1], agree[-1] = small, agreement
         return {"rel": batch["rel"], "path": batch["path"], "plan": batch["plan"], "ident": batch["ident"],
                 "h": batch["h"], "w": batch["w"], "rgb": batch["rgb"],
                 "icc": batch["icc"], "notes": batch["notes"], "mask": _objects(masks), "error": _objects(errors),

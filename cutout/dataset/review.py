@@ -197,10 +197,12 @@ class ReviewStore:
             return None
         return tuple(t) if t else None
 
-    def write_page(self, earlier: list[tuple[str, str]], title: str, items: dict[str, dict]) -> Path | None:
+    def write_page(self, earlier: list[tuple[str, str]], title: str, items: dict[str, dict],
+                   found: dict | None = None) -> Path | None:
         """``dest``/review.html: this run's outputs (``items``: rel -> info) and the ``earlier`` ones
         (rel, output) that were up to date, most doubtful first; None when there is nothing to show.
-        Then the spool is compacted when superseded lines are the majority."""
+        ``found`` gets the stored info (doubt, cues, ...) of the earlier ones, rel -> info. Then the
+        spool is compacted when superseded lines are the majority."""
         from .writer import _atomic_file
 
         index, lines = self._index()
@@ -215,6 +217,8 @@ class ReviewStore:
             got = index.get(out)
             if got and got[1].get("src") == rel and got[1].get("stat") == _stat(self.dest / out):
                 rows.append((got[1]["info"].get("doubt", -1.0), rel, got[1]["info"], got[0], True))
+                if found is not None:
+                    found[rel] = got[1]["info"]
             else:
                 rows.append((-1.0, rel, {}, None, True))
         if not rows:

@@ -10,6 +10,11 @@ the alignment is trustworthy: its trust falls with the colour error of the warpe
 (occlusions, fast motion, flow failures keep the frame's own mask) and is zero where the flow
 there and back does not return to the same pixel, or leaves the picture; a neighbour's weight
 is the product of the trust of the hops that reach it.
+The average is taken over the masks' logits (each mask clipped to [0.01, 0.99] first), not their
+values: a mean of probabilities turns one frame's stray 0.5 among confident neighbours into a
+grey that comes and goes, and widens the soft edge where it moves; a mean of logits is the
+frames' evidence added up, so confident neighbours outvote a stray value and the edge keeps
+its width.
 The averaging runs at the flow's working size (the network's masks are no finer) and the
 correction is added to the full-size mask; a pixel whose colour and mask are the same in every
 frame of the window keeps its value exactly.
@@ -27,8 +32,10 @@ import numpy as np
 import torch
 
 # Chosen on the first halves of the two dev sequences (bench.quality on ../shared/eval/video/*), checked
-# on ten other DAVIS sequences (docs/video.md).
-FLOW_DEFAULTS = {"radius": 3, "colour_tolerance": 0.08, "consistency_px": 1.5, "work_size": 480}
+# on ten other DAVIS sequences; the logit average and its clip on six tuning sequences (docs/video.md).
+FLOW_DEFAULTS = {"radius": 3, "colour_tolerance": 0.08, "consistency_px": 1.5, "work_size": 480,
+                 "logit_clip": 0.01}
+AVERAGES = ("logit", "mean")
 
 
 def _need_cv2(node: str):
@@ -43,16 +50,17 @@ def _need_cv2(node: str):
 class _Frames:
     """Per-frame data at the flow's working size, made on first use and dropped when done."""
 
-    def __init__(self, masks: torch.Tensor, image: torch.Tensor, size: tuple[int, int], cv2):
-        self.masks, self.image, self.size, self.cv2 = masks, image, size, cv2
+    def __init__(self, masks: torch.Tensor, image: torch.Tensor, size: tuple[int, int], cv2, clip: float | None):
+        self.masks, self.image, self.size, self.cv2, self.clip = masks, image, size, cv2, clip
         self.cache: dict[int, tuple] = {}
 
     def full(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(colour float32 [H,W,3], mask float32 [H,W]) of frame ``i`` at full size (views)."""
         return self.image[i].numpy(), self.masks[i].numpy()
 
-    def get(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(grey uint8 [h,w], colour float32 [h,w,3], mask float32 [h,w]) at the working size."""
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(grey uint8 [h,w], colour float32 [h,w,3], mask float32 [h,w], the value averaged
+        [h,w]: the mask's logit or the mask) at the working size."""
         if i not in self.cache:
             cv2, (h, w) = self.cv2, self.size
             rgb, m = self.full(i)
@@ -61,7 +69,13 @@ class _Frames:
                 m = cv2.resize(m, (w, h), interpolation=cv2.INTER_AREA)
             rgb = np.clip(rgb, 0.0, 1.0)
             grey = cv2.cvtColor((rgb * 255.0 + 0.5).astype(np.uint8), cv2.COLOR_RGB2GRAY)
-            self.cache[i] = (grey, np.ascontiguousarray(rgb), np.ascontiguousarray(m))
+            m = np.ascontiguousarray(m, dtype=np.float32)
+            if self.clip is None:
+                v = m
+            else:
+                c = np.clip(m, self.clip, 1.0 - self.clip)
+                v = np.log(c / (1.0 - c))
+            self.cache[i] = (grey, np.ascontiguousarray(rgb), m, v)
         return self.cache[i]
 
     def drop_before(self, i: int) -> None:
@@ -78,35 +92,45 @@ def _same_pixels(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
 def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
                 radius: int = FLOW_DEFAULTS["radius"],
                 colour_tolerance: float = FLOW_DEFAULTS["colour_tolerance"],
                 consistency_px: float = FLOW_DEFAULTS["consistency_px"],
-                work_size: int = FLOW_DEFAULTS["work_size"], node: str = "Cutout",
+                work_size: int = FLOW_DEFAULTS["work_size"], average: str = "logit",
+                logit_clip: float = FLOW_DEFAULTS["logit_clip"], node: str = "Cutout",
                 on_frame: Callable[[], None] | None = None) -> torch.Tensor:
     """Smooth consecutive video-frame masks ``[B,H,W]`` along the motion of the frames ``image``
     ``[B,H,W,3]`` (same batch and size).
 
-    At the working size (long side shrunk to ``work_size``, never enlarged), frame t's
-    correction is Σ w_k (a_k − m_t) / (1 + Σ w_k) over the neighbours k = t±1..radius, a_k the
-    neighbour's mask warped onto frame t along the chain of consecutive flows t→t±1→…→k,
+    At the working size (long side shrunk to ``work_size``, never enlarged), with
+    v = logit(clip(m, logit_clip, 1 − logit_clip)) (``average`` 'logit') or v = m ('mean'),
+    frame t's averaged value is v̄_t = v_t + Σ w_k (a_k − v_t) / (1 + Σ w_k) over the neighbours
+    k = t±1..radius, a_k the neighbour's v warped onto frame t along the chain of consecutive
+    flows t→t±1→…→k,
     w_k = strength^|t−k| · Π trust of the hops, a hop's trust exp(−(e/colour_tolerance)²) with
     e the 3×3-averaged colour error of the warped frame, 0 where the forward-backward flow
-    error exceeds ``consistency_px`` or the flow leaves the picture. The
-    correction is upsampled and added to the full-size mask, except on pixels whose colour and
-    mask are identical in every frame of the window (kept exactly). ``on_frame`` is called
+    error exceeds ``consistency_px`` or the flow leaves the picture. The correction
+    (σ(v̄_t) − σ(v_t) for 'logit', v̄_t − v_t for 'mean') is upsampled and added to the
+    full-size mask, except on pixels whose colour and mask are identical in every frame of the
+    window (kept exactly). ``on_frame`` is called
     after each frame (progress and Cancel).
     """
     n, H, W = masks.shape
     if strength <= 0 or n < 2 or radius < 1:
         return masks.clone()
+    if average not in AVERAGES:
+        raise ValueError(f"{node}: average is {average!r}, expected one of {AVERAGES}")
     cv2 = _need_cv2(node)
     strength = min(float(strength), 1.0)
     scale = min(1.0, work_size / max(H, W)) if work_size > 0 else 1.0
     h, w = max(8, round(H * scale)), max(8, round(W * scale))
     src = masks.detach().float().cpu().contiguous()
     rgb_full = image.detach().float().cpu().contiguous()
-    frames = _Frames(src, rgb_full, (h, w), cv2)
+    frames = _Frames(src, rgb_full, (h, w), cv2, float(logit_clip) if average == "logit" else None)
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     # hops[(a, b)], b = a ± 1: where each pixel of frame a lands in frame b, and how far to trust it
@@ -148,7 +172,7 @@ def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
 
     out = torch.empty((n, H, W), dtype=torch.float32)
     for t in range(n):
-        m_t = frames.get(t)[2]
+        v_t = frames.get(t)[3]
         acc = np.zeros((h, w), np.float32)
         wsum = np.ones((h, w), np.float32)
         for step in (-1, 1):
@@ -166,11 +190,13 @@ def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
                                               borderValue=0.0)
                     cx, cy = (cv2.remap(mx, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
                               cv2.remap(my, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
-                a_k = cv2.remap(frames.get(k)[2], cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                a_k = cv2.remap(frames.get(k)[3], cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                 wd = trust * np.float32(strength ** d)
-                acc += wd * (a_k - m_t)
+                acc += wd * (a_k - v_t)
                 wsum += wd
         corr = acc / wsum
+        if average == "logit":
+            corr = _sigmoid(v_t + corr) - _sigmoid(v_t)
         if (h, w) != (H, W):
             corr = cv2.resize(corr, (W, H), interpolation=cv2.INTER_LINEAR)
         lo, hi = max(0, t - radius), min(n - 1, t + radius)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..imaging.clear import CLEAR_FILLS, DEFAULT_CLEAR_FILL
 from ..options import CutoutOptions
 from ..pipeline import cut_out
-from ..quality import CHOICES as QUALITY_CHOICES, DEFAULT_QUALITY
+from ..quality import CHOICES as QUALITY_CHOICES, DEFAULT_QUALITY, auto_summary
 from .common import (CATEGORY, CLEAR_FILL_TIP, MASK_CONVENTION, advanced_inputs, checked_widgets, device_input,
                      model_inputs, node_errors)
 
@@ -66,8 +66,8 @@ class CutoutRemoveBackground:
                     "default": DEFAULT_QUALITY,
                     "tooltip": "fast: one look at the photo at the model's size (320 px for U²-Net). best: also "
                                "looks at the mirrored photo and merges the two, or keeps the first look where "
-                               "they see different subjects (2x the time; higher IoU, lower error). auto: u2net -> best, every other "
-                               "model -> fast (docs/quality.md).",
+                               "they see different subjects (2x the time; higher IoU, lower error). auto: "
+                               f"{auto_summary()} (docs/quality.md).",
                 }),
             },
         }

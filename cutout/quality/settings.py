@@ -52,10 +52,10 @@ QUALITIES: dict[str, Plan] = {
     # subject is, and the first look (fast's answer) is kept (docs/quality.md).
     "best": Plan(flip=True, merge="logodds", min_agreement=0.7),
 }
-# "auto" (the default everywhere) is each model's own default: u2net's plain pass fell just below
-# rembg's IoU on the held-out photos, its mirrored pair did not (docs/quality.md).
+# "auto" (the default everywhere) is each model's own default, the catalog's ``auto_quality``: u2net's
+# plain pass (and u2net-int8's) fell below rembg's IoU on the held-out photos, its mirrored pair did not
+# (docs/quality.md).
 AUTO = "auto"
-MODEL_DEFAULTS = {"u2net": "best"}
 CHOICES = (AUTO, *QUALITIES)
 DEFAULT_QUALITY = AUTO
 
@@ -89,12 +89,31 @@ class FrameResult:
     agreement: float = 1.0  # least IoU between the first look and each other look at the frame (1 with one look)
 
 
+def auto_quality(model: str) -> str:
+    """The setting ``auto`` means for ``model`` (``fast`` for a name outside the catalog)."""
+    from ..models.catalog import CATALOG
+
+    spec = CATALOG.get(model)
+    return spec.auto_quality if spec is not None else "fast"
+
+
+def auto_summary() -> str:
+    """What ``auto`` does, for tooltips and help texts: "best for u2net, u2net-int8; fast for every other model"."""
+    from ..models.catalog import CATALOG
+
+    by = {}
+    for spec in CATALOG.values():
+        if spec.auto_quality != "fast":
+            by.setdefault(spec.auto_quality, []).append(spec.name)
+    return "; ".join([f"{q} for {', '.join(names)}" for q, names in by.items()] + ["fast for every other model"])
+
+
 def plan_for(quality: str | Plan, model: str = "") -> Plan:
     """The plan of a setting name (``auto``: ``model``'s default) or a ``Plan`` as it is."""
     if isinstance(quality, Plan):
         return quality
     if quality == AUTO:
-        quality = MODEL_DEFAULTS.get(model, "fast")
+        quality = auto_quality(model)
     try:
         return QUALITIES[quality]
     except KeyError:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..codec import EncodeSettings
 from ..options import Background, CutoutOptions, RefineOptions, parse_background, parse_refine_mode
-from ..quality import CHOICES as QUALITY_CHOICES
+from ..quality import CHOICES as QUALITY_CHOICES, auto_summary
 from .errors import ApiError
 
 log = logging.getLogger("comfyui_cutout")
@@ -63,8 +63,8 @@ PARAMS: tuple[Param, ...] = (
     Param("bgc", "color", None, "Background colour 'r,g,b,a' (0..255 each), alpha-composited under the cut-out "
           "as rembg does (the PNG keeps an alpha channel; a = 255 makes it opaque).", rembg=True),
     Param("dc", "bool", False, "Decontaminate edges (rembg's name): the same as decontaminate=true.", rembg=True),
-    Param("quality", "choice", "auto", "How hard the network looks: auto (best for u2net, fast for the other "
-          "models), fast (one look) or best (the photo and its mirror image merged; about 2x the time).",
+    Param("quality", "choice", "auto", f"How hard the network looks: auto ({auto_summary()}), fast (one look) or best "
+          "(the photo and its mirror image merged; about 2x the time).",
           choices=QUALITY_CHOICES),
     Param("refine", "choice", "none", "Edge refinement of the mask at full resolution: none, guided (fast guided "
           "filter against the photo) or matting (closed-form matting on a trimap; slow).", choices=REFINE_CHOICES),
