@@ -146,6 +146,29 @@ def make_record(dest: Path, planned, source: dict | None, fp: str, files: list[P
             "files": {file_key(dest, p): stat_pair(p) for p in files}, "captions": captions}
 
 
+def ends_torn(path: Path) -> bool:
+    """Does the JSON-lines file end inside a line (a kill while appending)? False when missing or empty."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
+
+
+def append_lines(path: Path, lines: list[str], torn: bool = False, fsync: bool = False) -> None:
+    """Append ``lines`` to a JSON-lines file in one ``O_APPEND`` write (the manifest, the review
+    spool). ``torn``: the file ends inside a line, which is ended first so the new line does not join it."""
+    data = ("\n" if torn else "") + "".join(line + "\n" for line in lines)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data.encode())
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Manifest:
     """The records of one destination, keyed by output path; appended by one process at a time."""
 
@@ -182,15 +205,8 @@ class Manifest:
                 self.records[rec["out"]] = rec
 
     def _append_lines(self, lines: list[str]) -> None:
-        data = ("\n" if self._needs_newline else "") + "".join(line + "\n" for line in lines)
         self.dest.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data.encode())
-            if self.fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_lines(self.path, lines, self._needs_newline, self.fsync)
         self._needs_newline = False
         self._lines += len(lines)
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .manifest import append_lines, ends_torn
+
 log = logging.getLogger("comfyui_cutout")
 
 DOUBTFUL = 0.5  # a doubt score at or above this is listed as doubtful
@@ -131,16 +133,6 @@ def _stat(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
-def _torn(path: Path) -> bool:
-    """Does the file end inside a line (a kill while appending)?"""
-    try:
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) != b"\n"
-    except OSError:  # missing or empty
-        return False
-
-
 class ReviewStore:
     """``dest``/.cutout-review.jsonl: one line per written output (its doubt, crop, thumbnails and the
     output file's size and mtime), appended by the one process that plans the run; the last line of
@@ -150,7 +142,7 @@ class ReviewStore:
         self.dest = Path(dest)
         self.path = self.dest / STORE
         self.written: dict[str, str] = {}  # rel -> output, this run
-        self._newline = _torn(self.path)  # a kill mid-line: the next line must not join it
+        self._newline = ends_torn(self.path)  # a kill mid-line: the next line must not join it
 
     def add(self, rel: str, out: str, info: dict, thumbs: tuple[str, str] | None) -> None:
         """One written output's entry (``info``: doubt, cues, shares, box; ``thumbs``: data URIs)."""
@@ -158,12 +150,8 @@ class ReviewStore:
         try:
             line = json.dumps({"out": out, "src": rel, "stat": _stat(self.dest / out), "info": info,
                                "thumbs": list(thumbs) if thumbs else None})  # ASCII: any file name
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, (("\n" if self._newline else "") + line + "\n").encode("ascii"))
-                self._newline = False
-            finally:
-                os.close(fd)
+            append_lines(self.path, [line], self._newline)
+            self._newline = False
         except (OSError, ValueError, TypeError) as e:  # the page then shows this one as a text row
             log.warning("Cutout dataset: could not keep the review thumbnails of %s: %s", rel, e)
 
