@@ -214,6 +214,11 @@ def write_row(row: dict, root: str, dest: str, wopts: dict, cutout: dict, fp: st
         _release(budget, str(row["rel"]))
 
 
+def _failed(rel: str, reason: str, notes: str) -> dict:
+    """``_write``'s status row for an item that was not written."""
+    return {"rel": rel, "status": "failed", "reason": reason, "record": "", "info": "", "notes": notes}
+
+
 def _write(row: dict, root: str, dest: str, wopts: dict, cutout: dict, fp: str) -> dict:
     """Stage 3 (tasks): encode and write one result atomically, at the names the driver planned
     (a retried task writes the same files again: nothing is lost or written twice); returns its
@@ -232,7 +237,7 @@ def _write(row: dict, root: str, dest: str, wopts: dict, cutout: dict, fp: str) 
     err = str(row["error"])
     notes = str(row.get("notes") or "[]")
     if err:
-        return {"rel": rel, "status": "failed", "reason": err, "record": "", "info": "", "notes": notes}
+        return _failed(rel, err, notes)
     opts = writer.WriteOptions(**{**wopts, "mask_dir": Path(wopts["mask_dir"]) if wopts.get("mask_dir") else None})
     h, w = int(row["h"]), int(row["w"])
     rgb = np.frombuffer(row["rgb"], np.uint8).reshape(h, w, 3)
@@ -249,10 +254,9 @@ def _write(row: dict, root: str, dest: str, wopts: dict, cutout: dict, fp: str) 
         saved = writer.save_item(Path(dest), planned, rgb, alpha, opts, icc, lambda x, a: render_item(x, a, cut), view,
                                  float(row.get("agreement", 1.0)))
     except writer.WriteError as e:
-        return {"rel": rel, "status": "failed", "reason": str(e), "record": "", "info": "", "notes": notes}
+        return _failed(rel, str(e), notes)
     except Exception as e:  # a bug in one item must not lose the others
-        return {"rel": rel, "status": "failed", "reason": f"{type(e).__name__}: {e}", "record": "", "info": "",
-                "notes": notes}
+        return _failed(rel, f"{type(e).__name__}: {e}", notes)
     record = manifest.make_record(Path(dest), planned, json.loads(str(row["ident"]) or "null"), fp, saved.files,
                                   saved.captions)
     return {"rel": rel, "status": saved.status, "reason": "", "record": json.dumps(record),
