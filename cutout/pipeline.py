@@ -27,7 +27,7 @@ from .imaging.composite import composite_background, cutout_rgba8, estimate_fore
 from .imaging.tensors import as_image, sanitize
 from .models.session import ModelSession, get_session
 from .options import Background, CutoutOptions
-from .quality import DEFAULT_QUALITY, partner_session, plan_for, predict_frame_quality
+from .quality import DEFAULT_QUALITY, Deferred, partner_session, plan_for, predict_frame_quality
 
 # Bump when a change anywhere in the pipeline changes output pixels: the folder job's manifest
 # records it, and a rerun redoes what an older version made.
@@ -36,17 +36,19 @@ PIPELINE_VERSION = 2
 
 def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool = False,
                   quality: str = DEFAULT_QUALITY, confidences: list | None = None, on_pass=None,
-                  results: list | None = None) -> torch.Tensor:
+                  results: list | None = None, small: torch.Tensor | None = None,
+                  defer: bool = False) -> torch.Tensor | Deferred:
     """One sanitised ``[H,W,3]`` frame -> its ``[H,W]`` subject mask (1 = subject).
 
     ``refine_edges``: upsample the network's map with ``guided_upsample`` (edges fitted to
     the photo) instead of plain bicubic. ``quality``: which looks the network takes
     (``quality.CHOICES``; Cancel is checked before each). ``confidences``: the frame's
     confidence (``quality.FrameResult``) is appended to it; ``results``: the whole ``FrameResult``
-    (the small photo the network saw, for a thumbnail that costs nothing).
+    (the small photo the network saw, for a thumbnail that costs nothing). ``small``, ``defer``:
+    see ``quality.predict_frame_quality``.
     """
     result = predict_frame_quality(session, frame, quality, refine_edges, partner_session(session, quality),
-                                   on_pass)
+                                   on_pass, small, defer)
     if confidences is not None:
         confidences.append(result.confidence)
     if results is not None:
@@ -56,16 +58,29 @@ def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool
 
 def frame_alpha(session: ModelSession, frame: torch.Tensor, opts: CutoutOptions,
                 own_alpha: torch.Tensor | None = None, node: str = "Cutout",
-                confidences: list | None = None, on_pass=None, results: list | None = None) -> torch.Tensor:
+                confidences: list | None = None, on_pass=None, results: list | None = None,
+                small: torch.Tensor | None = None, defer: bool = False) -> torch.Tensor | Deferred:
     """The mask half for one frame: network → post-process → × the image's own alpha → Mask Refine
     → capped by the own alpha unless the output is the mask. The order of a graph: Remove Background
     applies the alpha, Mask Refine comes after it, Composite Background caps the mask by its RGBA
     image's alpha.
 
     ``frame`` float ``[H,W,3]`` 0..1; ``own_alpha`` ``[H,W]`` (what was transparent in the file
-    stays transparent). Returns float32 ``[H,W]``, 1 = subject. ``results``: see ``predict_frame``.
+    stays transparent). Returns float32 ``[H,W]``, 1 = subject. ``results``: see ``predict_frame``;
+    ``small``: ``frame`` already shrunk to the network's size. ``defer``: when no step needs the
+    frame (no Mask Refine), a ``quality.Deferred`` of the mask: everything after the network
+    then runs where it is resolved (the folder job's writer threads, off the network's thread).
     """
-    alpha = predict_frame(session, frame, opts.refine_edges, opts.quality, confidences, on_pass, results)
+    alpha = predict_frame(session, frame, opts.refine_edges, opts.quality, confidences, on_pass, results,
+                          small, defer and not opts.refine.active)
+    if isinstance(alpha, Deferred):
+        return alpha.then(lambda a: _after_network(a, None, opts, own_alpha, node))  # never holds the frame
+    return _after_network(alpha, frame, opts, own_alpha, node)
+
+
+def _after_network(alpha: torch.Tensor, frame: torch.Tensor, opts: CutoutOptions,
+                   own_alpha: torch.Tensor | None, node: str) -> torch.Tensor:
+    """``frame_alpha``'s steps after the network (``frame`` is only read by Mask Refine)."""
     if opts.post_process:  # rembg's ppm
         from .imaging.masks import post_process_mask
 

@@ -179,8 +179,7 @@ def test_cli_quality_reaches_the_network_step(monkeypatch):
     assert opts.quality == "best"
     seen, real = [], pipeline.predict_frame
     monkeypatch.setattr(pipeline, "predict_frame",
-                        lambda s, f, edges, quality, conf=None, on_pass=None, results=None:
-                        seen.append(quality) or real(s, f, edges, quality, conf, on_pass, results))
+                        lambda s, f, edges, quality, *rest: seen.append(quality) or real(s, f, edges, quality, *rest))
     decoded = reader.Decoded(None, np.zeros((40, 60, 3), np.uint8), None)
     assert job.infer_item(get_session("u2netp"), decoded, None, opts).shape == (40, 60)
     assert seen == ["best"]
@@ -247,3 +246,42 @@ def test_the_progress_bar_moves_after_every_network_run(monkeypatch):
     pipeline.cut_out(img, CutoutOptions(quality="best"), progress=lambda d, t: frames.append((d, t)))
     assert [u for u in updates if u[1] == 4] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert frames == [(1, 2), (2, 2)]
+
+
+@pytest.mark.parametrize("quality", list(QUALITIES))
+@pytest.mark.parametrize("post_process,own", [(False, False), (True, True)])
+def test_a_deferred_mask_is_the_mask(quality, post_process, own):
+    """The folder job leaves the upsample and the steps after the network to its writer threads
+    (``defer``); what they resolve is what the nodes get, and it never holds the frame."""
+    from cutout import pipeline
+    from cutout.imaging.model_io import shrink_for_model
+    from cutout.options import CutoutOptions, RefineOptions
+    from cutout.quality import Deferred
+
+    img, _ = scene(boxes=((60, 50, 200, 180), (20, 260, 90, 330)))
+    own_alpha = torch.ones(img.shape[:2])
+    own_alpha[:, :30] = 0.0
+    opts = CutoutOptions(quality=quality, post_process=post_process)
+    eager = pipeline.frame_alpha(StandIn(catalog.U2NET), img, opts, own_alpha if own else None)
+    small = shrink_for_model(img[None], catalog.U2NET.size)
+    net = StandIn(catalog.U2NET)
+    deferred = pipeline.frame_alpha(net, img, opts, own_alpha if own else None, small=small, defer=True)
+    assert isinstance(deferred, Deferred)
+    assert not any(x is img for x in _held(deferred))
+    assert torch.equal(deferred.resolve(), eager)
+    assert deferred.resolve() is deferred.resolve()  # resolved once
+    refined = CutoutOptions(quality=quality, refine=RefineOptions(fill_holes=True))
+    assert isinstance(pipeline.frame_alpha(net, img, refined, defer=True), torch.Tensor)  # Mask Refine reads the frame
+
+
+def _held(obj, seen=None):
+    """Every object a ``Deferred`` (or a function) keeps alive through its closures."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    out = [obj]
+    make = getattr(obj, "_make", None)
+    for cell in (getattr(make if make is not None else obj, "__closure__", None) or ()):
+        out += _held(cell.cell_contents, seen)
+    return out

@@ -26,7 +26,9 @@ import torch
 
 from .. import comfy_glue
 from ..options import CutoutOptions
+from ..imaging.model_io import shrink_for_model
 from ..pipeline import frame_alpha, render_pixels
+from ..quality import Deferred
 from . import manifest, reader, resume, writer
 from .plan import Planned, plan_outputs
 from .reader import DEFAULT_PATTERN, Decoded, Item, ReadError
@@ -180,12 +182,15 @@ class Report:
         return rows_csv(self.doubt_rows())
 
 
-def prepare(item: Item, max_megapixels: float = 0.0) -> tuple[Decoded, torch.Tensor, dict | None]:
-    """Reader-thread work for one item: check its size, decode it, make the model's float frame,
-    and identify the source (for the manifest; None when it changed while being read)."""
+def prepare(item: Item, max_megapixels: float = 0.0,
+            size: int = 0) -> tuple[Decoded, torch.Tensor, torch.Tensor | None, dict | None]:
+    """Reader-thread work for one item: check its size, decode it, make the model's float frame and,
+    with ``size``, the frame shrunk to the network's square input (off the network's thread), and
+    identify the source (for the manifest; None when it changed while being read)."""
     reader.check_pixels(item.path, max_megapixels)
     d, ident = manifest.identify_around(item.path, lambda: reader.decode(item))
-    return d, reader.to_frame(d.rgb), ident
+    frame = reader.to_frame(d.rgb)
+    return d, frame, (shrink_for_model(frame[None], size) if size else None), ident
 
 
 def pixel_budget(max_megapixels: float) -> float:
@@ -202,17 +207,20 @@ def admission_pixels(path: Path, max_megapixels: float) -> int:
 
 
 def infer_item(session, decoded: Decoded, frame: torch.Tensor | None, opts: CutoutOptions,
-               results: list | None = None) -> np.ndarray:
+               results: list | None = None, small: torch.Tensor | None = None,
+               defer: bool = False) -> np.ndarray | Deferred:
     """The mask half of the pipeline (``pipeline.frame_alpha``) for one decoded image: float32 ``[H,W]``.
 
     A file that had its own alpha channel keeps it: what was transparent stays transparent.
     ``results``: the network's ``quality.FrameResult`` is appended (its small photo makes the
-    review page's thumbnail).
+    review page's thumbnail). ``small``, ``defer``: see ``frame_alpha``; a deferred mask is
+    resolved by ``_save`` on a writer thread.
     """
     if frame is None:
         frame = reader.to_frame(decoded.rgb)
     own = None if decoded.alpha is None else reader.to_frame(decoded.alpha)
-    return frame_alpha(session, frame, opts, own, node="cli.py", results=results).numpy()
+    alpha = frame_alpha(session, frame, opts, own, node="cli.py", results=results, small=small, defer=defer)
+    return alpha.then(torch.Tensor.numpy) if isinstance(alpha, Deferred) else alpha.numpy()
 
 
 def seen(results: list | None, small: bool = True) -> tuple[torch.Tensor | None, float]:
@@ -305,6 +313,8 @@ def _save(dest: Path, planned: Planned, decoded: Decoded, ident: dict | None, al
 
     small, agreement = view
     photo = None if small is None else square_view_u8(small)  # here, not on the network's thread
+    if isinstance(alpha, Deferred):  # the upsample to full size, also off the network's thread
+        alpha = alpha.resolve()
     saved = writer.save_item(dest, planned, decoded.rgb, alpha, opts.write, decoded.icc,
                              lambda rgb, a: render_item(rgb, a, opts.cutout), photo, agreement)
     return saved, state.record(dest, planned, ident, saved)
@@ -401,7 +411,7 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
             admitted[p.rel] = px
             inflight["px"] += px
             report.peak_pixels = max(report.peak_pixels, inflight["px"])
-            reads.append((p, readers.submit(prepare, p.item, opts.max_megapixels)))
+            reads.append((p, readers.submit(prepare, p.item, opts.max_megapixels, session.family.size)))
 
     try:
         refill()
@@ -416,7 +426,7 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
             refill()
             rel = planned.rel
             try:
-                decoded, frame, ident = fut.result()
+                decoded, frame, small, ident = fut.result()
             except ReadError as e:
                 finish(rel, "failed", str(e))
                 continue
@@ -429,7 +439,7 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
                 continue
             looked: list = []
             try:
-                alpha = infer_item(session, decoded, frame, opts.cutout, looked)
+                alpha = infer_item(session, decoded, frame, opts.cutout, looked, small, defer=True)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except Exception as e:
@@ -437,7 +447,7 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
                     raise
                 finish(rel, "failed", f"inference failed ({type(e).__name__}: {str(e)[:200]})")
                 continue
-            del frame
+            del frame, small
             while len(writes) >= max_writes:
                 collect(*writes.popleft())
             report.result(rel, notes=decoded.notes)

@@ -47,11 +47,13 @@ def look(session: ModelSession, pixels: torch.Tensor, flip: bool = False,
 
 
 def looks(sessions: list[ModelSession], pixels: torch.Tensor, flip: bool, on_pass=None,
-          partner_weight: float = 0.5, merge: str = "mean", min_agreement: float = 0.0):
+          partner_weight: float = 0.5, merge: str = "mean", min_agreement: float = 0.0,
+          small: torch.Tensor | None = None):
     """Every session (and, with ``flip``, its mirrored look) on ``pixels``: their merged map on the
     first session's grid (``merge_maps``; a second session weighs ``partner_weight``), each single
-    map (for the agreement score) and the first shrunk photo."""
-    maps, weights, small0, small = [], [], None, None
+    map (for the agreement score) and the first shrunk photo. ``small``: ``pixels`` already shrunk
+    (``look``)."""
+    maps, weights, small0 = [], [], None
     for k, s in enumerate(sessions):
         for f in ((False, True) if flip else (False,)):
             m, small = look(s, pixels, f, small)
@@ -83,8 +85,30 @@ def merge_maps(maps: list[torch.Tensor], weights: list[float], merge: str = "mea
 
 
 def to_mask(small_map: torch.Tensor, small_photo: torch.Tensor, pixels: torch.Tensor,
-            refine_edges: bool) -> torch.Tensor:
-    """The small map -> ``[H,W]`` mask at ``pixels``' size (bicubic, or guided by the photo)."""
+            refine_edges: bool, defer: bool = False):
+    """The small map -> ``[H,W]`` mask at ``pixels``' size (bicubic, or guided by the photo).
+
+    ``defer`` (bicubic only): a ``Deferred`` that upsamples when asked, so that a caller can
+    leave the full-size work to another thread (the folder job: off the network's)."""
     if refine_edges:
         return guided_upsample(small_map, small_photo, pixels.unsqueeze(0))[0]
-    return map_to_mask(small_map, pixels.shape[0], pixels.shape[1])[0]
+    h, w = pixels.shape[:2]
+    if defer:
+        return Deferred(lambda: map_to_mask(small_map, h, w)[0])
+    return map_to_mask(small_map, h, w)[0]
+
+
+class Deferred:
+    """Full-size work still to do on small inputs it holds (never the frame): ``resolve()`` does it once."""
+
+    def __init__(self, make):
+        self._make = make
+
+    def resolve(self):
+        if self._make is not None:
+            self._value, self._make = self._make(), None
+        return self._value
+
+    def then(self, step) -> "Deferred":
+        """A ``Deferred`` of ``step(this one's value)``."""
+        return Deferred(lambda: step(self.resolve()))

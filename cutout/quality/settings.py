@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from . import confidence as conf
-from .passes import looks, to_mask
+from .passes import Deferred, looks, to_mask
 from .zoom import merge_box, subject_boxes
 
 
@@ -82,7 +82,7 @@ def partner_session(session, quality: str | Plan = "fast"):
 
 @dataclass
 class FrameResult:
-    mask: torch.Tensor  # [H,W] float32 0..1
+    mask: "torch.Tensor | Deferred"  # [H,W] float32 0..1 (a ``passes.Deferred`` one when asked to defer)
     confidence: float  # 0..1, low = doubtful (see confidence.score)
     passes: int  # network runs this frame took
     small: torch.Tensor | None = None  # the photo as the network saw it [1,3,s,s] (square: not the photo's aspect)
@@ -121,11 +121,15 @@ def plan_for(quality: str | Plan, model: str = "") -> Plan:
 
 
 def predict_frame_quality(session, frame: torch.Tensor, quality: str | Plan = "fast", refine_edges: bool = False,
-                          partner=None, on_pass=None) -> FrameResult:
+                          partner=None, on_pass=None, small: torch.Tensor | None = None,
+                          defer: bool = False) -> FrameResult:
     """One sanitised ``[H,W,3]`` frame -> its mask and confidence under a quality setting.
 
     ``partner``: a loaded session of the model fused in (``PARTNERS``), or None to skip fusion.
     ``on_pass``: called after each network run (progress; Cancel is checked before each run).
+    ``small``: the frame already shrunk to the network's size (``passes.look``). ``defer``: the
+    mask is a ``passes.Deferred`` when nothing full-size is left to merge (no zoom, no guided
+    upsampling), so the caller may upsample it elsewhere.
     Work memory: a few maps of the network's size plus the one full-size mask being built.
     """
     plan = plan_for(quality, getattr(session, "name", ""))
@@ -133,11 +137,11 @@ def predict_frame_quality(session, frame: torch.Tensor, quality: str | Plan = "f
     h, w = frame.shape[:2]
     sessions = [session] + ([partner] if plan.fuse and partner is not None else [])
     mean_map, maps, small = looks(sessions, frame, plan.flip, on_pass, plan.partner_weight, plan.merge,
-                                  plan.min_agreement)
+                                  plan.min_agreement, small)
     passes = len(maps)
     agreements = [conf.binary_iou(m, mean_map) for m in maps] if len(maps) > 1 else []
     pairwise = min((conf.binary_iou(m, maps[0]) for m in maps[1:]), default=1.0)
-    mask = to_mask(mean_map, small, frame, refine)
+    mask = to_mask(mean_map, small, frame, refine, defer=defer and not plan.zoom)
     if plan.zoom:
         zoom_sessions = [session] + ([partner] if plan.zoom_fuse and partner is not None else [])
         sh, sw = mean_map.shape[-2:]
