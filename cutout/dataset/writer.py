@@ -17,9 +17,7 @@ import logging
 import os
 import re
 import shutil
-import struct
 import threading
-import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from .clear import DEFAULT_CLEAR_FILL, check_clear_fill, fill_clear, fill_clear_rgba8
 from .kernels import box_filter
-from .tensors import nchw, to_rgba
+from .tensors import to_rgba
 
 ColorLike = Union[str, Sequence[float]]
 FIT_MODES = ("cover", "contain", "stretch")
