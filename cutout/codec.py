@@ -141,37 +141,105 @@ def to_uint8(x) -> np.ndarray:
 class EncodeSettings:
     """Speed/size knobs of the encoder; the folder job and the API each have their own (docs/design.md)."""
 
-    png_compress: int = 2  # 1-3: Paeth + zlib RLE (fast_png), fast and about as small as Pillow's 6; 4-9 slower, smaller
+    png_compress: int = 2  # fast_png: 2-3 Paeth + RLE or 'up' + LZ per image, 1 Paeth + RLE, 4-9 slower
     jpeg_quality: int = 95
     jpeg_subsampling: int | None = None  # None: 4:4:4 from quality 90 up, else 4:2:0
     webp_quality: int = 25  # lossless: Pillow's effort; with method 0 about as fast as PNG level 1
     webp_method: int = 0
 
 
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _with_icc(data: bytes, icc: bytes | None, colour: bool) -> bytes:
+    """The colour profile chunk goes right after IHDR (8 + 25 bytes)."""
+    if not (icc and colour):
+        return data
+    return data[:33] + _chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(icc)) + data[33:]
+
+
+def _png_file(pixels: np.ndarray, zdata: bytes) -> bytes:
+    """A PNG around an already deflated (zlib) stream of filtered rows."""
+    h, w = pixels.shape[:2]
+    colour_type = {1: 0, 3: 2, 4: 6}[1 if pixels.ndim == 2 else pixels.shape[2]]
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0))
+            + _chunk(b"IDAT", zdata) + _chunk(b"IEND", b""))
+
+
+def _up_rows(rows: np.ndarray, above: np.ndarray) -> np.ndarray:
+    """PNG filter 2 ('up') of uint8 rows ``[n, W*C]`` whose previous rows are ``above``."""
+    out = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
+    out[:, 0] = 2
+    np.subtract(rows, above, out=out[:, 1:])
+    return out
+
+
+SAMPLE_BAND, SAMPLE_BANDS, SAMPLE_EVERY = 16, 4, 32  # rows per band; at least 4 bands, else 1/32 of the rows
+
+
+def _up_deflate(filtered: np.ndarray, level: int) -> bytes:
+    """The 'up' encoder's deflate: zlib-ng level 5 at ``level`` 2, libdeflate level 6 at 3 (smaller, slower)."""
+    import imagecodecs
+
+    if level == 2 and imagecodecs.ZLIBNG.available:
+        return imagecodecs.zlibng_encode(filtered, level=5)
+    if imagecodecs.DEFLATE.available:
+        return imagecodecs.deflate_encode(filtered, level=5 if level == 2 else 6)
+    return zlib.compress(filtered, 6)
+
+
+def png_choice(pixels: np.ndarray, level: int = 2) -> str:
+    """Which of the default's two encoders suits this image: 'paeth' (Paeth + zlib RLE: noisy photos) or
+    'up' ('up' + LZ: smoother content, e.g. JPEG-decoded or upscaled photos, whose filtered rows repeat),
+    by deflating a sample of rows both ways: bands spread over the image, the empty (all transparent)
+    ones left out (docs/dataset.md#speed)."""
+    import imagecodecs
+
+    h = pixels.shape[0]
+    rows = pixels.reshape(h, -1)
+    want = max(SAMPLE_BANDS, h // (SAMPLE_BAND * SAMPLE_EVERY))
+    starts = np.unique(np.linspace(1, max(1, h - SAMPLE_BAND), 4 * want).astype(int))
+    starts = [s for s in starts if rows[s:s + SAMPLE_BAND].any()]
+    if not starts:
+        return "paeth"
+    starts = [starts[i] for i in np.unique(np.linspace(0, len(starts) - 1, want).astype(int))]
+    idx = np.unique((np.asarray(starts)[:, None] + np.arange(SAMPLE_BAND)).ravel())
+    idx = idx[idx < h]
+    F, S = imagecodecs.PNG.FILTER, imagecodecs.PNG.STRATEGY
+    # Paeth: libpng on the bands as one image (each band's first row gets 'sub', a little dearer)
+    paeth = len(imagecodecs.png_encode(pixels[idx], level=1, strategy=S.RLE, filter=F.PAETH))
+    up = len(_up_deflate(_up_rows(rows[idx], rows[idx - 1]), level))
+    return "up" if up < paeth else "paeth"
+
+
 def fast_png(pixels: np.ndarray, level: int, icc: bytes | None = None) -> bytes | None:
-    """Lossless PNG bytes through imagecodecs (libpng), or None when imagecodecs is not installed
-    (Pillow then encodes). ``level`` 1-3 (the default 2): the Paeth filter on every row and zlib's
-    run-length strategy, as fast as one plain filter and about as small as Pillow's level 6 (a cut-out
-    is mostly flat runs after Paeth: the black under alpha 0, smooth subject areas); 4-9: every
-    filter tried per row and zlib's filtered strategy at that level, Pillow's way (smaller, slower);
-    0: stored (docs/performance.md)."""
+    """Lossless PNG bytes through imagecodecs, or None when imagecodecs is not installed (Pillow then
+    encodes). ``level`` 2 (the default) and 3: per image, of two encoders the one that deflates a sample
+    of rows smaller (``png_choice``): the Paeth filter on every row with zlib's run-length strategy
+    (libpng; a noisy photo is mostly short runs after Paeth), or the 'up' filter on every row with
+    zlib-ng level 5 (level 2) or libdeflate level 6 (level 3, smaller, slower); 1: always the first;
+    4-9: every filter tried per row and zlib's filtered strategy at that level, Pillow's way (slower);
+    0: stored. Sizes and CPU: docs/dataset.md#speed."""
     try:
         import imagecodecs
     except ImportError:
         return None
+    pixels = np.ascontiguousarray(pixels)
     F, S = imagecodecs.PNG.FILTER, imagecodecs.PNG.STRATEGY
-    if level <= 0:
-        kw = dict(level=0, filter=F.NONE)
+    rows = pixels.reshape(pixels.shape[0], -1)
+    if level <= 0:  # stored (libpng's level 0 overflows its buffer on 1 px wide images)
+        data = _png_file(pixels, zlib.compress(np.hstack([np.zeros((rows.shape[0], 1), np.uint8), rows]), 0))
+    elif level <= 3 and (level == 1 or pixels.shape[0] < 2 or png_choice(pixels, level) == "paeth"):
+        data = imagecodecs.png_encode(pixels, level=1, strategy=S.RLE, filter=F.PAETH)  # RLE ignores the level
     elif level <= 3:
-        kw = dict(level=1, strategy=S.RLE, filter=F.PAETH)  # zlib's RLE ignores the level
+        filtered = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
+        filtered[0, 0], filtered[0, 1:] = 0, rows[0]  # the first row has nothing above: no filter
+        filtered[1:] = _up_rows(rows[1:], rows[:-1])
+        data = _png_file(pixels, _up_deflate(filtered, level))
     else:
-        kw = dict(level=level, strategy=S.FILTERED, filter=F.ALL)
-    data = imagecodecs.png_encode(np.ascontiguousarray(pixels), **kw)
-    if icc and pixels.ndim == 3:  # the colour profile chunk goes right after IHDR (8 + 25 bytes)
-        body = b"ICC Profile\0\0" + zlib.compress(icc)
-        chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
-        data = data[:33] + chunk + data[33:]
-    return data
+        data = imagecodecs.png_encode(pixels, level=level, strategy=S.FILTERED, filter=F.ALL)
+    return _with_icc(data, icc, pixels.ndim == 3)
 
 
 def encode_image(pixels: np.ndarray, fmt: str, settings: EncodeSettings = EncodeSettings(),
