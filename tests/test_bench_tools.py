@@ -97,3 +97,16 @@ def test_photo_set_has_mixed_sizes_and_a_caption_each(tmp_path):
     sides = {max(Image.open(p).size) for p in photos}
     assert len(photos) == 6 and len(sides) == 6  # one long side each: 480 … 3000 px
     assert all(p.with_suffix(".txt").is_file() for p in photos)
+
+
+def test_png_levels_counts_every_png_and_pillows_bytes(tmp_path):
+    pytest.importorskip("imagecodecs")
+    from bench.png_levels import measure
+
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (24, 32, 4), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "notes.txt").write_text("not a PNG")
+    r = measure(tmp_path, [1, 2], repeats=1)
+    assert r["n"] == 2 and r["pillow6"] > 2 * 24 * 32 * 4  # noise does not compress
+    assert r[1] > 2 * 24 * 32 * 4 and r[2] > 0
