@@ -162,7 +162,7 @@ def _with_icc(data: bytes, icc: bytes | None, colour: bool) -> bytes:
 def _png_file(pixels: np.ndarray, zdata: bytes) -> bytes:
     """A PNG around an already deflated (zlib) stream of filtered rows."""
     h, w = pixels.shape[:2]
-    colour_type = {1: 0, 3: 2, 4: 6}[1 if pixels.ndim == 2 else pixels.shape[2]]
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[1 if pixels.ndim == 2 else pixels.shape[2]]
     return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0))
             + _chunk(b"IDAT", zdata) + _chunk(b"IEND", b""))
 

@@ -145,7 +145,7 @@ def test_png_is_lossless_at_every_level(level):
     px = _cutout_like()
     clear = np.zeros((40, 30, 4), np.uint8)  # nothing to sample: every band is empty
     for pixels in (px, np.ascontiguousarray(px[..., :3]), np.ascontiguousarray(px[..., 3]), _jpeg_decoded(px),
-                   clear, px[:1], px[:, :1]):
+                   np.dstack([px[..., 0], px[..., 3]]), clear, px[:1], px[:, :1]):
         data = encode_image(pixels, "png", EncodeSettings(png_compress=level))
         with Image.open(io.BytesIO(data)) as im:
             assert np.array_equal(np.asarray(im), pixels)
