@@ -16,7 +16,8 @@ our masks; ``--split`` picks the fixed tuning / held-out part (``metrics.split``
 folder (``--split all``, the default) is also reported per part, from the same run.
 Video folders add flicker (mean |m_t − m_t−1| where the GT did not change) and a temporal section: the
 first quality's masks vs Mask Refine's ``colour`` (temporal 1.0) and ``motion`` (optical flow) modes, and
-``motion`` with the plain mean of the masks it averaged before the logit mean (``--no-before`` drops it),
+``motion`` as it was before the wider window (3 frames each side, 1.5 px consistency, no trust spread;
+``--no-before`` drops it),
 flicker / dtSSD / IoU for the whole sequence and each half, and s/frame of the smoothing alone (median of
 ``--repeats`` interleaved runs; 0: not timed); a last table sums them up per sequence, each marked as a
 tuning or a check sequence by ``--tuned NAME,NAME`` (folder names the parameters were chosen on).
@@ -68,7 +69,9 @@ def pack_mask(image, model: str, quality: str, refine_edges: bool = False, agree
     return (r.mask, r.confidence, r.agreement) if agreement else (r.mask, r.confidence)
 
 
-MOTION, BEFORE = "temporal motion (1.0)", "motion, plain mean (before)"
+MOTION, BEFORE = "temporal motion (1.0)", "motion, radius 3 (before)"
+# the motion mode as shipped before the wider window and the spread trust (docs/video.md)
+BEFORE_SETTINGS = {"radius": 3, "consistency_px": 1.5, "trust_spread": 1}
 
 
 def temporal(masks, frames, gts, repeats: int, M, before: bool = True) -> dict:
@@ -78,7 +81,7 @@ def temporal(masks, frames, gts, repeats: int, M, before: bool = True) -> dict:
 
     fns = {"per-frame": lambda m, img: m,
            "temporal colour (1.0)": lambda m, img: refine_masks(m, img, temporal=1.0),
-           **({BEFORE: lambda m, img: flow_smooth(m, img, 1.0, average="mean")} if before else {}),
+           **({BEFORE: lambda m, img: flow_smooth(m, img, 1.0, **BEFORE_SETTINGS)} if before else {}),
            MOTION: lambda m, img: refine_masks(m, img, temporal=1.0, temporal_mode="motion")}
     n, half = len(gts), len(gts) // 2
     out = {"size": list(frames.shape[1:3]), "parts": {}}
@@ -323,7 +326,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-rembg", action="store_true", help="skip the rembg reference")
     ap.add_argument("--limit", type=int, help="first N images of each folder (quick checks)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each temporal smoothing (interleaved)")
-    ap.add_argument("--no-before", action="store_true", help="video: skip the motion mode's former plain mean")
+    ap.add_argument("--no-before", action="store_true", help="video: skip the motion mode's former settings")
     ap.add_argument("--tuned", default="", metavar="NAME,NAME",
                     help="video: the sequences (folder names) the parameters were chosen on; the others are checks")
     ap.add_argument("--out", type=Path, default=RESULTS / "quality", help="output path stem (.json and .md)")

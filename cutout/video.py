@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from .imaging.refine_chain import CHUNK_PIXELS, TEMPORAL_MODES
+from .imaging.temporal_flow import FLOW_DEFAULTS
 from .options import CutoutOptions
 
 log = logging.getLogger("comfyui_cutout")
 
-CONTEXT = 3  # frames each side a chunk is refined with: the largest temporal radius (motion mode)
+CONTEXT = FLOW_DEFAULTS["radius"]  # frames each side a chunk is refined with: the largest temporal radius
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".m4v", ".avi", ".gif", ".mpg", ".mpeg", ".ts"}
 
 # output container -> (video encoder, pixel format with alpha or None, audio codecs it takes, audio encoder)

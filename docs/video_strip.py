@@ -18,10 +18,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from cutout.imaging.refine_chain import refine_masks
+from cutout.imaging.temporal_flow import FLOW_DEFAULTS
 from cutout.pipeline import predict_masks
 
 ROOT = Path(__file__).resolve().parents[1]
-CONTEXT = 3
+CONTEXT = FLOW_DEFAULTS["radius"]
 TILE_W = 224
 LABEL_W = 140
 

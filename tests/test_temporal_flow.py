@@ -138,3 +138,28 @@ def test_mask_refine_motion_mode_errors_and_output():
     assert torch.equal(out, flow_smooth(noisy, img))
     # the old mode is still the default
     assert torch.equal(node.run(noisy, temporal=0.5, image=img)[0], temporal_smooth(noisy, 0.5, img))
+
+
+def test_the_window_reaches_radius_frames_each_side_and_no_further():
+    # what the video path's chunk context relies on: a change in frame 0 reaches frame `radius`
+    # (through the chain of consecutive flows) and stops there
+    from cutout.imaging.temporal_flow import FLOW_DEFAULTS
+
+    r = FLOW_DEFAULTS["radius"]
+    img, noisy, _ = moving_square(n=r + 4, step=2)
+    changed = noisy.clone()
+    changed[0, 40:88, 10:30] = 0.0  # a bite out of the square in the first frame only
+    a, b = flow_smooth(noisy, img), flow_smooth(changed, img)
+    diff = (a - b).abs().flatten(1).amax(1)
+    assert diff[r] > 1e-3
+    assert torch.equal(a[r + 1:], b[r + 1:])
+
+
+@pytest.mark.parametrize("step", [4, 12])
+def test_spread_trust_lets_the_moving_edge_borrow_its_neighbours_alignment(step):
+    # along the moving edge the flow's trust is patchy (occlusion, jitter): spreading each
+    # neighbour's trust to the next pixel averages more frames there, so the jittering edge settles
+    img, noisy, truth = moving_square(n=10, step=step, size=(144, 256))
+    patchy = err(flow_smooth(noisy, img, trust_spread=1), truth)
+    spread = err(flow_smooth(noisy, img), truth)
+    assert spread < 0.8 * patchy

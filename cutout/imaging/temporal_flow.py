@@ -9,7 +9,9 @@ fails), and it is two flows per frame instead of two per neighbour. A hop only c
 the alignment is trustworthy: its trust falls with the colour error of the warped frame
 (occlusions, fast motion, flow failures keep the frame's own mask) and is zero where the flow
 there and back does not return to the same pixel, or leaves the picture; a neighbour's weight
-is the product of the trust of the hops that reach it.
+is the product of the trust of the hops that reach it, spread to the pixels next to it (a 3×3
+maximum): along a moving edge the flow's trust is patchy exactly where the soft edge moves, and
+the mask there is smooth enough for a pixel to borrow its neighbour's alignment.
 The average is taken over the masks' logits (each mask clipped to [0.01, 0.99] first), not their
 values: a mean of probabilities turns one frame's stray 0.5 among confident neighbours into a
 grey that comes and goes, and widens the soft edge where it moves; a mean of logits is the
@@ -31,10 +33,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-# Chosen on the first halves of the two dev sequences (bench.quality on ../shared/eval/video/*), checked
-# on ten other DAVIS sequences; the logit average and its clip on six tuning sequences (docs/video.md).
-FLOW_DEFAULTS = {"radius": 3, "colour_tolerance": 0.08, "consistency_px": 1.5, "work_size": 480,
-                 "logit_clip": 0.01}
+# Tolerance and working size from the first halves of the two dev sequences, the logit average and its
+# clip on six tuning sequences, radius and consistency on ten tuning sequences (docs/video.md).
+FLOW_DEFAULTS = {"radius": 5, "colour_tolerance": 0.08, "consistency_px": 3.0, "work_size": 480,
+                 "logit_clip": 0.01, "trust_spread": 3}
 AVERAGES = ("logit", "mean")
 
 
@@ -101,7 +103,8 @@ def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
                 colour_tolerance: float = FLOW_DEFAULTS["colour_tolerance"],
                 consistency_px: float = FLOW_DEFAULTS["consistency_px"],
                 work_size: int = FLOW_DEFAULTS["work_size"], average: str = "logit",
-                logit_clip: float = FLOW_DEFAULTS["logit_clip"], node: str = "Cutout",
+                logit_clip: float = FLOW_DEFAULTS["logit_clip"],
+                trust_spread: int = FLOW_DEFAULTS["trust_spread"], node: str = "Cutout",
                 on_frame: Callable[[], None] | None = None) -> torch.Tensor:
     """Smooth consecutive video-frame masks ``[B,H,W]`` along the motion of the frames ``image``
     ``[B,H,W,3]`` (same batch and size).
@@ -111,7 +114,8 @@ def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
     frame t's averaged value is v̄_t = v_t + Σ w_k (a_k − v_t) / (1 + Σ w_k) over the neighbours
     k = t±1..radius, a_k the neighbour's v warped onto frame t along the chain of consecutive
     flows t→t±1→…→k,
-    w_k = strength^|t−k| · Π trust of the hops, a hop's trust exp(−(e/colour_tolerance)²) with
+    w_k = strength^|t−k| · Π trust of the hops (then the maximum over a ``trust_spread`` ×
+    ``trust_spread`` square, 0 or 1: none), a hop's trust exp(−(e/colour_tolerance)²) with
     e the 3×3-averaged colour error of the warped frame, 0 where the forward-backward flow
     error exceeds ``consistency_px`` or the flow leaves the picture. The correction
     (σ(v̄_t) − σ(v_t) for 'logit', v̄_t − v_t for 'mean') is upsampled and added to the
@@ -133,6 +137,7 @@ def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
     frames = _Frames(src, rgb_full, (h, w), cv2, float(logit_clip) if average == "logit" else None)
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    spread = np.ones((trust_spread, trust_spread), np.uint8) if trust_spread > 1 else None
     # hops[(a, b)], b = a ± 1: where each pixel of frame a lands in frame b, and how far to trust it
     hops: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     flows: dict[tuple[int, int], np.ndarray] = {}
@@ -191,7 +196,7 @@ def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
                     cx, cy = (cv2.remap(mx, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE),
                               cv2.remap(my, cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
                 a_k = cv2.remap(frames.get(k)[3], cx, cy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                wd = trust * np.float32(strength ** d)
+                wd = (trust if spread is None else cv2.dilate(trust, spread)) * np.float32(strength ** d)
                 acc += wd * (a_k - v_t)
                 wsum += wd
         corr = acc / wsum
