@@ -3,7 +3,7 @@
     python -m docs.video_strip ../shared/eval/video/dog --first 37 --count 4 --out docs/video_strip.png
 
 Rows: the frames; the per-frame u2netp masks; Mask Refine's `motion` masks; then |m_t − m_t−1| of the
-per-frame, `colour` and `motion` masks (red, ×2). Each frame is smoothed with 3 neighbours on each side,
+per-frame, `colour` and `motion` masks (red, ×2). Each frame is smoothed with its neighbours on each side (the radius),
 as in a longer clip.
 """
 
