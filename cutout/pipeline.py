@@ -24,7 +24,7 @@ import torch
 from . import comfy_glue
 from .imaging.clear import fill_clear
 from .imaging.composite import composite_background, cutout_rgba8, estimate_foreground
-from .imaging.tensors import as_image, sanitize
+from .imaging.tensors import as_image, sanitize, unit_frame
 from .models.session import ModelSession, get_session
 from .options import Background, CutoutOptions
 from .quality import DEFAULT_QUALITY, Deferred, partner_session, plan_for, predict_frame_quality
@@ -65,8 +65,9 @@ def frame_alpha(session: ModelSession, frame: torch.Tensor, opts: CutoutOptions,
     applies the alpha, Mask Refine comes after it, Composite Background caps the mask by its RGBA
     image's alpha.
 
-    ``frame`` float ``[H,W,3]`` 0..1; ``own_alpha`` ``[H,W]`` (what was transparent in the file
-    stays transparent). Returns float32 ``[H,W]``, 1 = subject. ``results``: see ``predict_frame``;
+    ``frame`` float ``[H,W,3]`` 0..1, or uint8 (the folder job's decoded photo: each step that reads
+    pixels converts what it reads); ``own_alpha`` ``[H,W]`` (what was transparent in the file stays
+    transparent). Returns float32 ``[H,W]``, 1 = subject. ``results``: see ``predict_frame``;
     ``small``: ``frame`` already shrunk to the network's size. ``defer``: when no step needs the
     frame (no Mask Refine), a ``quality.Deferred`` of the mask: everything after the network
     then runs where it is resolved (the folder job's writer threads, off the network's thread).
@@ -91,7 +92,7 @@ def _after_network(alpha: torch.Tensor, frame: torch.Tensor, opts: CutoutOptions
     if opts.refine.active:
         from .imaging.refine_chain import refine_masks
 
-        alpha = refine_masks(alpha[None], frame[None], node=node, check_interrupt=comfy_glue.check_interrupt,
+        alpha = refine_masks(alpha[None], unit_frame(frame)[None], node=node, check_interrupt=comfy_glue.check_interrupt,
                              **opts.refine.kwargs())[0]
         if own_alpha is not None and not opts.mask_only:  # grown edges never show what the file made
             alpha = torch.minimum(alpha, own_alpha)  # transparent (a graph's MASK from Mask Refine is not capped)

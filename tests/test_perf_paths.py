@@ -2,6 +2,8 @@
 
 Speed itself is measured by bench/speed.py, never asserted here.
 """
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -99,3 +101,16 @@ def test_single_frame_mask_output_is_its_own_contiguous_tensor():
     rgba2, mask2, _ = CutoutRemoveBackground().run(torch.cat([img, img.flip(2)]), "u2netp", decontaminate=False)
     assert mask2.is_contiguous() and torch.equal(rgba2[..., 3], mask2)
     assert torch.equal(rgba2[0, ..., 3], rgba[0, ..., 3])
+
+
+@pytest.mark.parametrize("h,w", [(2597, 1201), (1001, 3037), (300, 410), (320, 320)])
+def test_an_8bit_frame_shrinks_to_the_same_values_without_a_float_copy(h, w):
+    """The folder job hands the network's step the decoded 8-bit photo (no full-size float frame):
+    its shrink must be the float frame's, value for value, whatever the bands and partial blocks."""
+    from cutout.dataset.reader import to_frame
+    from cutout.imaging.model_io import shrink_for_model
+
+    x8 = torch.from_numpy(np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    want = shrink_for_model(to_frame(x8.numpy())[None], 320)
+    assert torch.equal(kernels.shrink_u8(x8[None], 320, 320, band_pixels=40_000), want)
+    assert torch.equal(shrink_for_model(x8[None], 320), want)

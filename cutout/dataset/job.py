@@ -184,12 +184,13 @@ class Report:
 
 def prepare(item: Item, max_megapixels: float = 0.0,
             size: int = 0) -> tuple[Decoded, torch.Tensor, torch.Tensor | None, dict | None]:
-    """Reader-thread work for one item: check its size, decode it, make the model's float frame and,
-    with ``size``, the frame shrunk to the network's square input (off the network's thread), and
-    identify the source (for the manifest; None when it changed while being read)."""
+    """Reader-thread work for one item: check its size, decode it, and with ``size`` shrink it to the
+    network's square input (off the network's thread), and identify the source (for the manifest; None
+    when it changed while being read). The frame stays 8-bit (``pipeline.frame_alpha`` takes it so):
+    no full-size float copy of the photo is made unless a step reads it (Mask Refine, refine_edges)."""
     reader.check_pixels(item.path, max_megapixels)
     d, ident = manifest.identify_around(item.path, lambda: reader.decode(item))
-    frame = reader.to_frame(d.rgb)
+    frame = torch.from_numpy(np.ascontiguousarray(d.rgb))
     return d, frame, (shrink_for_model(frame[None], size) if size else None), ident
 
 

@@ -29,6 +29,25 @@ def shrink(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(x, size=(height, width), mode=DOWN_MODE, antialias=True, align_corners=False)
 
 
+def shrink_u8(x8: torch.Tensor, height: int, width: int, band_pixels: int = 1 << 18) -> torch.Tensor:
+    """``shrink`` of a uint8 ``[N,H,W,C]`` frame, as float 0..1 ``[N,C,height,width]``: the same values as
+    shrinking the frame made float first, without that full-size float copy (the box pre-shrink
+    converts and pools ``band_pixels``-sized bands of whole blocks of rows)."""
+    h, w = x8.shape[1:3]
+    ky, kx = _pre_shrink_factors(h, w, height, width)
+    if (ky, kx) == (1, 1) or (h, w) == (height, width):
+        return shrink(x8.permute(0, 3, 1, 2).to(torch.float32).div_(255.0), height, width)
+    rows = max(ky, band_pixels // max(1, w) // ky * ky)
+    parts = [F.avg_pool2d(x8[:, y0:y0 + rows].permute(0, 3, 1, 2).to(torch.float32).div_(255.0), (ky, kx),
+                          ceil_mode=True, count_include_pad=False) for y0 in range(0, h, rows)]
+    return F.interpolate(torch.cat(parts, 2), size=(height, width), mode=DOWN_MODE, antialias=True,
+                         align_corners=False)
+
+
+def _pre_shrink_factors(h: int, w: int, height: int, width: int) -> tuple[int, int]:
+    return max(1, h // (PRE_SHRINK_TO * height)), max(1, w // (PRE_SHRINK_TO * width))
+
+
 def pre_shrink(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Integer-factor box average so that each side stays ≥ ``PRE_SHRINK_TO`` × its target (large photos only).
 
@@ -37,8 +56,7 @@ def pre_shrink(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     (``ceil_mode``) is averaged over the pixels it has and placed as a whole one, so nothing is
     cropped: an offset of at most k − 1 source pixels at the right/bottom border.
     """
-    h, w = x.shape[-2:]
-    ky, kx = max(1, h // (PRE_SHRINK_TO * height)), max(1, w // (PRE_SHRINK_TO * width))
+    ky, kx = _pre_shrink_factors(*x.shape[-2:], height, width)
     if ky == 1 and kx == 1:
         return x
     return F.avg_pool2d(x, (ky, kx), ceil_mode=True, count_include_pad=False)

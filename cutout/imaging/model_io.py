@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .kernels import guided_coefficients, shrink, upsample
+from .kernels import guided_coefficients, shrink, shrink_u8, upsample
+from .tensors import unit_frame
 
 
 def to_model_input(frames: torch.Tensor, size: int, mean, std) -> np.ndarray:
@@ -21,7 +22,10 @@ def to_model_input(frames: torch.Tensor, size: int, mean, std) -> np.ndarray:
 
 
 def shrink_for_model(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """``[B,H,W,3]`` -> ``[B,3,size,size]`` float 0..1: the photo as the network sees it."""
+    """``[B,H,W,3]`` float 0..1 (or uint8 0..255) -> ``[B,3,size,size]`` float 0..1: the photo as the
+    network sees it. An 8-bit frame is never made float at full size (``kernels.shrink_u8``)."""
+    if frames.dtype == torch.uint8:
+        return shrink_u8(frames, size, size)
     return shrink(frames.permute(0, 3, 1, 2).float(), size, size)  # a channels-last view: no copy
 
 
@@ -87,7 +91,7 @@ def guided_upsample(small_map: torch.Tensor, small_photo: torch.Tensor, frames: 
     Guided-filter coefficients (colour guide) are computed on the network's own grid, from the
     map and the photo exactly as the network saw it (``small_photo`` [B,3,s,s], from
     ``shrink_for_model``), upsampled like the mask, and applied to the full-resolution
-    ``frames`` [B,H,W,3]. Working on the network's grid is what makes it help: the same filter
+    ``frames`` [B,H,W,3] (float 0..1 or uint8). Working on the network's grid is what makes it help: the same filter
     run on the already upsampled mask (Mask Refine's guided filter) has lost that grid
     (docs/quality.md compares both).
     """
@@ -97,7 +101,7 @@ def guided_upsample(small_map: torch.Tensor, small_photo: torch.Tensor, frames: 
     if ab.shape[-2:] != (height, width):
         ab = upsample(ab, height, width)
     q = ab[:, 3].contiguous()
-    photo = frames.float()
+    photo = unit_frame(frames).float()
     for c in range(3):
         q.addcmul_(ab[:, c], photo[..., c])
     return snap_ends(q)

@@ -142,6 +142,12 @@ def as_mask(mask, node: str, input_name: str = "mask", batch: int | None = None,
     return m
 
 
+def unit_frame(frame: torch.Tensor) -> torch.Tensor:
+    """A frame as float 0..1: uint8 0..255 is converted (as ``dataset.reader.to_frame``, same values),
+    float is returned as it is. For the steps that read every pixel of a frame that may be 8-bit."""
+    return frame.to(torch.float32).div_(255.0) if frame.dtype == torch.uint8 else frame
+
+
 def to_rgba(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """Straight (not premultiplied) RGBA ``[B,H,W,4]`` from RGB and a 1 = opaque alpha."""
     return torch.cat([rgb, alpha.unsqueeze(-1).to(rgb.dtype)], dim=-1)
