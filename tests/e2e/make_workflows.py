@@ -235,7 +235,7 @@ def video_cutout(b: Builder):
         "### Video cut-out\n\n"
         "**Load Video** + **Get Video Components** give the frames, the audio and the frame rate. "
         "**Remove Background** cuts each frame out; **Mask Refine** with `temporal` 1.0 and `temporal_mode` "
-        "`motion` follows the optical flow of the frames to stop the mask's flicker (about 0.08 s of CPU per "
+        "`motion` follows the optical flow of the frames to stop the mask's flicker (about 0.07 s of CPU per "
         "480p frame). **Composite Background** puts the subject on green for **Create Video** (with the original "
         "audio and frame rate) and **Save Video**; the transparent composite goes to **Save WEBM** "
         "(VP9 with alpha). Long clips: trim them first (**Trim Video**), every frame is held in memory."))
