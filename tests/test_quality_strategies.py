@@ -140,8 +140,41 @@ def test_auto_runs_the_setting_the_catalog_names_for_each_model():
     # u2net's one look fell below rembg's IoU on the held-out photos, its int8 build's too (docs/quality.md)
     assert {m: auto_quality(m) for m in ("u2netp", "u2netp-int8", "u2net", "u2net-int8")} == {
         "u2netp": "fast", "u2netp-int8": "fast", "u2net": "best", "u2net-int8": "best"}
-    assert plan_for("auto", "u2net-int8") == QUALITIES["best"]
+    assert plan_for("auto", "u2net-int8").flip and plan_for("auto", "u2net-int8").merge == "logodds"
     assert plan_for("auto", "stand-in") == QUALITIES["fast"]  # not a catalog model
+
+
+def test_best_merges_each_model_the_way_the_catalog_says():
+    """u2netp's mirrored look moved its subject as often for the worse as for the better (docs/quality.md):
+    its `best` only sharpens where the looks agree; its int8 build inherits that, u2net keeps log-odds."""
+    from cutout.quality import plan_for
+
+    merges = {m: plan_for("best", m).merge for m in ("u2netp", "u2netp-int8", "u2net", "u2net-int8", "stand-in")}
+    assert merges == {"u2netp": "agree", "u2netp-int8": "agree", "u2net": "logodds", "u2net-int8": "logodds",
+                      "stand-in": "logodds"}
+    assert all(spec.look_merge in ("mean", "logodds", "agree") for spec in catalog.CATALOG.values())
+
+
+def test_agree_merge_sharpens_agreeing_pixels_and_never_moves_the_outline():
+    from cutout.quality.passes import keep_side, merge_maps
+
+    first = torch.tensor([0.8, 0.8, 0.3, 0.6]).view(1, 1, 2, 2)
+    second = torch.tensor([0.8, 0.3, 0.2, 0.45]).view(1, 1, 2, 2)
+    m = merge_maps([first, second], [1.0, 1.0], "agree").flatten()
+    assert m[0] > 0.93 and m[2] < 0.1  # both looks on one side: surer than either
+    assert m[1] == first.flatten()[1] and m[3] == first.flatten()[3]  # they disagree: the first look stands
+    big, ref = torch.tensor([0.2, 0.7, 0.9]), torch.tensor([0.6, 0.4, 0.8])
+    assert torch.equal(keep_side(big, ref), torch.tensor([0.6, 0.4, 0.9]))
+
+
+def test_u2netp_best_keeps_fast_outline_where_the_mirrored_look_claims_more():
+    img, _ = scene(boxes=((20, 100, 220, 300),))  # a thin strip: the looks agree (IoU ≈ 0.9) but differ there
+    fast = predict_frame_quality(StandIn(catalog.U2NET, "u2netp", bend=_strip(8)), img, "fast")
+    best = predict_frame_quality(StandIn(catalog.U2NET, "u2netp", bend=_strip(8)), img, "best")
+    assert best.passes == 2 and torch.equal(best.mask > 0.5, fast.mask > 0.5)
+    assert torch.equal(best.mask[:, :5], fast.mask[:, :5]) and torch.equal(best.mask[:, -5:], fast.mask[:, -5:])
+    later = predict_frame_quality(StandIn(catalog.U2NET, "u2netp", bend=_strip(8)), img, "best", defer=True)
+    assert torch.equal(later.mask.resolve(), best.mask)  # the folder job's deferred upsample keeps it too
 
 
 def test_remove_background_takes_quality_and_gives_a_confidence_per_frame():

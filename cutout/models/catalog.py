@@ -78,6 +78,7 @@ class ModelSpec:
     licence: str = APACHE  # of the weights
     found_only: bool = False  # no URL, no published hash: used when another tool made it (rembg's fp16 build)
     auto_quality: str = "fast"  # what quality "auto" runs: the cheapest setting that met rembg's bar (docs/quality.md)
+    look_merge: str = "logodds"  # how `best` merges its looks (quality/passes.MERGES; docs/quality.md)
 
     @property
     def checksum(self) -> tuple[str, str]:
@@ -102,16 +103,18 @@ class ModelSpec:
 
 
 def variant(base: ModelSpec, recipe: Recipe, description: str, passes_bar: bool) -> ModelSpec:
-    """A catalog row for a variant built from ``base``: same family and ``auto`` quality, no URL, no fixed md5."""
+    """A catalog row for a variant built from ``base``: same family, ``auto`` quality and merge, no URL, no fixed md5."""
     return ModelSpec(f"{base.name}-{recipe.name}", base.family, "", "", 0.0, description,
-                     derived_from=base.name, recipe=recipe, passes_bar=passes_bar, auto_quality=base.auto_quality)
+                     derived_from=base.name, recipe=recipe, passes_bar=passes_bar, auto_quality=base.auto_quality,
+                     look_merge=base.look_merge)
 
 
 CATALOG: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("u2netp", U2NET, _RELEASES + "u2netp.onnx", "8e83ca70e441ab06c318d82300c84806", 4.6,
-                  "small U²-Net, general objects; fast; ships with the pack", embedded=True),
+                  "small U²-Net, general objects; fast; ships with the pack", embedded=True,
+                  look_merge="agree"),
         ModelSpec("u2net", U2NET, _RELEASES + "u2net.onnx", "60024c5c889badc19c04ad937298a77b", 176.0,
                   "U²-Net, general objects; better edges than u2netp", auto_quality="best"),
         ModelSpec("u2net_human_seg", U2NET, _RELEASES + "u2net_human_seg.onnx",

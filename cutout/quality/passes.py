@@ -8,7 +8,11 @@ Merging: a look that disagrees with the first one about what the subject is (IoU
 ``min_agreement``) is left out, since two looks cannot tell which of them is wrong and the first
 is what ``fast`` gives; the others are averaged in log-odds (``merge="logodds"``), so a pixel
 that one look is sure of and the other only leans towards stays near the sure value instead of
-turning grey, or plainly (``"mean"``).
+turning grey, or plainly (``"mean"``). ``"agree"`` moves no pixel across 0.5: where every look
+puts a pixel on the same side their log-odds are added (two looks that agree make it surer),
+elsewhere the first look stands, and ``keep_side`` then holds the full-size mask to the first
+look's side too, so the subject is exactly ``fast``'s (for a model whose second look is as often
+worse as better at finding the subject, docs/quality.md).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from ..models.session import ModelSession, RunCancelled
 from .confidence import binary_iou
 
 LOGIT_EPS = 1e-4  # maps are clamped to [eps, 1 - eps] before the log-odds (the ends are 0 and 1)
-MERGES = ("mean", "logodds")
+MERGES = ("mean", "logodds", "agree")
 
 
 def look(session: ModelSession, pixels: torch.Tensor, flip: bool = False,
@@ -81,7 +85,18 @@ def merge_maps(maps: list[torch.Tensor], weights: list[float], merge: str = "mea
     total = sum(wt for _, wt in kept)
     if merge == "mean":
         return sum(wt * m for m, wt in kept) / total
-    return torch.sigmoid(sum(wt * torch.logit(m, eps=LOGIT_EPS) for m, wt in kept) / total)
+    logits = [wt * torch.logit(m, eps=LOGIT_EPS) for m, wt in kept]
+    if merge == "logodds":
+        return torch.sigmoid(sum(logits) / total)
+    first = kept[0][0] > 0.5
+    same = torch.stack([(m > 0.5) == first for m, _ in kept[1:]]).all(0)
+    return torch.where(same, torch.sigmoid(sum(logits)), kept[0][0])
+
+
+def keep_side(mask: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """``mask`` where it is on the same side of 0.5 as ``first`` (same size), else ``first``:
+    the merged map's upsampling cannot move the subject's outline (``merge="agree"``)."""
+    return torch.where((mask > 0.5) == (first > 0.5), mask, first)
 
 
 def to_mask(small_map: torch.Tensor, small_photo: torch.Tensor, pixels: torch.Tensor,

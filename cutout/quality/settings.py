@@ -1,20 +1,21 @@
 """The ``quality`` settings: which looks a frame gets, and the function that runs them.
 
 ``fast`` is one look at the whole frame (the pack's plain pass); ``best`` merges in the
-mirrored look unless the two disagree about what the subject is. The other strategies (the other
+mirrored look unless the two disagree about what the subject is, each model the way the catalog
+says (``look_merge``). The other strategies (the other
 U²-Net fused in when its weights are on disk, a zoom pass on each subject's box) are here to be measured (bench/quality.py); docs/quality.md
 says why no setting uses them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 
 from . import confidence as conf
-from .passes import Deferred, looks, to_mask
+from .passes import Deferred, keep_side, looks, to_mask
 from .zoom import merge_box, subject_boxes
 
 
@@ -25,7 +26,7 @@ class Plan:
     flip: bool = False  # merge in the mirrored look
     fuse: bool = False  # average in the partner model's look, when its weights are on disk
     partner_weight: float = 0.5  # the partner's share of the fused map
-    merge: str = "mean"  # how looks at the same pixels are merged: "mean" or "logodds" (passes.py)
+    merge: str = "mean"  # how looks at the same pixels are merged: passes.MERGES, or CATALOG_MERGE
     min_agreement: float = 0.0  # a look is merged only if its IoU with the first look reaches this
     zoom: bool = False  # a second look at each subject's box
     zoom_margin: float = 0.15  # each side of the box grows by this share of its size
@@ -46,11 +47,13 @@ class Plan:
 
 # Only what held up on the held-out photos is used: the zoom pass and the model fusion raised
 # the tuning photos but lost on the held-out ones (docs/quality.md), so no setting uses them.
+# CATALOG_MERGE: the model's own merge, the catalog's ``look_merge`` (u2net's log-odds mean, u2netp's "agree").
+CATALOG_MERGE = "catalog"
 QUALITIES: dict[str, Plan] = {
     "fast": Plan(),
     # Two looks of one subject differ along its edge; below IoU 0.7 they disagree on what the
     # subject is, and the first look (fast's answer) is kept (docs/quality.md).
-    "best": Plan(flip=True, merge="logodds", min_agreement=0.7),
+    "best": Plan(flip=True, merge=CATALOG_MERGE, min_agreement=0.7),
 }
 # "auto" (the default everywhere) is each model's own default, the catalog's ``auto_quality``: u2net's
 # plain pass (and u2net-int8's) fell below rembg's IoU on the held-out photos, its mirrored pair did not
@@ -109,15 +112,21 @@ def auto_summary() -> str:
 
 
 def plan_for(quality: str | Plan, model: str = "") -> Plan:
-    """The plan of a setting name (``auto``: ``model``'s default) or a ``Plan`` as it is."""
-    if isinstance(quality, Plan):
+    """The plan of a setting name (``auto``: ``model``'s default) or a ``Plan`` as it is, its
+    merge made ``model``'s own (``CATALOG_MERGE``)."""
+    if not isinstance(quality, Plan):
+        if quality == AUTO:
+            quality = auto_quality(model)
+        try:
+            quality = QUALITIES[quality]
+        except KeyError:
+            raise ValueError(f"unknown quality '{quality}'; expected one of {', '.join(CHOICES)}") from None
+    if quality.merge != CATALOG_MERGE:
         return quality
-    if quality == AUTO:
-        quality = auto_quality(model)
-    try:
-        return QUALITIES[quality]
-    except KeyError:
-        raise ValueError(f"unknown quality '{quality}'; expected one of {', '.join(CHOICES)}") from None
+    from ..models.catalog import CATALOG
+
+    spec = CATALOG.get(model)
+    return replace(quality, merge=spec.look_merge if spec is not None else "logodds")
 
 
 def predict_frame_quality(session, frame: torch.Tensor, quality: str | Plan = "fast", refine_edges: bool = False,
@@ -142,6 +151,10 @@ def predict_frame_quality(session, frame: torch.Tensor, quality: str | Plan = "f
     agreements = [conf.binary_iou(m, mean_map) for m in maps] if len(maps) > 1 else []
     pairwise = min((conf.binary_iou(m, maps[0]) for m in maps[1:]), default=1.0)
     mask = to_mask(mean_map, small, frame, refine, defer=defer and not plan.zoom)
+    if plan.merge == "agree" and mean_map is not maps[0]:  # the outline stays the first look's
+        later = isinstance(mask, Deferred)
+        first = to_mask(maps[0], small, frame, refine, defer=later)
+        mask = mask.then(lambda m: keep_side(m, first.resolve())) if later else keep_side(mask, first)
     if plan.zoom:
         zoom_sessions = [session] + ([partner] if plan.zoom_fuse and partner is not None else [])
         sh, sw = mean_map.shape[-2:]
