@@ -141,7 +141,7 @@ def to_uint8(x) -> np.ndarray:
 class EncodeSettings:
     """Speed/size knobs of the encoder; the folder job and the API each have their own (docs/design.md)."""
 
-    png_compress: int = 2  # fast_png: 2-3 Paeth + RLE or 'up' + LZ per image, 1 Paeth + RLE, 4-9 slower
+    png_compress: int = 3  # fast_png: 2-3 Paeth + RLE or 'up' + LZ per image, 1 Paeth + RLE, 4-9 slower
     jpeg_quality: int = 95
     jpeg_subsampling: int | None = None  # None: 4:4:4 from quality 90 up, else 4:2:0
     webp_quality: int = 25  # lossless: Pillow's effort; with method 0 about as fast as PNG level 1
@@ -215,10 +215,10 @@ def png_choice(pixels: np.ndarray, level: int = 2) -> str:
 
 def fast_png(pixels: np.ndarray, level: int, icc: bytes | None = None) -> bytes | None:
     """Lossless PNG bytes through imagecodecs, or None when imagecodecs is not installed (Pillow then
-    encodes). ``level`` 2 (the default) and 3: per image, of two encoders the one that deflates a sample
+    encodes). ``level`` 3 (the default) and 2: per image, of two encoders the one that deflates a sample
     of rows smaller (``png_choice``): the Paeth filter on every row with zlib's run-length strategy
     (libpng; a noisy photo is mostly short runs after Paeth), or the 'up' filter on every row with
-    zlib-ng level 5 (level 2) or libdeflate level 6 (level 3, smaller, slower); 1: always the first;
+    libdeflate level 6 (level 3) or zlib-ng level 5 (level 2, a little bigger, faster); 1: always the first;
     4-9: every filter tried per row and zlib's filtered strategy at that level, Pillow's way (slower);
     0: stored. Sizes and CPU: docs/dataset.md#speed."""
     try:
