@@ -31,7 +31,7 @@ from .quality import DEFAULT_QUALITY, Deferred, partner_session, plan_for, predi
 
 # Bump when a change anywhere in the pipeline changes output pixels: the folder job's manifest
 # records it, and a rerun redoes what an older version made.
-PIPELINE_VERSION = 2
+PIPELINE_VERSION = 3
 
 
 def predict_frame(session: ModelSession, frame: torch.Tensor, refine_edges: bool = False,

@@ -114,3 +114,14 @@ def test_an_8bit_frame_shrinks_to_the_same_values_without_a_float_copy(h, w):
     want = shrink_for_model(to_frame(x8.numpy())[None], 320)
     assert torch.equal(kernels.shrink_u8(x8[None], 320, 320, band_pixels=40_000), want)
     assert torch.equal(shrink_for_model(x8[None], 320), want)
+
+
+@pytest.mark.parametrize("shape,s", [((3, 224, 4621), 4), ((7, 17, 9), 3), ((1, 5, 5), 7), ((2, 8, 8), 2), ((7, 480, 854), 11)])
+def test_block_mean_is_avg_pool_with_ceil_mode(shape, s):
+    """Decontamination's pooling (``kernels.block_mean``): the means of avg_pool2d(ceil_mode=True),
+    last blocks cut by the border averaged over the pixels they have."""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(s))
+    want = F.avg_pool2d(x[None], s, stride=s, ceil_mode=True)[0]
+    got = kernels.block_mean(x, s)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, rtol=0, atol=1e-6)

@@ -75,6 +75,37 @@ def upsample(t: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(t, size=(height, width), mode=UP_MODE, align_corners=False, antialias=separable)
 
 
+def block_mean(x: torch.Tensor, s: int) -> torch.Tensor:
+    """Mean of each ``s``×``s`` block of ``[C,H,W]`` (last blocks cut by the border: of the pixels they
+    have), i.e. ``avg_pool2d(x, s, stride=s, ceil_mode=True)``, by adding strided views: several
+    times faster on the CPU than ``avg_pool2d``, equal to rounding (float sums in another order)."""
+    if s == 1:
+        return x
+    h, w = x.shape[-2:]
+    sums = _block_sums(_block_sums(x, s, -2), s, -1)
+    rows = torch.full((-(-h // s),), float(s), device=x.device)
+    cols = torch.full((-(-w // s),), float(s), device=x.device)
+    rows[-1], cols[-1] = h - (rows.numel() - 1) * s, w - (cols.numel() - 1) * s
+    return sums.div_(rows[:, None] * cols[None, :])
+
+
+def _block_sums(x: torch.Tensor, s: int, dim: int) -> torch.Tensor:
+    """Sums of ``s`` consecutive entries along ``dim`` (-1 or -2; the last group may be shorter)."""
+    n = x.shape[dim]
+    full = n - n % s
+    shape = list(x.shape)
+    shape[dim] = -(-n // s)
+    out = torch.empty(shape, dtype=x.dtype, device=x.device)
+    head = out.narrow(dim, 0, full // s)
+    blocks = x.narrow(dim, 0, full).unflatten(dim, (full // s, s))  # the entries of a group: axis ``dim``
+    head.copy_(blocks.select(dim, 0))
+    for k in range(1, s):
+        head += blocks.select(dim, k)
+    if full < n:
+        out.narrow(dim, full // s, 1).copy_(x.narrow(dim, full, n - full).sum(dim, keepdim=True))
+    return out
+
+
 class RowUpsampler:
     """Bilinear upsampling of small maps ``[1,C,h,w]`` to ``H×W`` (as ``F.interpolate(...,
     align_corners=False)``), handed out a strip of rows at a time.
