@@ -313,6 +313,36 @@ def test_cli_destination_problems_fail_before_the_job(tmp_path, capsys, case):
     assert not (tmp_path / "dest").exists()
 
 
+def test_a_slow_write_does_not_hold_up_the_others(tmp_path, monkeypatch):
+    """Writes are collected as they finish: while one writer is busy with a slow (large) photo, the
+    network's thread goes on feeding the other writer instead of waiting for the oldest write."""
+    import threading
+
+    from cutout.dataset import writer
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    for i in range(8):
+        _img(src / f"p{i}.png", colour=(30 * i, 50, 50))
+    release, real_save = threading.Event(), writer.save_item
+
+    def save(dest_, planned, *a, **k):
+        if planned.rel == "p0.png":
+            assert release.wait(10), "the other photos never finished while p0 was being written"
+        return real_save(dest_, planned, *a, **k)
+
+    order = []
+
+    def on_item(rel, status, finished, to_do):
+        order.append(rel)
+        if finished == to_do - 1:  # every other photo is written: let p0 finish
+            release.set()
+
+    monkeypatch.setattr(writer, "save_item", save)
+    rep = run_job(src, dest, _job(), on_item=on_item)
+    assert rep.ok and len(rep.done) == 8
+    assert order[-1] == "p0.png" and sorted(order[:-1]) == [f"p{i}.png" for i in range(1, 8)]
+
+
 def test_pixels_in_flight_are_bounded(tmp_path, monkeypatch):
     """Between its read and the end of its write an image holds memory: at most 1.5 images at the
     pixel limit are in flight (prefetch and write queues are counted in pixels, not only images)."""

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -391,6 +391,15 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
             log.exception("Cutout dataset: writing %s failed", rel)
             finish(rel, "failed", f"{type(e).__name__}: {e}")
 
+    def collect_finished(block: bool = False) -> None:
+        """Collect the writes that are done, in any order (with ``block``, after at least one is): waiting
+        for the oldest would leave a writer idle while a large photo holds the head of the line."""
+        if block and not any(f.done() for _, f in writes):
+            wait([f for _, f in writes], return_when=FIRST_COMPLETED)
+        for item in [w for w in writes if w[1].done()]:
+            writes.remove(item)
+            collect(*item)
+
     readers = ThreadPoolExecutor(max(1, opts.read_workers), thread_name_prefix="cutout-read")
     writers = ThreadPoolExecutor(max(1, opts.write_workers), thread_name_prefix="cutout-write")
     reads: deque[tuple[Planned, Future]] = deque()
@@ -418,9 +427,9 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
         refill()
         while reads or pending:
             comfy_glue.check_interrupt()
-            if not reads:  # the pixel budget is held by writes in flight: finish the oldest
+            if not reads:  # the pixel budget is held by writes in flight: wait for one of them
                 if writes:
-                    collect(*writes.popleft())
+                    collect_finished(block=True)
                 refill()
                 continue
             planned, fut = reads.popleft()
@@ -450,15 +459,14 @@ def run_job(source: Path, dest: Path, opts: JobOptions,
                 continue
             del frame, small
             while len(writes) >= max_writes:
-                collect(*writes.popleft())
+                collect_finished(block=True)
             report.result(rel, notes=decoded.notes)
             view = seen(looked, opts.write.review)  # not the FrameResult: its full-size mask would stay alive
             del looked
             writes.append((rel, writers.submit(_save, dest, planned, decoded, ident, alpha, opts, state, view)))
-            while writes and writes[0][1].done():
-                collect(*writes.popleft())
+            collect_finished()
         while writes:
-            collect(*writes.popleft())
+            collect_finished(block=True)
     except BaseException as e:
         report.interrupted = True
         for _it, f in reads:
