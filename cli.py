@@ -56,6 +56,7 @@ def cutout_options(a: argparse.Namespace):
 
 
 def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
+    from cutout.codec import EncodeSettings
     from cutout.dataset.reader import DEFAULT_MAX_MEGAPIXELS
 
     p = argparse.ArgumentParser(
@@ -110,7 +111,7 @@ def build_parser(model_names: list[str]) -> argparse.ArgumentParser:
                    help="count any output that exists as done, whatever made it (the old resume rule)")
     p.set_defaults(existing="skip")
     p.add_argument("--no-captions", dest="captions", action="store_false", help="do not copy .txt/.caption/.json sidecars")
-    p.add_argument("--png-compress", type=int, default=3, choices=range(10), metavar="0-9", help="PNG compression (default 3: per image Paeth + zlib RLE or 'up' + libdeflate, whichever a sample of rows says is smaller; 2: the same with zlib-ng, ~1 %% bigger, faster; 1: Paeth + RLE only; 4-9: every filter tried, zlib at that level, slower; 0: none)")
+    p.add_argument("--png-compress", type=int, default=EncodeSettings.png_compress, choices=range(10), metavar="0-9", help="PNG compression (default %(default)s: per image Paeth + zlib RLE or 'up' + libdeflate, whichever a sample of rows says is smaller; 2: the same with zlib-ng, ~1 %% bigger, faster; 1: Paeth + RLE only; 4-9: every filter tried, zlib at that level, slower; 0: none)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="default 95")
     p.add_argument("--workers", type=int, default=2, help="decoder threads and encoder threads, each (default 2)")
     p.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS, metavar="MP",

@@ -59,7 +59,7 @@ class WriteOptions:
     mask_dir: Path | None = None  # or: also write masks into this tree, same relative path and stem
     existing: str = "skip"  # skip | overwrite | keep_both | trust (see resume.py)
     copy_captions: bool = True
-    png_compress: int = 3  # 0..9, codec.fast_png: 2-3 per image Paeth + RLE or 'up' + LZ, 1 Paeth + RLE, 4-9 slower
+    png_compress: int = EncodeSettings.png_compress  # 0..9, codec.fast_png
     jpeg_quality: int = 95
     webp_method: int = 0  # lossless: method 0 + quality 25 wrote a 1.1 MP cut-out as fast as PNG level 1,
     webp_effort: int = 25  # 40 % smaller; Pillow's quality=100 (its 'effort' in lossless mode) was 6x slower

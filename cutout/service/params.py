@@ -25,7 +25,7 @@ API_DEFAULTS = {
     "decontaminate": False,  # rembg returns the photo's own colours unless asked (dc=true / decontaminate=true)
 }
 # Encoding for HTTP: WEBP at a higher effort than the folder job's (which favours speed); JPEG 4:2:0 as Pillow's default.
-API_ENCODE = EncodeSettings(png_compress=3, jpeg_quality=92, jpeg_subsampling=2, webp_quality=80, webp_method=4)
+API_ENCODE = EncodeSettings(jpeg_quality=92, jpeg_subsampling=2, webp_quality=80, webp_method=4)
 
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
