@@ -167,9 +167,11 @@ def _png_file(pixels: np.ndarray, zdata: bytes) -> bytes:
             + _chunk(b"IDAT", zdata) + _chunk(b"IEND", b""))
 
 
-def _up_rows(rows: np.ndarray, above: np.ndarray) -> np.ndarray:
-    """PNG filter 2 ('up') of uint8 rows ``[n, W*C]`` whose previous rows are ``above``."""
-    out = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
+def _up_rows(rows: np.ndarray, above: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """PNG filter 2 ('up') of uint8 rows ``[n, W*C]`` whose previous rows are ``above``, with their
+    filter byte: ``[n, W*C+1]``, written into ``out`` when given."""
+    if out is None:
+        out = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
     out[:, 0] = 2
     np.subtract(rows, above, out=out[:, 1:])
     return out
@@ -235,7 +237,7 @@ def fast_png(pixels: np.ndarray, level: int, icc: bytes | None = None) -> bytes 
     elif level <= 3:
         filtered = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
         filtered[0, 0], filtered[0, 1:] = 0, rows[0]  # the first row has nothing above: no filter
-        filtered[1:] = _up_rows(rows[1:], rows[:-1])
+        _up_rows(rows[1:], rows[:-1], out=filtered[1:])
         data = _png_file(pixels, _up_deflate(filtered, level))
     else:
         data = imagecodecs.png_encode(pixels, level=level, strategy=S.FILTERED, filter=F.ALL)
