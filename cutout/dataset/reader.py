@@ -18,6 +18,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
+from ..imaging.tensors import unit_frame
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # image types people keep in datasets that this pack does not read: reported, never silently left out
 UNREAD_IMAGE_EXTENSIONS = (".heic", ".heif", ".avif", ".jxl", ".svg", ".psd", ".exr", ".dng", ".cr2", ".nef",
@@ -185,5 +187,5 @@ def decode(item: Item) -> Decoded:
 
 def to_frame(pixels: np.ndarray) -> torch.Tensor:
     """uint8 ``[H,W]`` / ``[H,W,C]`` -> float32 0..1: the frame (or own alpha) the pipeline takes."""
-    return torch.from_numpy(np.ascontiguousarray(pixels)).to(torch.float32).div_(255.0)
+    return unit_frame(torch.from_numpy(np.ascontiguousarray(pixels)))
 

@@ -40,8 +40,7 @@ def shrink_u8(x8: torch.Tensor, height: int, width: int, band_pixels: int = 1 <<
     rows = max(ky, band_pixels // max(1, w) // ky * ky)
     parts = [F.avg_pool2d(x8[:, y0:y0 + rows].permute(0, 3, 1, 2).to(torch.float32).div_(255.0), (ky, kx),
                           ceil_mode=True, count_include_pad=False) for y0 in range(0, h, rows)]
-    return F.interpolate(torch.cat(parts, 2), size=(height, width), mode=DOWN_MODE, antialias=True,
-                         align_corners=False)
+    return shrink(torch.cat(parts, 2), height, width)  # pre-shrunk: no second box pass
 
 
 def _pre_shrink_factors(h: int, w: int, height: int, width: int) -> tuple[int, int]:

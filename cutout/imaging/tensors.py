@@ -143,8 +143,8 @@ def as_mask(mask, node: str, input_name: str = "mask", batch: int | None = None,
 
 
 def unit_frame(frame: torch.Tensor) -> torch.Tensor:
-    """A frame as float 0..1: uint8 0..255 is converted (as ``dataset.reader.to_frame``, same values),
-    float is returned as it is. For the steps that read every pixel of a frame that may be 8-bit."""
+    """A frame as float 0..1: uint8 0..255 is converted (``dataset.reader.to_frame`` too), float is
+    returned as it is. For the steps that read every pixel of a frame that may be 8-bit."""
     return frame.to(torch.float32).div_(255.0) if frame.dtype == torch.uint8 else frame
 
 
