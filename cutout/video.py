@@ -39,6 +39,8 @@ CONTAINERS = {
     ".mkv": ("libvpx-vp9", "yuva420p", {"opus", "vorbis", "aac", "mp3", "flac", "pcm_s16le"}, "libopus"),
 }
 OPAQUE_FORMAT = {"libvpx-vp9": "yuv420p", "prores_ks": "yuv422p10le", "libx264": "yuv420p"}
+# libx264's 4:2:0 needs an even width and height; an odd-sized video keeps its size in 4:4:4
+ODD_SIZE_FORMAT = {"libx264": "yuv444p"}
 
 
 class VideoError(ValueError):
@@ -76,6 +78,31 @@ def _check_target(path: Path, what: str, overwrite: bool) -> None:
         raise VideoError(f"{what} {path} exists; pass --overwrite to replace it")
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _check_outputs(source: Path, opts: "VideoOptions", dest: Path) -> None:
+    """Each output its own file, none of them the source (never replaced, even with --overwrite),
+    and no frame PNG of an earlier run replaced without --overwrite."""
+    named = [(dest, "--dest")] + ([(opts.mask_video, "--mask-video")] if opts.mask_video is not None else [])
+    for i, (path, what) in enumerate(named):
+        if _same_file(path, source):
+            raise VideoError(f"{what} {path} is the --source video; write the cut-out to another file")
+        for other, other_what in named[:i]:
+            if _same_file(path, other):
+                raise VideoError(f"{what} {path} is also {other_what}; give each output its own file")
+    if opts.png_dir is not None:
+        if opts.png_dir.exists() and not opts.png_dir.is_dir():
+            raise VideoError(f"--png-dir {opts.png_dir} is a file, not a folder")
+        if not opts.overwrite and opts.png_dir.is_dir() and any(opts.png_dir.glob("[0-9]" * 6 + ".png")):
+            raise VideoError(f"--png-dir {opts.png_dir} already holds frame PNGs (000000.png, ...); "
+                             "pass --overwrite to replace them, or name an empty folder")
+
+
 class _Writer:
     """One output video: the video stream, and the source's audio added at the end."""
 
@@ -92,6 +119,10 @@ class _Writer:
         self.last_pts = None
         self.stream.width, self.stream.height = size
         self.stream.pix_fmt = alpha_fmt if self.alpha else OPAQUE_FORMAT[encoder]
+        if (size[0] % 2 or size[1] % 2) and encoder in ODD_SIZE_FORMAT:
+            self.stream.pix_fmt = ODD_SIZE_FORMAT[encoder]
+            log.info("%s: %dx%d is odd-sized; written as %s (some players only play 4:2:0; "
+                     ".webm or .mov play everywhere)", path, size[0], size[1], self.stream.pix_fmt)
         if encoder == "prores_ks":
             self.stream.options = {"profile": "4444" if self.alpha else "hq"}
         elif encoder == "libvpx-vp9":
@@ -173,6 +204,9 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
     for path, what in ((dest, "--dest"), (opts.mask_video, "--mask-video")):
         if path is not None:
             _container_of(path, what)
+    _check_outputs(source, opts, dest)
+    for path, what in ((dest, "--dest"), (opts.mask_video, "--mask-video")):
+        if path is not None:
             _check_target(path, what, opts.overwrite)
     try:
         inp = av.open(str(source))

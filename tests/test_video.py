@@ -184,3 +184,63 @@ def test_bad_video_arguments_are_refused_and_nothing_is_overwritten(clip, tmp_pa
                      "--temporal", "colour", "--no-progress"]) == 0
     flat, _, codec, _ = read_video(tmp_path / "flat.mp4")
     assert flat.shape == (4, 96, 128, 3) and codec is None and flat[:, :8, :8].min() > 200
+
+
+def _plain_clip(path, size, n=4, codec="libvpx-vp9", fmt="yuv420p"):
+    """A bright square moving over grey, ``size`` (h, w) any size the codec takes (odd, tiny)."""
+    out = av.open(str(path), mode="w")
+    vs = out.add_stream(codec, rate=FPS)
+    vs.height, vs.width = size
+    vs.pix_fmt = fmt
+    for t in range(n):
+        img = np.full((*size, 3), 80, np.uint8)
+        img[size[0] // 4:size[0] // 2 + 1, t:size[1] // 2 + t] = 230
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = t
+        for p in vs.encode(frame):
+            out.mux(p)
+    for p in vs.encode():
+        out.mux(p)
+    out.close()
+    return path
+
+
+def test_odd_and_tiny_frame_sizes_keep_their_size(tmp_path):
+    odd = _plain_clip(tmp_path / "odd.webm", (97, 129))
+    # h264's usual 4:2:0 cannot hold an odd size: the mp4 (and the mask video) keep it in 4:4:4
+    assert cli.main(["--source", str(odd), "--dest", str(tmp_path / "odd.mp4"), "--background", "white",
+                     "--mask-video", str(tmp_path / "odd_mask.mp4"), "--no-progress"]) == 0
+    for name in ("odd.mp4", "odd_mask.mp4"):
+        frames, fps, _, _ = read_video(tmp_path / name)
+        assert frames.shape == (4, 97, 129, 3) and abs(float(fps) - 12) < 0.01  # WebM times are in ms
+    # a few pixels a side: the optical flow works on an enlarged copy (DIS refuses under 12 px)
+    tiny = _plain_clip(tmp_path / "tiny.mkv", (2, 3), n=3, codec="ffv1", fmt="bgr0")
+    assert cli.main(["--source", str(tiny), "--dest", str(tmp_path / "tiny.webm"), "--no-progress"]) == 0
+    frames, _, _, _ = read_video(tmp_path / "tiny.webm", alpha=True)
+    assert frames.shape == (3, 2, 3, 4)
+
+
+def test_outputs_never_replace_the_source_each_other_or_earlier_frames(clip, tmp_path):
+    import shutil
+
+    src = tmp_path / "mine.mp4"
+    shutil.copy(clip, src)
+    before = src.read_bytes()
+    with pytest.raises(VideoError, match="is the --source video"):
+        cut_out_video(src, tmp_path / "mine.mp4", VideoOptions(overwrite=True, cutout=CutoutOptions(
+            background=parse_background("white"))))
+    with pytest.raises(VideoError, match="is the --source video"):
+        cut_out_video(src, tmp_path / "a.webm", VideoOptions(mask_video=src, overwrite=True))
+    with pytest.raises(VideoError, match="is also --dest"):
+        cut_out_video(src, tmp_path / "a.webm", VideoOptions(mask_video=tmp_path / "a.webm"))
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    (pngs / "000000.png").write_bytes(b"mine")
+    assert cli.main(["--source", str(src), "--dest", str(tmp_path / "b.webm"), "--png-dir", str(pngs),
+                     "--no-progress"]) == 2
+    assert (pngs / "000000.png").read_bytes() == b"mine" and not (tmp_path / "b.webm").exists()
+    assert src.read_bytes() == before
+    # with --overwrite the earlier frames are replaced, as asked
+    assert cli.main(["--source", str(src), "--dest", str(tmp_path / "b.webm"), "--png-dir", str(pngs),
+                     "--overwrite", "--temporal", "off", "--no-progress"]) == 0
+    assert (pngs / "000000.png").read_bytes()[:4] == b"\x89PNG"

@@ -38,6 +38,7 @@ import torch
 FLOW_DEFAULTS = {"radius": 5, "colour_tolerance": 0.08, "consistency_px": 3.0, "work_size": 480,
                  "logit_clip": 0.01, "trust_spread": 3}
 AVERAGES = ("logit", "mean")
+MIN_WORK_SIDE = 16  # px: the least side of the working copy (OpenCV's DIS flow refuses under 12)
 
 
 def _need_cv2(node: str):
@@ -131,7 +132,8 @@ def flow_smooth(masks: torch.Tensor, image: torch.Tensor, strength: float = 1.0,
     cv2 = _need_cv2(node)
     strength = min(float(strength), 1.0)
     scale = min(1.0, work_size / max(H, W)) if work_size > 0 else 1.0
-    h, w = max(8, round(H * scale)), max(8, round(W * scale))
+    # DIS flow needs 12 px or more on a side: a tiny frame is worked on enlarged
+    h, w = max(MIN_WORK_SIDE, round(H * scale)), max(MIN_WORK_SIDE, round(W * scale))
     src = masks.detach().float().cpu().contiguous()
     rgb_full = image.detach().float().cpu().contiguous()
     frames = _Frames(src, rgb_full, (h, w), cv2, float(logit_clip) if average == "logit" else None)
