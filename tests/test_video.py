@@ -18,13 +18,14 @@ from cutout.video import VideoError, VideoOptions, cut_out_video  # noqa: E402
 FPS = Fraction(12)
 
 
-def make_clip(path, n=10, size=(96, 128), audio="aac", rotation=0):
-    """A dark disc... a bright square sliding over a grey gradient, with a sine tone."""
+def make_clip(path, n=10, size=(96, 128), audio="aac", rotation=0, codec=None, pix_fmt="yuv420p"):
+    """A bright square sliding over a grey gradient, with a sine tone."""
     h, w = size
     out = av.open(str(path), mode="w")
-    vs = out.add_stream("libx264" if path.suffix == ".mp4" else "libvpx-vp9", rate=FPS)
-    vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-    vs.options = {"crf": "10"} if path.suffix == ".mp4" else {"crf": "10", "b": "0"}
+    codec = codec or ("libx264" if path.suffix == ".mp4" else "libvpx-vp9")
+    vs = out.add_stream(codec, rate=FPS)
+    vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
+    vs.options = {"libx264": {"crf": "10"}, "libvpx-vp9": {"crf": "10", "b": "0"}}.get(codec, {})
     if rotation:
         vs.set_display_rotation(rotation)  # as a phone stores a portrait video: frames sideways
     aus = None
@@ -186,27 +187,8 @@ def test_bad_video_arguments_are_refused_and_nothing_is_overwritten(clip, tmp_pa
     assert flat.shape == (4, 96, 128, 3) and codec is None and flat[:, :8, :8].min() > 200
 
 
-def _plain_clip(path, size, n=4, codec="libvpx-vp9", fmt="yuv420p"):
-    """A bright square moving over grey, ``size`` (h, w) any size the codec takes (odd, tiny)."""
-    out = av.open(str(path), mode="w")
-    vs = out.add_stream(codec, rate=FPS)
-    vs.height, vs.width = size
-    vs.pix_fmt = fmt
-    for t in range(n):
-        img = np.full((*size, 3), 80, np.uint8)
-        img[size[0] // 4:size[0] // 2 + 1, t:size[1] // 2 + t] = 230
-        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-        frame.pts = t
-        for p in vs.encode(frame):
-            out.mux(p)
-    for p in vs.encode():
-        out.mux(p)
-    out.close()
-    return path
-
-
 def test_odd_and_tiny_frame_sizes_keep_their_size(tmp_path):
-    odd = _plain_clip(tmp_path / "odd.webm", (97, 129))
+    odd = make_clip(tmp_path / "odd.webm", n=4, size=(97, 129), audio=None)
     # h264's usual 4:2:0 cannot hold an odd size: the mp4 (and the mask video) keep it in 4:4:4
     assert cli.main(["--source", str(odd), "--dest", str(tmp_path / "odd.mp4"), "--background", "white",
                      "--mask-video", str(tmp_path / "odd_mask.mp4"), "--no-progress"]) == 0
@@ -214,7 +196,7 @@ def test_odd_and_tiny_frame_sizes_keep_their_size(tmp_path):
         frames, fps, _, _ = read_video(tmp_path / name)
         assert frames.shape == (4, 97, 129, 3) and abs(float(fps) - 12) < 0.01  # WebM times are in ms
     # a few pixels a side: the optical flow works on an enlarged copy (DIS refuses under 12 px)
-    tiny = _plain_clip(tmp_path / "tiny.mkv", (2, 3), n=3, codec="ffv1", fmt="bgr0")
+    tiny = make_clip(tmp_path / "tiny.mkv", n=3, size=(2, 3), audio=None, codec="ffv1", pix_fmt="bgr0")
     assert cli.main(["--source", str(tiny), "--dest", str(tmp_path / "tiny.webm"), "--no-progress"]) == 0
     frames, _, _, _ = read_video(tmp_path / "tiny.webm", alpha=True)
     assert frames.shape == (3, 2, 3, 4)
