@@ -44,11 +44,14 @@ def test_gif_goes_through_the_folder_job_and_is_counted(tmp_path):
 
 def test_image_types_the_pack_does_not_read_are_reported_not_dropped(tmp_path):
     (tmp_path / "phone.HEIC").write_bytes(b"\x00" * 64)
+    (tmp_path / "clip.MP4").write_bytes(b"\x00" * 64)
     (tmp_path / "notes.txt").write_text("a caption-like file, not an image")
     Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
     items, problems = reader.list_images(tmp_path)
     assert [str(i.rel) for i in items] == ["ok.png"]
-    assert [(p.rel, "not read by this pack" in p.reason) for p in problems] == [("phone.HEIC", True)]
+    assert sorted((p.rel, p.reason.split(":")[0]) for p in problems) == [
+        ("clip.MP4", "a video, not an image"), ("phone.HEIC", ".heic images are not read by this pack; convert it to PNG, JPEG, WebP or TIFF")]
+    assert "cli.py --source VIDEO" in next(p.reason for p in problems if p.rel == "clip.MP4")
 
 
 def _deep_folder(root, depth=20, name_len=240) -> str:

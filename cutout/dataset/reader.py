@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..imaging.tensors import unit_frame
+from ..video import VIDEO_SUFFIXES
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # image types people keep in datasets that this pack does not read: reported, never silently left out
@@ -111,6 +112,10 @@ def list_images(root: Path, recursive: bool = True, pattern: str = DEFAULT_PATTE
                     rel = PurePosixPath(Path(dirpath, name).relative_to(root).as_posix())
                     problems.append(Problem(str(rel), f"{ext} images are not read by this pack; convert it to "
                                                       "PNG, JPEG, WebP or TIFF"))
+                elif ext in VIDEO_SUFFIXES:
+                    rel = PurePosixPath(Path(dirpath, name).relative_to(root).as_posix())
+                    problems.append(Problem(str(rel), "a video, not an image: a folder job reads images only; cut "
+                                                      "it out on its own (cli.py --source VIDEO --dest OUT.webm)"))
                 continue
             if os.path.splitext(name)[1].lower() in CAPTION_EXTENSIONS:
                 continue  # a broad pattern ('img*') must not take captions for images
