@@ -302,6 +302,10 @@ def video_main(a: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             bar.close()
     print(f"{info['frames']} frames, {info['size'][0]}x{info['size'][1]} at {info['fps']:.3f} fps, audio "
           f"{info['audio'] or 'none'} -> {a.dest}", file=sys.stderr)
+    if info.get("damaged"):
+        print(f"cli.py: --source {a.source}: {info['damaged']} damaged packet(s) could not be decoded and are "
+              "missing from the output (a frame or a stretch of sound each)", file=sys.stderr)
+        return 1
     return 0
 
 

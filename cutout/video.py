@@ -11,6 +11,7 @@ the container takes its codec, else re-encoded). Written to a temporary name, re
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -106,11 +107,19 @@ def _check_outputs(source: Path, opts: "VideoOptions", dest: Path) -> None:
 class _Writer:
     """One output video: the video stream, and the source's audio added at the end."""
 
-    def __init__(self, av, path: Path, src_video, src_audio, alpha: bool, size: tuple[int, int]):
-        encoder, alpha_fmt, self.audio_ok, self.audio_encoder = _container_of(path, "output")
+    def __init__(self, av, path: Path, what: str, src_video, src_audio, alpha: bool, size: tuple[int, int]):
+        encoder, alpha_fmt, self.audio_ok, self.audio_encoder = _container_of(path, what)
+        self.what = what
         self.path, self.tmp = path, path.with_name(f".{path.name}.part{path.suffix}")
         self.alpha = alpha and alpha_fmt is not None
-        self.out = av.open(str(self.tmp), mode="w")
+        try:  # PyAV opens the file only at the first packet: fail now, before any frame is decoded
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp.open("wb").close()
+            self.out = av.open(str(self.tmp), mode="w")
+        except (OSError, av.error.FFmpegError) as e:
+            with contextlib.suppress(OSError):
+                self.tmp.unlink(missing_ok=True)
+            raise VideoError(f"{what} {path}: cannot be written ({e})") from e
         rate = src_video.average_rate or src_video.guessed_rate or Fraction(25)
         self.stream = self.out.add_stream(encoder, rate=rate)
         # each frame keeps its source timestamp (a variable-rate clip stays in step with its audio)
@@ -140,6 +149,7 @@ class _Writer:
                 fmt = self.audio_out.codec_context.codec.audio_formats[0].name
                 self.resampler = av.AudioResampler(format=fmt, layout="stereo", rate=rate_a)
         self.count = 0
+        self.damaged_audio: list = []  # audio packets that could not be decoded (re-encoding only)
 
     def write(self, av, pixels: np.ndarray, pts: int | None) -> None:
         frame = av.VideoFrame.from_ndarray(pixels, format="rgba" if pixels.shape[-1] == 4 else "rgb24")
@@ -163,7 +173,7 @@ class _Writer:
                         packet.stream = self.audio_out
                         self.out.mux(packet)
                 else:
-                    for frame in inp.decode(a_in):
+                    for frame in _decode(av, inp, a_in, self.damaged_audio):
                         for f in self.resampler.resample(frame):
                             for packet in self.audio_out.encode(f):
                                 self.out.mux(packet)
@@ -177,13 +187,27 @@ class _Writer:
             self.out.close()
         except Exception:
             pass
-        self.tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.tmp.unlink(missing_ok=True)
+
+
+def _decode(av, inp, stream, damaged: list):
+    """The stream's frames; a packet the decoder refuses (a damaged stretch of the file) is
+    left out and its time noted in ``damaged``, as players skip it, and the frames after it still come."""
+    for packet in inp.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            damaged.append(packet.pts)
+            continue
+        yield from frames
 
 
 def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
                   on_progress: Callable[[int, int], None] | None = None) -> dict:
     """Cut out every frame of the video ``source`` into the video ``dest`` (+ the optional PNG
-    sequence and mask video). Returns {"frames", "fps", "size", "turned", "audio"}."""
+    sequence and mask video). Returns {"frames", "fps", "size", "turned", "audio", "damaged"}
+    (``damaged``: packets of the source that could not be decoded, left out: a frame or a stretch of sound each)."""
     from .codec import to_uint8
     from .imaging.refine_chain import refine_masks
     from .models.session import get_session
@@ -220,7 +244,8 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
         vin.thread_type = "AUTO"
         ain = inp.streams.audio[0] if inp.streams.audio else None
         total = vin.frames or 0
-        decoded = inp.decode(vin)
+        damaged: list = []
+        decoded = _decode(av, inp, vin, damaged)
         first_frame = next(decoded, None)
         if first_frame is None:
             raise VideoError(f"--source {source}: no frame could be decoded")
@@ -230,14 +255,17 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
         w, h = vin.codec_context.width, vin.codec_context.height
         if turns % 2:
             w, h = h, w
-        main = _Writer(av, dest, vin, ain, alpha=transparent, size=(w, h))
+        main = _Writer(av, dest, "--dest", vin, ain, alpha=transparent, size=(w, h))
         writers.append(main)
         mask_w = None
         if opts.mask_video is not None:
-            mask_w = _Writer(av, opts.mask_video, vin, None, alpha=False, size=(w, h))
+            mask_w = _Writer(av, opts.mask_video, "--mask-video", vin, None, alpha=False, size=(w, h))
             writers.append(mask_w)
         if opts.png_dir is not None:
-            opts.png_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                opts.png_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise VideoError(f"--png-dir {opts.png_dir}: cannot be created ({e})") from e
         chunk = max(4, CHUNK_PIXELS // max(1, w * h))
         session = get_session(cut.model, cut.device)
         smooth = {"temporal": opts.temporal, "temporal_mode": opts.temporal_mode} if opts.temporal > 0 else {}
@@ -286,8 +314,14 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
             raise VideoError(f"--source {source}: no frame could be decoded")
         for wr in writers:
             wr.finish(av, source)
+        damaged += main.damaged_audio
         return {"frames": emitted, "fps": float(main.stream.average_rate or 0), "size": [w, h], "turned": turns * 90,
-                "audio": None if ain is None else ("copied" if main.resampler is None else "re-encoded")}
+                "audio": None if ain is None else ("copied" if main.resampler is None else "re-encoded"),
+                "damaged": len(damaged)}
+    except (OSError, av.error.FFmpegError) as e:  # the writers' file system or encoder, mid-way
+        for wr in writers:
+            wr.abort()
+        raise VideoError(f"--source {source} -> --dest {dest}: failed mid-way ({e}); no output was kept") from e
     except BaseException:
         for wr in writers:
             wr.abort()

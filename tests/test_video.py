@@ -226,3 +226,41 @@ def test_outputs_never_replace_the_source_each_other_or_earlier_frames(clip, tmp
     assert cli.main(["--source", str(src), "--dest", str(tmp_path / "b.webm"), "--png-dir", str(pngs),
                      "--overwrite", "--temporal", "off", "--no-progress"]) == 0
     assert (pngs / "000000.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _damage_one_packet(src, dst, index=5):
+    """``src``'s video packets copied into ``dst`` (.mkv), packet ``index`` replaced by bytes whose
+    first NAL length runs past the packet: what a damaged stretch of a file gives the H.264 decoder."""
+    with av.open(str(src)) as inp, av.open(str(dst), mode="w") as out:
+        vin = inp.streams.video[0]
+        vout = out.add_stream_from_template(vin)
+        for i, packet in enumerate(p for p in inp.demux(vin) if p.size):
+            if i == index:
+                bad = av.Packet(b"\xff\xff\xff\xff" + bytes(range(256)) * 4)
+                bad.pts, bad.dts, bad.time_base = packet.pts, packet.dts, packet.time_base
+                packet = bad
+            packet.stream = vout
+            out.mux(packet)
+    return dst
+
+
+def test_a_damaged_packet_is_left_out_and_said_the_rest_is_cut_out(clip, tmp_path, capsys):
+    damaged = _damage_one_packet(clip, tmp_path / "damaged.mkv")
+    assert cli.main(["--source", str(damaged), "--dest", str(tmp_path / "out.webm"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "damaged packet(s) could not be decoded" in err and str(damaged) in err
+    frames, _, _, _ = read_video(tmp_path / "out.webm", alpha=True)
+    assert 5 <= len(frames) < 10  # the frames before and after the damage (a P-frame may go with it)
+
+
+def test_a_video_dest_in_a_new_folder_is_made_and_an_unwritable_one_is_refused_early(clip, tmp_path, capsys):
+    assert cli.main(["--source", str(clip), "--dest", str(tmp_path / "new" / "sub" / "out.webm"),
+                     "--temporal", "off", "--no-progress"]) == 0
+    assert (tmp_path / "new" / "sub" / "out.webm").is_file()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    capsys.readouterr()
+    assert cli.main(["--source", str(clip), "--dest", str(blocker / "out.webm"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"--dest {blocker / 'out.webm'}: cannot be written" in err and "Traceback" not in err
+    assert blocker.read_text() == "not a folder"
