@@ -177,6 +177,12 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> int:
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(message)s")
 
     if a.source.is_file():
+        from cutout.dataset.reader import IMAGE_EXTENSIONS
+
+        if a.source.suffix.lower() in IMAGE_EXTENSIONS and a.source.suffix.lower() != ".gif":
+            print(f"cli.py: --source {a.source} is one image; --source takes a folder of images (put the photo "
+                  "in a folder of its own) or a video file", file=sys.stderr)
+            return 2
         return video_main(a, parser)
     if not a.source.is_dir():
         print(f"cli.py: --source {a.source} is not a folder or a video file", file=sys.stderr)
@@ -260,17 +266,43 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> int:
     return 0 if report.ok else 1
 
 
+# options of the folder job that a video file does not use (the video has its own group)
+FOLDER_ONLY = ("format", "jpeg_background", "crop", "crop_aspect", "keep_subject", "review", "save_mask",
+               "mask_dir", "recursive", "pattern", "start", "limit", "captions", "png_compress", "jpeg_quality",
+               "workers", "max_megapixels", "engine", "ray_address", "batch_size", "actors", "cpus_per_actor",
+               "gpus_per_actor", "ort_threads", "report")
+
+
+def _folder_only_options(a: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """The folder-job options given on this command line (set to other than their default)."""
+    given = []
+    for action in parser._actions:
+        if action.dest in FOLDER_ONLY and action.option_strings and getattr(a, action.dest) != action.default:
+            given.append(action.option_strings[-1])
+        elif action.dest == "existing" and getattr(a, "existing") not in (parser.get_default("existing"), "overwrite") \
+                and getattr(a, "existing") == action.const:
+            given.append(action.option_strings[-1])
+    return list(dict.fromkeys(given))
+
+
 def video_main(a: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``--source`` is a video file: ``cutout.video.cut_out_video``."""
     from cutout.models import ModelNotAvailableError, UnknownModelError
     from cutout.video import VideoError, VideoOptions, cut_out_video
 
+    unused = [opt for opt in _folder_only_options(a, parser)]
+    if unused:
+        print(f"cli.py: {', '.join(unused)}: for folders of images only; a video --source does not use "
+              f"{'it' if len(unused) == 1 else 'them'} (video options: cli.py --help, 'video' group)", file=sys.stderr)
+        return 2
     if not 0.0 <= a.temporal_strength <= 1.0:
-        parser.error(f"--temporal-strength {a.temporal_strength}: expected 0..1")
+        print(f"cli.py: --temporal-strength {a.temporal_strength}: expected 0..1", file=sys.stderr)
+        return 2
     try:
         cut = cutout_options(a)
     except ValueError as e:
-        parser.error(str(e))
+        print(f"cli.py: {e}", file=sys.stderr)
+        return 2
     opts = VideoOptions(cut, temporal=0.0 if a.temporal == "off" else a.temporal_strength,
                         temporal_mode="colour" if a.temporal == "off" else a.temporal, png_dir=a.png_dir,
                         mask_video=a.mask_video, overwrite=a.existing == "overwrite")
@@ -302,6 +334,9 @@ def video_main(a: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             bar.close()
     print(f"{info['frames']} frames, {info['size'][0]}x{info['size'][1]} at {info['fps']:.3f} fps, audio "
           f"{info['audio'] or 'none'} -> {a.dest}", file=sys.stderr)
+    if info.get("resized"):
+        print(f"cli.py: --source {a.source}: the frame size changed mid-way; {info['resized']} frame(s) were "
+              f"scaled to the first frame's {info['size'][0]}x{info['size'][1]}", file=sys.stderr)
     if info.get("damaged"):
         print(f"cli.py: --source {a.source}: {info['damaged']} damaged packet(s) could not be decoded and are "
               "missing from the output (a frame or a stretch of sound each)", file=sys.stderr)

@@ -18,10 +18,12 @@ from cutout.video import VideoError, VideoOptions, cut_out_video  # noqa: E402
 FPS = Fraction(12)
 
 
-def make_clip(path, n=10, size=(96, 128), audio="aac", rotation=0, codec=None, pix_fmt="yuv420p"):
-    """A bright square sliding over a grey gradient, with a sine tone."""
+def make_clip(path, n=10, size=(96, 128), audio="aac", rotation=0, codec=None, pix_fmt="yuv420p",
+              container=None, start=0):
+    """A bright square sliding over a grey gradient, with a sine tone; ``container``: a format name
+    when the suffix does not say it ('mpegts', 'h264': a raw stream without timestamps)."""
     h, w = size
-    out = av.open(str(path), mode="w")
+    out = av.open(str(path), mode="w", format=container)
     codec = codec or ("libx264" if path.suffix == ".mp4" else "libvpx-vp9")
     vs = out.add_stream(codec, rate=FPS)
     vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
@@ -37,7 +39,7 @@ def make_clip(path, n=10, size=(96, 128), audio="aac", rotation=0, codec=None, p
         img = ramp.copy()
         img[30:66, 20 + 5 * t:56 + 5 * t] = (230, 200, 60)
         frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
-        frame.pts = t
+        frame.pts = t + start
         for p in vs.encode(frame):
             out.mux(p)
     for p in vs.encode():
@@ -264,3 +266,62 @@ def test_a_video_dest_in_a_new_folder_is_made_and_an_unwritable_one_is_refused_e
     err = capsys.readouterr().err
     assert f"--dest {blocker / 'out.webm'}: cannot be written" in err and "Traceback" not in err
     assert blocker.read_text() == "not a folder"
+
+
+def test_a_size_change_mid_stream_is_scaled_to_the_first_size_and_said(tmp_path, capsys):
+    joined = tmp_path / "joined.ts"  # two clips joined byte by byte, as cat does: 128x96 then 160x120
+    a = make_clip(tmp_path / "a.ts", n=4, size=(96, 128), audio=None, codec="libx264", container="mpegts")
+    b = make_clip(tmp_path / "b.ts", n=4, size=(120, 160), audio=None, codec="libx264", container="mpegts", start=4)
+    joined.write_bytes(a.read_bytes() + b.read_bytes())
+    assert cli.main(["--source", str(joined), "--dest", str(tmp_path / "out.webm"), "--no-progress"]) == 0
+    assert "4 frame(s) were scaled to the first frame's 128x96" in capsys.readouterr().err
+    frames, _, _, _ = read_video(tmp_path / "out.webm", alpha=True)
+    assert frames.shape == (8, 96, 128, 4)
+
+
+def test_frames_without_times_are_a_frame_apart(tmp_path):
+    raw = make_clip(tmp_path / "raw.h264", n=6, audio=None, codec="libx264", container="h264")  # no timestamps
+    assert cli.main(["--source", str(raw), "--dest", str(tmp_path / "out.webm"), "--temporal", "off",
+                     "--no-progress"]) == 0
+    with av.open(str(tmp_path / "out.webm")) as c:
+        times = [float(f.pts * f.time_base) for f in c.decode(video=0)]
+    assert np.allclose(np.diff(times), 1 / 25, atol=0.002)  # FFmpeg's 25 fps for a stream without a rate
+
+
+def test_an_output_that_fails_at_the_end_leaves_every_earlier_file_as_it_was(clip, tmp_path, monkeypatch):
+    from cutout.video import writer as W
+
+    keep = tmp_path / "keep.webm"
+    keep.write_bytes(b"mine")
+    pngs = tmp_path / "pngs"
+    real_finish = W.VideoWriter.finish
+
+    def finish(self, source):
+        if self.what == "--mask-video":
+            raise VideoError("--mask-video x: writing failed (disk full)")
+        return real_finish(self, source)
+
+    monkeypatch.setattr(W.VideoWriter, "finish", finish)
+    with pytest.raises(VideoError, match="disk full"):
+        cut_out_video(clip, keep, VideoOptions(mask_video=tmp_path / "m.mp4", png_dir=pngs, overwrite=True,
+                                               temporal=0.0))
+    assert keep.read_bytes() == b"mine"  # --dest was complete, but is not put in place alone
+    assert not (tmp_path / "m.mp4").exists() and not list(pngs.glob("*.png"))
+    assert not list(tmp_path.glob(".*part*"))
+
+
+def test_options_a_video_does_not_use_and_a_single_photo_are_refused_in_one_line(clip, tmp_path, capsys):
+    out = tmp_path / "out.webm"
+    assert cli.main(["--source", str(clip), "--dest", str(out), "--crop", "0.1", "--report", str(tmp_path / "r.json"),
+                     "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--crop, --report: for folders of images only" in err
+    assert cli.main(["--source", str(clip), "--dest", str(out), "--temporal-strength", "nan", "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == "cli.py: --temporal-strength nan: expected 0..1"
+    photo = tmp_path / "photo.jpg"
+    from PIL import Image
+
+    Image.new("RGB", (32, 24), (200, 10, 10)).save(photo)
+    assert cli.main(["--source", str(photo), "--dest", str(tmp_path / "p"), "--no-progress"]) == 2
+    assert "is one image; --source takes a folder of images" in capsys.readouterr().err
+    assert not out.exists()
