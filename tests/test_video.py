@@ -19,9 +19,10 @@ FPS = Fraction(12)
 
 
 def make_clip(path, n=10, size=(96, 128), audio="aac", rotation=0, codec=None, pix_fmt="yuv420p",
-              container=None, start=0):
+              container=None, start=0, bt709=False, sar=None):
     """A bright square sliding over a grey gradient, with a sine tone; ``container``: a format name
-    when the suffix does not say it ('mpegts', 'h264': a raw stream without timestamps)."""
+    when the suffix does not say it ('mpegts', 'h264': a raw stream without timestamps); ``bt709``:
+    converted and tagged as HD video is; ``sar``: a pixel aspect ratio (anamorphic)."""
     h, w = size
     out = av.open(str(path), mode="w", format=container)
     codec = codec or ("libx264" if path.suffix == ".mp4" else "libvpx-vp9")
@@ -30,6 +31,11 @@ def make_clip(path, n=10, size=(96, 128), audio="aac", rotation=0, codec=None, p
     vs.options = {"libx264": {"crf": "10"}, "libvpx-vp9": {"crf": "10", "b": "0"}}.get(codec, {})
     if rotation:
         vs.set_display_rotation(rotation)  # as a phone stores a portrait video: frames sideways
+    if bt709:
+        cc = vs.codec_context
+        cc.colorspace = cc.color_primaries = cc.color_trc = cc.color_range = 1
+    if sar:
+        vs.codec_context.sample_aspect_ratio = sar
     aus = None
     if audio:
         aus = out.add_stream(audio, rate=48000 if audio == "libopus" else 44100)
@@ -39,6 +45,10 @@ def make_clip(path, n=10, size=(96, 128), audio="aac", rotation=0, codec=None, p
         img = ramp.copy()
         img[30:66, 20 + 5 * t:56 + 5 * t] = (230, 200, 60)
         frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
+        if bt709:
+            from av.video.reformatter import Colorspace
+
+            frame = frame.reformat(format=pix_fmt, dst_colorspace=Colorspace.ITU709)
         frame.pts = t + start
         for p in vs.encode(frame):
             out.mux(p)
@@ -325,3 +335,26 @@ def test_options_a_video_does_not_use_and_a_single_photo_are_refused_in_one_line
     assert cli.main(["--source", str(photo), "--dest", str(tmp_path / "p"), "--no-progress"]) == 2
     assert "is one image; --source takes a folder of images" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_an_hd_clip_keeps_its_colour_matrix_and_pixel_aspect(tmp_path, suffix):
+    """A BT.709 source is written with BT.709 and tagged so (players would shift its colours otherwise);
+    an anamorphic source keeps its pixel aspect ratio."""
+    from cutout.video.writer import VideoWriter
+
+    src = make_clip(tmp_path / "hd.mp4", n=3, audio=None, bt709=True, sar=Fraction(2, 1))
+    green = np.zeros((96, 128, 3), np.uint8)
+    green[..., 1] = 199
+    out = tmp_path / f"out{suffix}"
+    with av.open(str(src)) as c:
+        wr = VideoWriter(av, out, "--dest", c.streams.video[0], None, alpha=False, size=(128, 96))
+        for t in range(3):
+            wr.write(green, t)
+        wr.finish(src)
+        wr.commit()
+    with av.open(str(out)) as c:
+        vs = c.streams.video[0]
+        assert vs.codec_context.colorspace == 1 and vs.sample_aspect_ratio == Fraction(2, 1)
+        px = next(c.decode(vs)).to_ndarray(format="rgb24")  # PyAV converts with the tagged matrix
+    assert np.abs(px.astype(int) - green).max() <= 3

@@ -108,11 +108,13 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
         total = vin.frames or 0
         frames_in = Frames(av, inp, vin, source)
         w, h = frames_in.size
-        main = VideoWriter(av, dest, "--dest", vin, ain, alpha=transparent, size=(w, h))
+        turned = bool(frames_in.turns % 2)
+        main = VideoWriter(av, dest, "--dest", vin, ain, alpha=transparent, size=(w, h), turned=turned)
         writers.append(main)
         mask_w = None
         if opts.mask_video is not None:
-            mask_w = VideoWriter(av, opts.mask_video, "--mask-video", vin, None, alpha=False, size=(w, h))
+            mask_w = VideoWriter(av, opts.mask_video, "--mask-video", vin, None, alpha=False, size=(w, h),
+                                 turned=turned)
             writers.append(mask_w)
         if opts.png_dir is not None:
             try:

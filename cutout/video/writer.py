@@ -25,6 +25,9 @@ CONTAINERS = {
 OPAQUE_FORMAT = {"libvpx-vp9": "yuv420p", "prores_ks": "yuv422p10le", "libx264": "yuv420p"}
 # libx264's 4:2:0 needs an even width and height; an odd-sized video keeps its size in 4:4:4
 ODD_SIZE_FORMAT = {"libx264": "yuv444p"}
+# a source tagged with one of these YUV matrices (FFmpeg's AVColorSpace) is written with it and tagged
+# the same, so an HD (BT.709) clip keeps its colours in players; untagged sources stay untagged
+MATRICES = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
 
 
 def container_of(path: Path, what: str) -> tuple:
@@ -45,7 +48,8 @@ class VideoWriter:
     """``write`` each frame, then ``finish`` (encoders flushed, audio added, file closed), then
     ``commit`` (renamed into place); ``abort`` removes the temporary file. Errors name the output."""
 
-    def __init__(self, av, path: Path, what: str, src_video, src_audio, alpha: bool, size: tuple[int, int]):
+    def __init__(self, av, path: Path, what: str, src_video, src_audio, alpha: bool, size: tuple[int, int],
+                 turned: bool = False):
         encoder, alpha_fmt, self.audio_ok, self.audio_encoder = container_of(path, what)
         self.av, self.what, self.path = av, what, path
         self.tmp = path.with_name(f".{path.name}.part{path.suffix}")
@@ -68,6 +72,7 @@ class VideoWriter:
             self.stream.pix_fmt = ODD_SIZE_FORMAT[encoder]
             log.info("%s: %dx%d is odd-sized; written as %s (some players only play 4:2:0; "
                      ".webm or .mov play everywhere)", path, size[0], size[1], self.stream.pix_fmt)
+        self.matrix = self._keep_look(src_video, turned)
         if encoder == "prores_ks":
             self.stream.options = {"profile": "4444" if self.alpha else "hq"}
         elif encoder == "libvpx-vp9":
@@ -87,6 +92,21 @@ class VideoWriter:
         self.count = 0
         self.damaged_audio: list = []  # audio packets that could not be decoded (re-encoding only)
 
+    def _keep_look(self, src_video, turned: bool):
+        """The source's colour tags and pixel aspect ratio on the output; the matrix to convert with."""
+        src, cc = src_video.codec_context, self.stream.codec_context
+        sar = src.sample_aspect_ratio
+        if sar and sar != 1:  # anamorphic footage (not kept by WebM, which has no field for it)
+            cc.sample_aspect_ratio = 1 / sar if turned else sar
+        name = MATRICES.get(int(src.colorspace or 2))
+        if name is None:
+            return None
+        from av.video.reformatter import Colorspace
+
+        cc.colorspace, cc.color_primaries, cc.color_trc = src.colorspace, src.color_primaries, src.color_trc
+        cc.color_range = 1  # the converter writes limited ("TV") range
+        return getattr(Colorspace, name)
+
     @contextlib.contextmanager
     def _named(self, what_failed: str):
         try:
@@ -97,6 +117,8 @@ class VideoWriter:
 
     def write(self, pixels: np.ndarray, pts: int | None) -> None:
         frame = self.av.VideoFrame.from_ndarray(pixels, format="rgba" if pixels.shape[-1] == 4 else "rgb24")
+        if self.matrix is not None:
+            frame = frame.reformat(format=self.stream.pix_fmt, dst_colorspace=self.matrix)
         if pts is None or (self.last_pts is not None and pts <= self.last_pts):
             pts = 0 if self.last_pts is None else self.last_pts + self.step  # never two frames at one time
         frame.pts, frame.time_base, self.last_pts = pts, self.time_base, pts
