@@ -65,7 +65,7 @@ def make_clip(path, n=10, size=(96, 128), audio="aac", rotation=0, codec=None, p
             if fmt.startswith("s16"):
                 chunk = (chunk * 32767).astype(np.int16)
             af = av.AudioFrame.from_ndarray(chunk[None], format=fmt, layout="mono")
-            af.sample_rate, af.pts = rate, i
+            af.sample_rate, af.pts = rate, i + round(start * rate / FPS)  # in step with the video
             for p in aus.encode(af):
                 out.mux(p)
         for p in aus.encode():
@@ -358,3 +358,19 @@ def test_an_hd_clip_keeps_its_colour_matrix_and_pixel_aspect(tmp_path, suffix):
         assert vs.codec_context.colorspace == 1 and vs.sample_aspect_ratio == Fraction(2, 1)
         px = next(c.decode(vs)).to_ndarray(format="rgb24")  # PyAV converts with the tagged matrix
     assert np.abs(px.astype(int) - green).max() <= 3
+
+
+@pytest.mark.parametrize("suffix", [".webm", ".mp4"])
+def test_a_clip_that_starts_late_is_written_from_zero_with_its_sound_in_step(tmp_path, suffix):
+    late = make_clip(tmp_path / "late.ts", n=6, codec="libx264", container="mpegts", start=12 * 600,
+                     audio="mp2")  # a broadcast cut: its times start at 600 s
+    out = tmp_path / f"out{suffix}"
+    opts = ["--background", "white"] if suffix == ".mp4" else []
+    assert cli.main(["--source", str(late), "--dest", str(out), "--temporal", "off", "--no-progress"] + opts) == 0
+    with av.open(str(out)) as c:
+        times = [float(f.pts * f.time_base) for f in c.decode(c.streams.video[0])]
+        assert c.duration / 1e6 < 2  # not 600 s
+    with av.open(str(out)) as c:
+        first_sound = next(float(f.pts * f.time_base) for f in c.decode(c.streams.audio[0]))
+    assert times[0] == 0 and np.allclose(np.diff(times), 1 / 12, atol=0.002)
+    assert abs(first_sound) < 0.05

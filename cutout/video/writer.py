@@ -4,6 +4,7 @@ name and put in place only when every output of the run is complete."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 from fractions import Fraction
@@ -65,7 +66,7 @@ class VideoWriter:
         self.time_base = src_video.time_base or Fraction(1, int(rate * 1000))
         self.stream.codec_context.time_base = self.time_base
         self.step = max(1, round(1 / (rate * self.time_base)))  # one frame, for frames without a time
-        self.last_pts = None
+        self.last_pts = self.first_pts = None
         self.stream.width, self.stream.height = size
         self.stream.pix_fmt = alpha_fmt if self.alpha else OPAQUE_FORMAT[encoder]
         if (size[0] % 2 or size[1] % 2) and encoder in ODD_SIZE_FORMAT:
@@ -119,6 +120,10 @@ class VideoWriter:
         frame = self.av.VideoFrame.from_ndarray(pixels, format="rgba" if pixels.shape[-1] == 4 else "rgb24")
         if self.matrix is not None:
             frame = frame.reformat(format=self.stream.pix_fmt, dst_colorspace=self.matrix)
+        if pts is not None:  # the first frame at 0, as FFmpeg writes a clip cut from later in a stream
+            if self.first_pts is None:
+                self.first_pts = pts
+            pts -= self.first_pts
         if pts is None or (self.last_pts is not None and pts <= self.last_pts):
             pts = 0 if self.last_pts is None else self.last_pts + self.step  # never two frames at one time
         frame.pts, frame.time_base, self.last_pts = pts, self.time_base, pts
@@ -136,17 +141,29 @@ class VideoWriter:
             self.out.close()
 
     def _add_audio(self, source: Path) -> None:
+        """The source's sound, shifted as the video was (its first frame at 0); sound from before the
+        first frame is left out."""
+        start = (self.first_pts or 0) * self.time_base  # seconds
+
+        def shift(item, tb) -> bool:
+            d = round(start / tb)
+            item.pts -= d
+            if getattr(item, "dts", None) is not None:
+                item.dts -= d
+            return item.pts >= 0
+
         with self.av.open(str(source)) as inp:
             a_in = next(s for s in inp.streams.audio if s.index == self.audio_in.index)
             if self.resampler is None:
                 for packet in inp.demux(a_in):
-                    if packet.dts is None:
+                    if packet.dts is None or packet.pts is None or not shift(packet, packet.time_base):
                         continue
                     packet.stream = self.audio_out
                     self.out.mux(packet)
                 return
-            frames = decode(self.av, inp, a_in, self.damaged_audio)
-            for frame in [*frames, None]:  # None: the resampler's last samples
+            frames = (f for f in decode(self.av, inp, a_in, self.damaged_audio)
+                      if f.pts is None or shift(f, f.time_base))
+            for frame in itertools.chain(frames, [None]):  # None: the resampler's last samples
                 for f in self.resampler.resample(frame):
                     for packet in self.audio_out.encode(f):
                         self.out.mux(packet)
