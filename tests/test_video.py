@@ -19,7 +19,7 @@ FPS = Fraction(12)
 
 
 def make_clip(path, n=10, size=(96, 128), audio="aac", rotation=0, codec=None, pix_fmt="yuv420p",
-              container=None, start=0, bt709=False, sar=None):
+              container=None, start=0, bt709=False, sar=None, layout="mono"):
     """A bright square sliding over a grey gradient, with a sine tone; ``container``: a format name
     when the suffix does not say it ('mpegts', 'h264': a raw stream without timestamps); ``bt709``:
     converted and tagged as HD video is; ``sar``: a pixel aspect ratio (anamorphic)."""
@@ -39,7 +39,7 @@ def make_clip(path, n=10, size=(96, 128), audio="aac", rotation=0, codec=None, p
     aus = None
     if audio:
         aus = out.add_stream(audio, rate=48000 if audio == "libopus" else 44100)
-        aus.layout = "mono"
+        aus.layout = layout
     ramp = np.linspace(40, 120, w, dtype=np.float32)[None, :, None].repeat(h, 0).repeat(3, 2)
     for t in range(n):
         img = ramp.copy()
@@ -64,7 +64,9 @@ def make_clip(path, n=10, size=(96, 128), audio="aac", rotation=0, codec=None, p
             chunk = tone[i:i + step]
             if fmt.startswith("s16"):
                 chunk = (chunk * 32767).astype(np.int16)
-            af = av.AudioFrame.from_ndarray(chunk[None], format=fmt, layout="mono")
+            channels = aus.codec_context.channels
+            planes = np.repeat(chunk[None], channels, 0) if fmt.endswith("p") else np.repeat(chunk, channels)[None]
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(planes), format=fmt, layout=layout)
             af.sample_rate, af.pts = rate, i + round(start * rate / FPS)  # in step with the video
             for p in aus.encode(af):
                 out.mux(p)
@@ -374,3 +376,12 @@ def test_a_clip_that_starts_late_is_written_from_zero_with_its_sound_in_step(tmp
         first_sound = next(float(f.pts * f.time_base) for f in c.decode(c.streams.audio[0]))
     assert times[0] == 0 and np.allclose(np.diff(times), 1 / 12, atol=0.002)
     assert abs(first_sound) < 0.05
+
+
+def test_surround_sound_keeps_its_channels_when_re_encoded(tmp_path):
+    src = make_clip(tmp_path / "surround.mp4", n=6, layout="5.1")  # AAC 5.1 -> Opus 5.1 in WebM
+    out = tmp_path / "out.webm"
+    assert cli.main(["--source", str(src), "--dest", str(out), "--temporal", "off", "--no-progress"]) == 0
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        assert a.codec_context.name == "opus" and a.layout.name == "5.1"

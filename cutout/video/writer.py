@@ -45,6 +45,18 @@ def _codec_name(stream) -> str:
     return getattr(codec, "canonical_name", None) or codec.name
 
 
+# channel layouts the re-encoders (Opus, AAC) take as they are; anything else is mixed to stereo
+KEPT_LAYOUTS = {"mono", "stereo", "5.1", "5.1(side)"}
+
+
+def _layout(stream) -> str:
+    name = getattr(getattr(stream, "layout", None), "name", None) or "stereo"
+    if name in KEPT_LAYOUTS:
+        return name
+    log.info("%s channels (%s) are mixed to stereo for the re-encoded sound", stream.channels, name)
+    return "stereo"
+
+
 class VideoWriter:
     """``write`` each frame, then ``finish`` (encoders flushed, audio added, file closed), then
     ``commit`` (renamed into place); ``abort`` removes the temporary file. Errors name the output."""
@@ -87,9 +99,10 @@ class VideoWriter:
             else:
                 rate_a = 48000 if self.audio_encoder == "libopus" else (src_audio.rate or 48000)
                 self.audio_out = self.out.add_stream(self.audio_encoder, rate=rate_a)
-                self.audio_out.layout = "stereo"
+                layout = _layout(src_audio)
+                self.audio_out.layout = layout
                 fmt = self.audio_out.codec_context.codec.audio_formats[0].name
-                self.resampler = av.AudioResampler(format=fmt, layout="stereo", rate=rate_a)
+                self.resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate_a)
         self.count = 0
         self.damaged_audio: list = []  # audio packets that could not be decoded (re-encoding only)
 
