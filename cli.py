@@ -187,6 +187,11 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> int:
     if not a.source.is_dir():
         print(f"cli.py: --source {a.source} is not a folder or a video file", file=sys.stderr)
         return 2
+    unused = _options_given(a, parser, VIDEO_ONLY)
+    if unused:
+        print(f"cli.py: {', '.join(unused)}: for a video file --source only; a folder of images does not use "
+              f"{'it' if len(unused) == 1 else 'them'}", file=sys.stderr)
+        return 2
     try:
         check_no_overlap(a.source, a.dest)
         check_writable_folder(a.dest, "--dest")
@@ -273,14 +278,17 @@ FOLDER_ONLY = ("format", "jpeg_background", "crop", "crop_aspect", "keep_subject
                "gpus_per_actor", "ort_threads", "report")
 
 
-def _folder_only_options(a: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
-    """The folder-job options given on this command line (set to other than their default)."""
+VIDEO_ONLY = ("temporal", "temporal_strength", "png_dir", "mask_video")
+
+
+def _options_given(a: argparse.Namespace, parser: argparse.ArgumentParser, dests=FOLDER_ONLY) -> list[str]:
+    """The options of ``dests`` given on this command line (set to other than their default)."""
     given = []
     for action in parser._actions:
-        if action.dest in FOLDER_ONLY and action.option_strings and getattr(a, action.dest) != action.default:
+        if action.dest in dests and action.option_strings and getattr(a, action.dest) != action.default:
             given.append(action.option_strings[-1])
-        elif action.dest == "existing" and getattr(a, "existing") not in (parser.get_default("existing"), "overwrite") \
-                and getattr(a, "existing") == action.const:
+        elif dests is FOLDER_ONLY and action.dest == "existing" and action.const == getattr(a, "existing") \
+                and action.const not in (parser.get_default("existing"), "overwrite"):
             given.append(action.option_strings[-1])
     return list(dict.fromkeys(given))
 
@@ -290,7 +298,7 @@ def video_main(a: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from cutout.models import ModelNotAvailableError, UnknownModelError
     from cutout.video import VideoError, VideoOptions, cut_out_video
 
-    unused = [opt for opt in _folder_only_options(a, parser)]
+    unused = _options_given(a, parser)
     if unused:
         print(f"cli.py: {', '.join(unused)}: for folders of images only; a video --source does not use "
               f"{'it' if len(unused) == 1 else 'them'} (video options: cli.py --help, 'video' group)", file=sys.stderr)

@@ -318,8 +318,19 @@ def test_an_output_that_fails_at_the_end_leaves_every_earlier_file_as_it_was(cli
         cut_out_video(clip, keep, VideoOptions(mask_video=tmp_path / "m.mp4", png_dir=pngs, overwrite=True,
                                                temporal=0.0))
     assert keep.read_bytes() == b"mine"  # --dest was complete, but is not put in place alone
-    assert not (tmp_path / "m.mp4").exists() and not list(pngs.glob("*.png"))
+    assert not (tmp_path / "m.mp4").exists() and not pngs.exists()  # the folder it made is gone again
     assert not list(tmp_path.glob(".*part*"))
+    # with --overwrite, a failed run leaves the earlier run's frame PNGs as they were
+    monkeypatch.setattr(W.VideoWriter, "finish", real_finish)
+    cut_out_video(clip, tmp_path / "first.webm", VideoOptions(png_dir=pngs, temporal=0.0))
+    before = {p.name: p.read_bytes() for p in pngs.iterdir()}
+    assert len(before) == 10
+    monkeypatch.setattr(W.VideoWriter, "finish", finish)
+    with pytest.raises(VideoError, match="disk full"):
+        cut_out_video(clip, tmp_path / "second.webm", VideoOptions(mask_video=tmp_path / "m.mp4", png_dir=pngs,
+                                                                   overwrite=True, cutout=CutoutOptions(
+                                                                       background=parse_background("red"))))
+    assert {p.name: p.read_bytes() for p in pngs.iterdir()} == before
 
 
 def test_options_a_video_does_not_use_and_a_single_photo_are_refused_in_one_line(clip, tmp_path, capsys):
@@ -378,10 +389,25 @@ def test_a_clip_that_starts_late_is_written_from_zero_with_its_sound_in_step(tmp
     assert abs(first_sound) < 0.05
 
 
-def test_surround_sound_keeps_its_channels_when_re_encoded(tmp_path):
-    src = make_clip(tmp_path / "surround.mp4", n=6, layout="5.1")  # AAC 5.1 -> Opus 5.1 in WebM
+@pytest.mark.parametrize("layout", ["5.1", "5.1(side)"])
+def test_surround_sound_keeps_its_channels_when_re_encoded(tmp_path, layout):
+    # AAC 5.1 -> Opus 5.1 in WebM; "5.1(side)", AC-3's and FLAC's name for it, which libopus refuses
+    src = make_clip(tmp_path / "surround.mp4", n=6, layout=layout)
     out = tmp_path / "out.webm"
     assert cli.main(["--source", str(src), "--dest", str(out), "--temporal", "off", "--no-progress"]) == 0
     with av.open(str(out)) as c:
         a = c.streams.audio[0]
         assert a.codec_context.name == "opus" and a.layout.name == "5.1"
+
+
+def test_video_options_on_a_folder_job_are_refused_in_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    Image.new("RGB", (32, 24)).save(src / "a.png")
+    assert cli.main(["--source", str(src), "--dest", str(tmp_path / "out"), "--mask-video", str(tmp_path / "m.mp4"),
+                     "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == ("cli.py: --mask-video: for a video file --source only; a folder of "
+                                               "images does not use it")
+    assert not (tmp_path / "out").exists()

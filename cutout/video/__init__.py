@@ -102,7 +102,7 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
     _check_outputs(source, opts, dest)
     inp = open_source(av, source)
     writers: list[VideoWriter] = []
-    pngs: list[Path] = []  # frame PNGs written by this run: removed again if it fails
+    pngs = _PngFolder(opts.png_dir) if opts.png_dir is not None else None
     try:
         vin, ain = pick_streams(av, inp, source)
         total = vin.frames or 0
@@ -116,11 +116,8 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
             mask_w = VideoWriter(av, opts.mask_video, "--mask-video", vin, None, alpha=False, size=(w, h),
                                  turned=turned)
             writers.append(mask_w)
-        if opts.png_dir is not None:
-            try:
-                opts.png_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise VideoError(f"--png-dir {opts.png_dir}: cannot be created ({e})") from e
+        if pngs is not None:
+            pngs.open()
         chunk = max(4, CHUNK_PIXELS // max(1, w * h))
         session = get_session(cut.model, cut.device)
         smooth = {"temporal": opts.temporal, "temporal_mode": opts.temporal_mode} if opts.temporal > 0 else {}
@@ -144,8 +141,8 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
                 main.write(px, stamps[lo + j])
                 if mask_w is not None:
                     mask_w.write(np.repeat(to_uint8(m[lo + j])[..., None], 3, -1), stamps[lo + j])
-                if opts.png_dir is not None:
-                    _save_png(px, opts.png_dir / f"{emitted + j:06d}.png", pngs)
+                if pngs is not None:
+                    pngs.save(px, emitted + j)
             emitted = first + hi
             keep = max(0, hi - CONTEXT)
             del frames[:keep], masks[:keep], stamps[:keep]
@@ -165,6 +162,8 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
             wr.finish(source)
         for wr in writers:
             wr.commit()
+        if pngs is not None:
+            pngs.commit()
         return {"frames": emitted, "fps": float(main.stream.average_rate or 0), "size": [w, h],
                 "turned": frames_in.turns * 90,
                 "audio": None if ain is None else ("copied" if main.resampler is None else "re-encoded"),
@@ -172,19 +171,55 @@ def cut_out_video(source: Path, dest: Path, opts: VideoOptions,
     except BaseException:
         for wr in writers:
             wr.abort()
-        for png in pngs:
-            with contextlib.suppress(OSError):
-                png.unlink()
+        if pngs is not None:
+            pngs.abort()
         raise
     finally:
         inp.close()
 
 
-def _save_png(px: np.ndarray, path: Path, written: list[Path]) -> None:
-    from PIL import Image
 
-    try:
-        Image.fromarray(px).save(path, compress_level=1)
-    except OSError as e:
-        raise VideoError(f"--png-dir {path.parent}: {path.name} could not be written ({e})") from e
-    written.append(path)
+class _PngFolder:
+    """--png-dir's frame PNGs, written into a hidden folder inside it and moved into place only when the
+    run is complete: a failed run leaves the folder as it was (and removes it if it made it)."""
+
+    PART = ".cutout-frames.part"
+
+    def __init__(self, folder: Path):
+        self.folder, self.part, self.made = folder, folder / self.PART, False
+
+    def open(self) -> None:
+        import shutil
+
+        try:
+            self.made = not self.folder.exists()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.part, ignore_errors=True)  # left by a run that was killed
+            self.part.mkdir()
+        except OSError as e:
+            raise VideoError(f"--png-dir {self.folder}: cannot be created ({e})") from e
+
+    def save(self, px: np.ndarray, index: int) -> None:
+        from PIL import Image
+
+        name = f"{index:06d}.png"
+        try:
+            Image.fromarray(px).save(self.part / name, compress_level=1)
+        except OSError as e:
+            raise VideoError(f"--png-dir {self.folder}: {name} could not be written ({e})") from e
+
+    def commit(self) -> None:
+        try:
+            for png in sorted(self.part.iterdir()):
+                os.replace(png, self.folder / png.name)
+            self.part.rmdir()
+        except OSError as e:
+            raise VideoError(f"--png-dir {self.folder}: the frame PNGs could not be put in place ({e})") from e
+
+    def abort(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.part, ignore_errors=True)
+        if self.made:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # only if empty

@@ -53,6 +53,9 @@ def pick_streams(av, inp, source: Path) -> tuple:
         log.warning("--source %s: %d video streams; cutting out stream %d (%dx%d), as players show it",
                     source, len(moving), video.index, video.codec_context.width, video.codec_context.height)
     audio = inp.streams.best("audio") if inp.streams.audio else None
+    if len(inp.streams.audio) > 1:
+        log.warning("--source %s: %d sound tracks; keeping track %d only, as players play it",
+                    source, len(inp.streams.audio), audio.index)
     return video, audio
 
 

@@ -21,7 +21,8 @@ CONTAINERS = {
     ".webm": ("libvpx-vp9", "yuva420p", {"opus", "vorbis"}, "libopus"),
     ".mov": ("prores_ks", "yuva444p10le", {"aac", "alac", "mp3", "pcm_s16le", "pcm_s24le"}, "aac"),
     ".mp4": ("libx264", None, {"aac", "mp3", "alac", "opus"}, "aac"),
-    ".mkv": ("libvpx-vp9", "yuva420p", {"opus", "vorbis", "aac", "mp3", "flac", "pcm_s16le"}, "libopus"),
+    ".mkv": ("libvpx-vp9", "yuva420p", {"opus", "vorbis", "aac", "mp3", "flac", "pcm_s16le", "ac3", "eac3", "dts"},
+             "libopus"),
 }
 OPAQUE_FORMAT = {"libvpx-vp9": "yuv420p", "prores_ks": "yuv422p10le", "libx264": "yuv420p"}
 # libx264's 4:2:0 needs an even width and height; an odd-sized video keeps its size in 4:4:4
@@ -45,15 +46,20 @@ def _codec_name(stream) -> str:
     return getattr(codec, "canonical_name", None) or codec.name
 
 
-# channel layouts the re-encoders (Opus, AAC) take as they are; anything else is mixed to stereo
-KEPT_LAYOUTS = {"mono", "stereo", "5.1", "5.1(side)"}
+# channel layouts the re-encoders (Opus, AAC) take; a source's layout maps to one of them by its channels
+# (AC-3, DTS and FLAC call their 5.1 "5.1(side)", Matroska's PCM has no order: "6 channels"); others are
+# mixed to stereo
+LAYOUT_BY_CHANNELS = {1: "mono", 2: "stereo", 6: "5.1"}
 
 
 def _layout(stream) -> str:
-    name = getattr(getattr(stream, "layout", None), "name", None) or "stereo"
-    if name in KEPT_LAYOUTS:
+    name = getattr(getattr(stream, "layout", None), "name", None) or ""
+    if name in LAYOUT_BY_CHANNELS.values():
         return name
-    log.info("%s channels (%s) are mixed to stereo for the re-encoded sound", stream.channels, name)
+    kept = LAYOUT_BY_CHANNELS.get(stream.channels)
+    if kept is not None and (name in (f"{stream.channels} channels", "") or name.startswith(kept)):
+        return kept
+    log.info("%s channels (%s) are mixed to stereo for the re-encoded sound", stream.channels, name or "no layout")
     return "stereo"
 
 
@@ -110,7 +116,7 @@ class VideoWriter:
         """The source's colour tags and pixel aspect ratio on the output; the matrix to convert with."""
         src, cc = src_video.codec_context, self.stream.codec_context
         sar = src.sample_aspect_ratio
-        if sar and sar != 1:  # anamorphic footage (not kept by WebM, which has no field for it)
+        if sar and sar != 1:  # anamorphic footage (kept by MOV and MP4; PyAV's Matroska output drops it)
             cc.sample_aspect_ratio = 1 / sar if turned else sar
         name = MATRICES.get(int(src.colorspace or 2))
         if name is None:
