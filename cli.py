@@ -187,10 +187,7 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> int:
     if not a.source.is_dir():
         print(f"cli.py: --source {a.source} is not a folder or a video file", file=sys.stderr)
         return 2
-    unused = _options_given(a, parser, VIDEO_ONLY)
-    if unused:
-        print(f"cli.py: {', '.join(unused)}: for a video file --source only; a folder of images does not use "
-              f"{'it' if len(unused) == 1 else 'them'}", file=sys.stderr)
+    if _refused(_options_given(a, parser, VIDEO_ONLY), "for a video file --source only; a folder of images"):
         return 2
     try:
         check_no_overlap(a.source, a.dest)
@@ -293,15 +290,21 @@ def _options_given(a: argparse.Namespace, parser: argparse.ArgumentParser, dests
     return list(dict.fromkeys(given))
 
 
+def _refused(options: list[str], scope: str, hint: str = "") -> bool:
+    """Say in one line that ``options`` do not apply here; True when there were any."""
+    if options:
+        print(f"cli.py: {', '.join(options)}: {scope} does not use {'it' if len(options) == 1 else 'them'}{hint}",
+              file=sys.stderr)
+    return bool(options)
+
+
 def video_main(a: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``--source`` is a video file: ``cutout.video.cut_out_video``."""
     from cutout.models import ModelNotAvailableError, UnknownModelError
     from cutout.video import VideoError, VideoOptions, cut_out_video
 
-    unused = _options_given(a, parser)
-    if unused:
-        print(f"cli.py: {', '.join(unused)}: for folders of images only; a video --source does not use "
-              f"{'it' if len(unused) == 1 else 'them'} (video options: cli.py --help, 'video' group)", file=sys.stderr)
+    if _refused(_options_given(a, parser), "for folders of images only; a video --source",
+                " (video options: cli.py --help, 'video' group)"):
         return 2
     if not 0.0 <= a.temporal_strength <= 1.0:
         print(f"cli.py: --temporal-strength {a.temporal_strength}: expected 0..1", file=sys.stderr)

@@ -108,12 +108,11 @@ def list_images(root: Path, recursive: bool = True, pattern: str = DEFAULT_PATTE
                 continue
             if not any(fnmatch.fnmatchcase(name.lower(), g) for g in globs):
                 ext = os.path.splitext(name)[1].lower()
+                rel = PurePosixPath(Path(dirpath, name).relative_to(root).as_posix())
                 if ext in UNREAD_IMAGE_EXTENSIONS:
-                    rel = PurePosixPath(Path(dirpath, name).relative_to(root).as_posix())
                     problems.append(Problem(str(rel), f"{ext} images are not read by this pack; convert it to "
                                                       "PNG, JPEG, WebP or TIFF"))
                 elif ext in VIDEO_SUFFIXES:
-                    rel = PurePosixPath(Path(dirpath, name).relative_to(root).as_posix())
                     problems.append(Problem(str(rel), "a video, not an image: a folder job reads images only; cut "
                                                       "it out on its own (cli.py --source VIDEO --dest OUT.webm)"))
                 continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -189,8 +190,6 @@ class _PngFolder:
         self.folder, self.part, self.made = folder, folder / self.PART, False
 
     def open(self) -> None:
-        import shutil
-
         try:
             self.made = not self.folder.exists()
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -217,8 +216,6 @@ class _PngFolder:
             raise VideoError(f"--png-dir {self.folder}: the frame PNGs could not be put in place ({e})") from e
 
     def abort(self) -> None:
-        import shutil
-
         shutil.rmtree(self.part, ignore_errors=True)
         if self.made:
             with contextlib.suppress(OSError):

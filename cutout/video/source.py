@@ -3,6 +3,7 @@ packets left out and counted (as players skip them)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,8 +99,6 @@ class Frames:
         self.size = (h, w) if self.turns % 2 else (w, h)  # (width, height) as written
 
     def __iter__(self):
-        import itertools
-
         w, h = self.size
         for frame in itertools.chain([self.first], self._it):
             px = frame.to_ndarray(format="rgb24")

@@ -109,7 +109,6 @@ class VideoWriter:
                 self.audio_out.layout = layout
                 fmt = self.audio_out.codec_context.codec.audio_formats[0].name
                 self.resampler = av.AudioResampler(format=fmt, layout=layout, rate=rate_a)
-        self.count = 0
         self.damaged_audio: list = []  # audio packets that could not be decoded (re-encoding only)
 
     def _keep_look(self, src_video, turned: bool):
@@ -146,7 +145,6 @@ class VideoWriter:
         if pts is None or (self.last_pts is not None and pts <= self.last_pts):
             pts = 0 if self.last_pts is None else self.last_pts + self.step  # never two frames at one time
         frame.pts, frame.time_base, self.last_pts = pts, self.time_base, pts
-        self.count += 1
         with self._named("writing failed"):
             for packet in self.stream.encode(frame):
                 self.out.mux(packet)
